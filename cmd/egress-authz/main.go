@@ -1,0 +1,72 @@
+// Command egress-authz is an Envoy ext_authz server that decides, for every
+// outbound request through an Istio egress gateway, whether the calling
+// workload may reach the external host, from an allow-list kept in git.
+//
+// Run "egress-authz help" for the commands.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `egress-authz decides which workloads may reach which external hosts.
+
+Usage:
+  egress-authz serve --rules PATH [flags]        run the ext_authz gRPC server
+  egress-authz check --addr HOST:PORT --principal SPIFFE_ID [-X METHOD] URL
+  egress-authz check --addr HOST:PORT --principal SPIFFE_ID --sni HOST
+                                                 send one Check; exit 0 allow, 3 deny
+  egress-authz rules lint PATH...                validate rule files
+  egress-authz rules test PATH --cases FILE      run expected-decision cases
+  egress-authz rules explain PATH --principal ID [-X METHOD] URL
+  egress-authz rules diff OLD NEW [--against DSN]
+  egress-authz rules suggest --from DSN --namespace NS [--since 7d]
+  egress-authz audit query [--audit DSN] [filters]
+  egress-authz audit verify [--audit DSN]
+
+Run "egress-authz COMMAND -h" for a command's flags.
+`
+
+// Exit codes shared by the commands.
+const (
+	exitOK    = 0
+	exitFail  = 1 // an error: bad input, unreachable server, failed check
+	exitUsage = 2
+	exitDeny  = 3 // check: the request was denied
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run dispatches to a command. It is main without the process: tests call
+// it with their own arguments and writers.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "serve":
+		return serveCmd(ctx, args[1:], stdout, stderr)
+	case "check":
+		return checkCmd(ctx, args[1:], stdout, stderr)
+	case "rules":
+		return rulesCmd(ctx, args[1:], stdout, stderr)
+	case "audit":
+		return auditCmd(ctx, args[1:], stdout, stderr)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "egress-authz: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}

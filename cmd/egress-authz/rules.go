@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/egress-authz/egress-authz/rules"
+)
+
+const rulesUsage = `Usage:
+  egress-authz rules lint [--warn-expiry 14d] PATH...
+  egress-authz rules test PATH --cases FILE
+  egress-authz rules explain PATH --principal ID [-X METHOD] URL
+  egress-authz rules diff OLD NEW [--against DSN]
+  egress-authz rules suggest --from DSN --namespace NS [--since 7d]
+`
+
+func rulesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, rulesUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "lint":
+		return lintCmd(args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, rulesUsage)
+		return exitOK
+	case "test":
+		return rulesTestCmd(ctx, args[1:], stdout, stderr)
+	case "explain":
+		return explainCmd(ctx, args[1:], stdout, stderr)
+	case "diff":
+		return diffCmd(ctx, args[1:], stdout, stderr)
+	case "suggest":
+		return suggestCmd(ctx, args[1:], stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "egress-authz rules: unknown command %q\n\n%s", args[0], rulesUsage)
+	return exitUsage
+}
+
+func lintCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("rules lint", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	warnExpiry := fs.String("warn-expiry", "14d", "warn about rules expiring within this `DURATION` (e.g. 14d, 72h)")
+	strict := fs.Bool("strict", false, "exit non-zero on warnings too")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: egress-authz rules lint [flags] PATH...\n\nValidates rule files or directories. Errors and warnings name file:line:col.\nExit status: 0 valid, 1 invalid (or warnings with --strict).\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(reorder(args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	window, err := parseDays(*warnExpiry)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz rules lint: --warn-expiry:", err)
+		return exitUsage
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return exitUsage
+	}
+	code := exitOK
+	now := time.Now().UTC()
+	for _, path := range fs.Args() {
+		set, err := rules.Load(path)
+		if err != nil {
+			var list rules.ErrorList
+			if errors.As(err, &list) {
+				for _, d := range list {
+					fmt.Fprintln(stdout, d.Error())
+				}
+			} else {
+				fmt.Fprintf(stdout, "%s: %v\n", path, err)
+			}
+			code = exitFail
+			continue
+		}
+		warnings := rules.Lint(set, now, window)
+		for _, w := range warnings {
+			fmt.Fprintf(stdout, "%s: warning: %s\n", w.Pos, w.Msg)
+		}
+		if len(warnings) > 0 && *strict {
+			code = exitFail
+		}
+		fmt.Fprintf(stderr, "%s: %d rules, %d warnings, version %s\n", path, len(set.Rules), len(warnings), set.Version)
+	}
+	return code
+}
+
+// parseDays parses a duration that may be written in days ("14d") as well
+// as in Go's units ("72h").
+func parseDays(s string) (time.Duration, error) {
+	var n int
+	if _, err := fmt.Sscanf(s, "%dd", &n); err == nil && fmt.Sprintf("%dd", n) == s {
+		return time.Duration(n) * 24 * time.Hour, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (like 14d or 72h)", s)
+	}
+	return d, nil
+}

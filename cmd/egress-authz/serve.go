@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/egress-authz/egress-authz/authz"
+	"github.com/egress-authz/egress-authz/internal/admin"
+	"github.com/egress-authz/egress-authz/internal/config"
+	"github.com/egress-authz/egress-authz/rules"
+)
+
+func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: egress-authz serve --rules PATH [flags]\n\nServes Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization/Check).\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	cfg, err := config.FromArgs(fs, args)
+	if errors.Is(err, flag.ErrHelp) {
+		return exitOK
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz serve:", err)
+		return exitUsage
+	}
+	log := newLogger(cfg.LogFormat, stderr)
+	srv, err := newServer(cfg, log)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz serve:", err)
+		return exitFail
+	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	if err := srv.run(ctx, hup); err != nil {
+		log.Error("server stopped", "error", err.Error())
+		return exitFail
+	}
+	return exitOK
+}
+
+func newLogger(format string, w io.Writer) *slog.Logger {
+	if format == "auto" {
+		format = "json"
+		if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, nil))
+	}
+	return slog.New(slog.NewJSONHandler(w, nil))
+}
+
+// server is one running egress-authz: the pieces serve wires together.
+type server struct {
+	cfg      config.Config
+	log      *slog.Logger
+	live     *rules.Live
+	reloader *rules.Reloader
+	grpc     *grpc.Server
+	health   *health.Server
+	admin    *http.Server
+	grpcLn   net.Listener
+	adminLn  net.Listener
+	closers  []func(context.Context) error // run in order at shutdown, after gRPC stopped
+}
+
+// newServer loads the rules and opens the listeners. An invalid rule set
+// stops start-up here, with every error's file:line:col.
+func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
+	set, err := rules.Load(cfg.Rules)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	table, err := rules.Compile(set)
+	if err != nil {
+		return nil, fmt.Errorf("load rules: %w", err)
+	}
+	s := &server{cfg: cfg, log: log}
+	s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
+	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log})
+
+	rec, err := s.openAudit()
+	if err != nil {
+		return nil, err
+	}
+	creds, err := s.transportCredentials()
+	if err != nil {
+		s.close(context.Background())
+		return nil, err
+	}
+	opts := []grpc.ServerOption{
+		authz.ServerCodec(),
+		grpc.MaxRecvMsgSize(4 << 20),
+		grpc.MaxConcurrentStreams(1024),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}
+	if creds != nil {
+		opts = append(opts, creds)
+	}
+	s.grpc = grpc.NewServer(opts...)
+	authz.NewServer(s.live, authz.Options{
+		TrustXFCC: cfg.TrustXFCC,
+		Recorder:  rec,
+		KeepQuery: cfg.AuditKeepQuery,
+		Logger:    log,
+	}).Register(s.grpc)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+
+	s.admin = &http.Server{
+		Handler:           admin.Handler(admin.Options{Rules: s.reloader.Status, Extra: s.adminExtras()}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		s.close(context.Background())
+		return nil, fmt.Errorf("--grpc-addr: %w", err)
+	}
+	if s.adminLn, err = net.Listen("tcp", cfg.AdminAddr); err != nil {
+		s.grpcLn.Close()
+		s.close(context.Background())
+		return nil, fmt.Errorf("--admin-addr: %w", err)
+	}
+	return s, nil
+}
+
+// run serves until ctx is done, then shuts down gracefully: the health
+// service turns NOT_SERVING, new calls are refused, in-flight Checks finish
+// (for at most ShutdownGrace), and the decision log is drained.
+func (s *server) run(ctx context.Context, hup <-chan os.Signal) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
+	go func() {
+		if err := s.admin.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	go func() {
+		if err := s.reloader.Run(ctx); err != nil {
+			s.log.Error("rule watch stopped; SIGHUP still reloads", "error", err.Error())
+		}
+	}()
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.log.Info("serving", "grpc_addr", s.grpcLn.Addr().String(), "admin_addr", s.adminLn.Addr().String(),
+		"rules_version", s.live.Table().Version(), "rules", len(s.live.Table().Set().Rules), "config", s.cfg.String())
+
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-hup:
+			if _, err := s.reloader.Reload(); err == nil {
+				s.log.Info("SIGHUP: rules checked", "version", s.live.Table().Version())
+			}
+		case err := <-errc:
+			runErr = err
+			break loop
+		}
+	}
+	s.log.Info("shutting down")
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() { s.grpc.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(s.cfg.ShutdownGrace):
+		s.log.Warn("shutdown grace period over; closing remaining connections")
+		s.grpc.Stop()
+		<-stopped
+	}
+	shutCtx, done := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer done()
+	_ = s.admin.Shutdown(shutCtx)
+	if err := s.close(shutCtx); err != nil && runErr == nil {
+		runErr = err
+	}
+	s.log.Info("stopped")
+	return runErr
+}
+
+func (s *server) close(ctx context.Context) error {
+	var errs []error
+	for _, c := range s.closers {
+		errs = append(errs, c(ctx))
+	}
+	s.closers = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,203 @@
+// Package config is the serve command's configuration: one struct, filled
+// from an optional YAML file and then from flags (flags win), validated
+// once, and passed down. Nothing else in the program reads flags or the
+// environment for its settings.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the serve command's configuration. The YAML keys are the flag
+// names.
+type Config struct {
+	Rules          string        `yaml:"rules"`
+	GRPCAddr       string        `yaml:"grpc-addr"`
+	AdminAddr      string        `yaml:"admin-addr"`
+	Audit          []string      `yaml:"audit"`
+	AuditOverflow  string        `yaml:"audit-overflow"`
+	AuditKeepQuery bool          `yaml:"audit-keep-query"`
+	AuditQueue     int           `yaml:"audit-queue"`
+	DataDir        string        `yaml:"data-dir"`
+	Plaintext      bool          `yaml:"plaintext"`
+	TLSCert        string        `yaml:"tls-cert"`
+	TLSKey         string        `yaml:"tls-key"`
+	TLSCA          string        `yaml:"tls-ca"`
+	SPIFFESocket   string        `yaml:"spiffe-socket"`
+	AllowedClients []string      `yaml:"allowed-clients"`
+	AdminTokenFile string        `yaml:"admin-token-file"`
+	TrustXFCC      bool          `yaml:"trust-xfcc"`
+	CacheSize      int           `yaml:"cache-size"`
+	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
+	LogFormat      string        `yaml:"log-format"`
+}
+
+// Default returns the configuration used where neither file nor flag
+// says otherwise.
+func Default() Config {
+	return Config{
+		GRPCAddr:      ":9191",
+		AdminAddr:     "127.0.0.1:9192",
+		Audit:         []string{"sqlite:./data/decisions.db"},
+		AuditOverflow: "deny",
+		AuditQueue:    65536,
+		DataDir:       "./data",
+		CacheSize:     100000,
+		ShutdownGrace: 15 * time.Second,
+		LogFormat:     "auto",
+	}
+}
+
+// listFlag is a repeatable, comma-splitting string list flag.
+type listFlag struct {
+	dst *[]string
+	set bool
+}
+
+func (l *listFlag) String() string {
+	if l.dst == nil {
+		return ""
+	}
+	return strings.Join(*l.dst, ",")
+}
+
+func (l *listFlag) Set(s string) error {
+	if !l.set {
+		*l.dst, l.set = nil, true
+	}
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part != "" {
+			*l.dst = append(*l.dst, part)
+		}
+	}
+	return nil
+}
+
+// Flags registers the serve flags on fs, writing into c, and returns the
+// name of the --config file flag's destination.
+func (c *Config) Flags(fs *flag.FlagSet) *string {
+	file := fs.String("config", "", "YAML `FILE` with any of these settings as keys (flags win)")
+	fs.StringVar(&c.Rules, "rules", c.Rules, "rule `PATH`: a YAML file or a directory of them, watched for changes (required)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "ext_authz gRPC listen `ADDR`")
+	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen `ADDR` (health, metrics, rules, decisions, /ui/)")
+	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: sqlite:PATH, postgres://..., otlp, stdout, none")
+	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the decision log cannot keep up: deny (new requests denied, reason audit-unavailable) or block")
+	fs.BoolVar(&c.AuditKeepQuery, "audit-keep-query", c.AuditKeepQuery, "keep the query string in logged paths (dropped by default: it may hold personal data)")
+	fs.IntVar(&c.AuditQueue, "audit-queue", c.AuditQueue, "decision-log queue length, in records")
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`DIR` for the decision log's write-ahead and spill files")
+	fs.BoolVar(&c.Plaintext, "plaintext", c.Plaintext, "serve gRPC without TLS (local runs and tests only)")
+	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "server certificate `FILE` (PEM) for mTLS")
+	fs.StringVar(&c.TLSKey, "tls-key", c.TLSKey, "server key `FILE` (PEM) for mTLS")
+	fs.StringVar(&c.TLSCA, "tls-ca", c.TLSCA, "CA bundle `FILE` (PEM) that client certificates must chain to")
+	fs.StringVar(&c.SPIFFESocket, "spiffe-socket", c.SPIFFESocket, "SPIFFE Workload API `ADDR` (unix:///path) for the server's SVID and trust bundle")
+	fs.Var(&listFlag{dst: &c.AllowedClients}, "allowed-clients", "SPIFFE `IDs` allowed to call Check (the egress gateway's), comma-separated")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "`FILE` holding the bearer token the admin listener requires")
+	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take the caller's identity from x-forwarded-client-cert when Envoy sends no peer principal")
+	fs.IntVar(&c.CacheSize, "cache-size", c.CacheSize, "decision cache entries; 0 disables the cache")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM waits for in-flight Checks before closing")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json, text, or auto (text on a terminal, JSON otherwise)")
+	return file
+}
+
+// FromArgs parses serve's arguments: defaults, then the --config file, then
+// the flags given on the command line.
+func FromArgs(fs *flag.FlagSet, args []string) (Config, error) {
+	c := Default()
+	file := c.Flags(fs)
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if *file == "" {
+		return c, c.Validate()
+	}
+	// Re-read: file values first, then the command line over them.
+	fileCfg := Default()
+	if err := fileCfg.loadFile(*file); err != nil {
+		return c, err
+	}
+	fs2 := flag.NewFlagSet(fs.Name(), flag.ContinueOnError)
+	fs2.SetOutput(fs.Output())
+	fileCfg.Flags(fs2)
+	var again []string
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "config" {
+			again = append(again, "-"+f.Name+"="+f.Value.String())
+		}
+	})
+	if err := fs2.Parse(again); err != nil {
+		return c, err
+	}
+	return fileCfg, fileCfg.Validate()
+}
+
+func (c *Config) loadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+// Validate checks the settings that can be checked without doing anything.
+func (c *Config) Validate() error {
+	if c.Rules == "" {
+		return errors.New("--rules is required: the rule file or directory to serve")
+	}
+	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
+		return fmt.Errorf("--grpc-addr %q: %w", c.GRPCAddr, err)
+	}
+	if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
+		return fmt.Errorf("--admin-addr %q: %w", c.AdminAddr, err)
+	}
+	if c.CacheSize < 0 {
+		return fmt.Errorf("--cache-size %d: must be 0 (off) or more", c.CacheSize)
+	}
+	switch c.AuditOverflow {
+	case "deny", "block":
+	default:
+		return fmt.Errorf("--audit-overflow %q: must be deny or block", c.AuditOverflow)
+	}
+	if c.AuditQueue < 1 {
+		return fmt.Errorf("--audit-queue %d: must be at least 1", c.AuditQueue)
+	}
+	switch c.LogFormat {
+	case "auto", "json", "text":
+	default:
+		return fmt.Errorf("--log-format %q: must be auto, json or text", c.LogFormat)
+	}
+	tlsFiles := c.TLSCert != "" || c.TLSKey != "" || c.TLSCA != ""
+	switch {
+	case c.Plaintext && (tlsFiles || c.SPIFFESocket != ""):
+		return errors.New("--plaintext cannot be combined with --tls-* or --spiffe-socket")
+	case !c.Plaintext && !tlsFiles && c.SPIFFESocket == "":
+		return errors.New("no transport security configured: give --tls-cert/--tls-key/--tls-ca or --spiffe-socket, or --plaintext for a local run")
+	case tlsFiles && c.SPIFFESocket != "":
+		return errors.New("choose one of --tls-cert/--tls-key/--tls-ca and --spiffe-socket")
+	case tlsFiles && (c.TLSCert == "" || c.TLSKey == "" || c.TLSCA == ""):
+		return errors.New("--tls-cert, --tls-key and --tls-ca go together")
+	}
+	return nil
+}
+
+// String renders the configuration for the start-up log line.
+func (c *Config) String() string {
+	return "rules=" + c.Rules + " grpc=" + c.GRPCAddr + " admin=" + c.AdminAddr +
+		" audit=" + strings.Join(c.Audit, ",") + " cache=" + strconv.Itoa(c.CacheSize) +
+		" plaintext=" + strconv.FormatBool(c.Plaintext)
+}

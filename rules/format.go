@@ -1,0 +1,594 @@
+// Package rules reads egress allow-lists, validates them, and compiles them
+// into an immutable, indexed Table that decides a Request in well under a
+// microsecond.
+//
+// The package knows nothing of gRPC or Envoy: callers translate their own
+// request shape into a Request and read the answer from a Decision. A Table
+// is never mutated after Compile; Live publishes a new one atomically and
+// fronts it with a decision cache that can never serve an answer from an
+// older table or past a rule's expiry.
+package rules
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.yaml.in/yaml/v3"
+)
+
+// APIVersion and Kind are the only values the format accepts in the
+// apiVersion and kind keys of a rule file.
+const (
+	APIVersion = "egress-authz/v1"
+	Kind       = "RuleSet"
+)
+
+// Action is what a matching rule does.
+type Action string
+
+// The actions a rule may take.
+const (
+	Allow Action = "allow"
+	Deny  Action = "deny"
+)
+
+// Mode says whether a rule decides (enforce) or only records its would-be
+// outcome beside the decision (dry-run).
+type Mode string
+
+// The modes a rule may have.
+const (
+	Enforce Mode = "enforce"
+	DryRun  Mode = "dry-run"
+)
+
+// Pos is a place in a rule file.
+type Pos struct {
+	File      string
+	Line, Col int
+}
+
+func (p Pos) String() string {
+	if p.Line == 0 {
+		return p.File
+	}
+	return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+}
+
+// Diagnostic is an error or warning about a place in a rule file. Its
+// Error text is "file:line:col: message", the form editors and CI
+// annotations understand.
+type Diagnostic struct {
+	Pos Pos
+	Msg string
+}
+
+func (d Diagnostic) Error() string { return d.Pos.String() + ": " + d.Msg }
+
+// ErrorList is every error found in a rule set, in file order. Loading
+// reports all of them at once so that a reviewer fixes a file in one pass.
+type ErrorList []Diagnostic
+
+func (l ErrorList) Error() string {
+	var b strings.Builder
+	for i, d := range l {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		b.WriteString(d.Error())
+	}
+	return b.String()
+}
+
+// Rule is one rule as written in a rule file.
+type Rule struct {
+	ID          string
+	Description string
+	Owner       string
+	Ticket      string
+	Expires     time.Time // zero: never; otherwise 00:00 UTC of the day the rule stops matching
+	Mode        Mode
+	Action      Action
+
+	Principals      []string
+	Namespaces      []string
+	ServiceAccounts []string
+
+	Hosts   []string
+	Ports   []int
+	Methods []string
+	Paths   []string
+
+	Pos Pos // where the rule starts
+}
+
+// HTTPOnly reports whether the rule names methods or paths, so that it can
+// never match a TLS-passthrough (SNI-only) request.
+func (r *Rule) HTTPOnly() bool { return len(r.Methods) > 0 || len(r.Paths) > 0 }
+
+// Set is a parsed and validated rule set: the rules of one file or of every
+// rule file in a directory, merged.
+type Set struct {
+	Rules        []*Rule
+	TrustDomains []string
+	Files        []string
+	// Version identifies the content: the SHA-256 of the files' names and
+	// bytes. Two replicas with the same files report the same version.
+	Version string
+}
+
+var ruleIDPattern = regexp.MustCompile(`^[a-z0-9-]+$`)
+
+// Load reads the rule set at path: one YAML file, or every *.yaml and *.yml
+// file directly in a directory (names starting with "." skipped, so a
+// Kubernetes ConfigMap mount's ..data directory is read once). A returned
+// error is an ErrorList when the files were read but are invalid.
+func Load(path string) (*Set, error) {
+	srcs, err := ReadSources(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(srcs...)
+}
+
+// ReadSources reads the files of the rule set at path, as Load does, without
+// parsing them.
+func ReadSources(path string) ([]Source, error) {
+	files, err := ruleFiles(path)
+	if err != nil {
+		return nil, err
+	}
+	srcs := make([]Source, 0, len(files))
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("read rules: %w", err)
+		}
+		srcs = append(srcs, Source{Name: f, Data: data})
+	}
+	return srcs, nil
+}
+
+// Version returns the version a rule set made of srcs has: the first 16 hex
+// digits of a SHA-256 over the files' base names and contents.
+func Version(srcs ...Source) string {
+	h := sha256.New()
+	for _, src := range srcs {
+		h.Write([]byte(filepath.Base(src.Name)))
+		h.Write([]byte{0})
+		h.Write(src.Data)
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// ruleFiles lists the rule files path stands for, sorted by name.
+func ruleFiles(path string) ([]string, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	if !st.IsDir() {
+		return []string{path}, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return nil, fmt.Errorf("read rules: %w", err)
+	}
+	var files []string
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") {
+			continue
+		}
+		if ext := filepath.Ext(name); ext != ".yaml" && ext != ".yml" {
+			continue
+		}
+		full := filepath.Join(path, name)
+		// Stat, not e.Type: ConfigMap files are symlinks into ..data.
+		if fst, err := os.Stat(full); err != nil || fst.IsDir() {
+			continue
+		}
+		files = append(files, full)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("read rules: no *.yaml or *.yml files in directory %s", path)
+	}
+	sort.Strings(files)
+	return files, nil
+}
+
+// Source is one rule file's name and content.
+type Source struct {
+	Name string
+	Data []byte
+}
+
+// Parse parses and validates rule files and merges them into one Set.
+// Every problem is reported, as an ErrorList, with its file:line:col.
+func Parse(srcs ...Source) (*Set, error) {
+	p := &parser{set: &Set{}, ids: map[string]Pos{}, tds: map[string]bool{}}
+	for _, src := range srcs {
+		p.set.Files = append(p.set.Files, src.Name)
+		p.file(src)
+	}
+	if len(p.set.TrustDomains) == 0 && len(p.errs) == 0 && len(srcs) > 0 {
+		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: srcs[0].Name, Line: 1, Col: 1},
+			Msg: "no trustDomains in the rule set: every identity would be denied (add e.g. \"trustDomains: [cluster.local]\")"})
+	}
+	if len(srcs) == 0 {
+		p.errs = append(p.errs, Diagnostic{Msg: "no rule files"})
+	}
+	if len(p.errs) > 0 {
+		return nil, p.errs
+	}
+	p.set.Version = Version(srcs...)
+	sort.Strings(p.set.TrustDomains)
+	return p.set, nil
+}
+
+type parser struct {
+	name string
+	set  *Set
+	errs ErrorList
+	ids  map[string]Pos
+	tds  map[string]bool
+}
+
+func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	pos := Pos{File: p.name}
+	if n != nil {
+		pos.Line, pos.Col = n.Line, n.Column
+	}
+	p.errs = append(p.errs, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *parser) file(src Source) {
+	p.name = src.Name
+	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
+	docs := 0
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.errs = append(p.errs, yamlError(src.Name, err))
+			return
+		}
+		docs++
+		p.document(&doc)
+	}
+	if docs == 0 {
+		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: src.Name, Line: 1, Col: 1},
+			Msg: "empty rule file: expected apiVersion, kind and rules"})
+	}
+}
+
+var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlError turns the YAML library's syntax error into a Diagnostic. The
+// library reports a line but no column; column 1 is the honest answer.
+func yamlError(file string, err error) Diagnostic {
+	msg := err.Error()
+	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return Diagnostic{Pos: Pos{File: file, Line: line, Col: 1}, Msg: "invalid YAML: " + m[2]}
+	}
+	var te *yaml.TypeError
+	if errors.As(err, &te) && len(te.Errors) > 0 {
+		msg = te.Errors[0]
+	}
+	return Diagnostic{Pos: Pos{File: file, Line: 1, Col: 1}, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// fields walks a mapping node, rejecting unknown and repeated keys, and
+// calls fn for each known key with its value node.
+func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, "%s must be a mapping, got %s", what, kindName(n))
+		return false
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			p.errorf(k, "%s: keys must be plain strings", what)
+			continue
+		}
+		if seen[k.Value] {
+			p.errorf(k, "%s: key %q repeated", what, k.Value)
+			continue
+		}
+		seen[k.Value] = true
+		found := false
+		for _, want := range known {
+			if want == k.Value {
+				found = true
+				break
+			}
+		}
+		if !found {
+			p.errorf(k, "%s: unknown key %q (known: %s)", what, k.Value, strings.Join(known, ", "))
+			continue
+		}
+		fn(k.Value, k, v)
+	}
+	return true
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "nothing"
+		}
+		return fmt.Sprintf("%q", n.Value)
+	case yaml.AliasNode:
+		return "an alias"
+	}
+	return "something else"
+}
+
+func (p *parser) document(doc *yaml.Node) {
+	if len(doc.Content) == 0 {
+		p.errorf(doc, "empty document: expected apiVersion, kind and rules")
+		return
+	}
+	root := doc.Content[0]
+	if root.Kind == yaml.ScalarNode && root.Tag == "!!null" {
+		p.errorf(root, "empty document: expected apiVersion, kind and rules")
+		return
+	}
+	var api, kind, rules *yaml.Node
+	ok := p.fields(root, "rule set", []string{"apiVersion", "kind", "trustDomains", "rules"}, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "apiVersion":
+			api = v
+			if s, ok := p.scalar(v, "apiVersion"); ok && s != APIVersion {
+				p.errorf(v, "apiVersion must be %q, got %q", APIVersion, s)
+			}
+		case "kind":
+			kind = v
+			if s, ok := p.scalar(v, "kind"); ok && s != Kind {
+				p.errorf(v, "kind must be %q, got %q", Kind, s)
+			}
+		case "trustDomains":
+			for _, td := range p.strings(v, "trustDomains") {
+				if _, err := spiffeid.TrustDomainFromString(td.Value); err != nil || strings.Contains(td.Value, "/") {
+					p.errorf(td, "trustDomains: %q is not a SPIFFE trust domain name", td.Value)
+					continue
+				}
+				if !p.tds[td.Value] {
+					p.tds[td.Value] = true
+					p.set.TrustDomains = append(p.set.TrustDomains, td.Value)
+				}
+			}
+		case "rules":
+			rules = v
+		}
+	})
+	if !ok {
+		return
+	}
+	if api == nil {
+		p.errorf(root, "missing apiVersion (want %q)", APIVersion)
+	}
+	if kind == nil {
+		p.errorf(root, "missing kind (want %q)", Kind)
+	}
+	if rules == nil {
+		p.errorf(root, "missing rules (write \"rules: []\" to deny everything)")
+		return
+	}
+	if rules.Kind != yaml.SequenceNode {
+		p.errorf(rules, "rules must be a list, got %s", kindName(rules))
+		return
+	}
+	for _, rn := range rules.Content {
+		p.rule(rn)
+	}
+}
+
+func (p *parser) scalar(n *yaml.Node, what string) (string, bool) {
+	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
+		p.errorf(n, "%s must be a single value, got %s", what, kindName(n))
+		return "", false
+	}
+	return n.Value, true
+}
+
+// strings returns the scalar entries of a list; an empty list is an error,
+// since "any" is written by leaving the field out.
+func (p *parser) strings(n *yaml.Node, what string) []*yaml.Node {
+	if n.Kind != yaml.SequenceNode {
+		p.errorf(n, "%s must be a list, got %s", what, kindName(n))
+		return nil
+	}
+	if len(n.Content) == 0 {
+		p.errorf(n, "%s is an empty list, which would match nothing; leave the key out to match anything", what)
+		return nil
+	}
+	var out []*yaml.Node
+	for _, e := range n.Content {
+		if _, ok := p.scalar(e, what+" entry"); ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+var ruleKeys = []string{"id", "description", "owner", "ticket", "expires", "mode", "action", "from", "to"}
+
+func (p *parser) rule(n *yaml.Node) {
+	r := &Rule{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}, Mode: Enforce}
+	var idNode, actionNode *yaml.Node
+	errsBefore := len(p.errs)
+	ok := p.fields(n, "rule", ruleKeys, func(key string, k, v *yaml.Node) {
+		switch key {
+		case "id":
+			idNode = v
+			r.ID, _ = p.scalar(v, "id")
+		case "description":
+			r.Description, _ = p.scalar(v, "description")
+		case "owner":
+			r.Owner, _ = p.scalar(v, "owner")
+		case "ticket":
+			r.Ticket, _ = p.scalar(v, "ticket")
+		case "expires":
+			if s, ok := p.scalar(v, "expires"); ok {
+				t, err := time.Parse(time.DateOnly, s)
+				if err != nil {
+					p.errorf(v, "expires must be a date YYYY-MM-DD, got %q", s)
+				}
+				r.Expires = t
+			}
+		case "mode":
+			if s, ok := p.scalar(v, "mode"); ok {
+				switch Mode(s) {
+				case Enforce, DryRun:
+					r.Mode = Mode(s)
+				default:
+					p.errorf(v, "mode must be enforce or dry-run, got %q", s)
+				}
+			}
+		case "action":
+			actionNode = v
+			if s, ok := p.scalar(v, "action"); ok {
+				switch Action(s) {
+				case Allow, Deny:
+					r.Action = Action(s)
+				default:
+					p.errorf(v, "action must be allow or deny, got %q", s)
+				}
+			}
+		case "from":
+			p.from(v, r)
+		case "to":
+			p.to(v, r)
+		}
+	})
+	if !ok {
+		return
+	}
+	if idNode == nil {
+		p.errorf(n, "rule has no id")
+	} else if idNode.Kind == yaml.ScalarNode && idNode.Tag != "!!null" && !ruleIDPattern.MatchString(r.ID) {
+		// Checked whenever id is a value, so that `id: ""` is rejected too.
+		p.errorf(idNode, "id %q: use only lower-case letters, digits and '-'", r.ID)
+	} else if prev, dup := p.ids[r.ID]; dup && r.ID != "" {
+		p.errorf(idNode, "id %q already used at %s", r.ID, prev)
+	} else if r.ID != "" {
+		p.ids[r.ID] = r.Pos
+	}
+	if actionNode == nil {
+		p.errorf(n, "rule %q has no action (allow or deny)", r.ID)
+	}
+	if len(p.errs) == errsBefore {
+		p.set.Rules = append(p.set.Rules, r)
+	}
+}
+
+func (p *parser) from(n *yaml.Node, r *Rule) {
+	p.fields(n, "from", []string{"principals", "namespaces", "serviceAccounts"}, func(key string, k, v *yaml.Node) {
+		for _, e := range p.strings(v, key) {
+			var err error
+			switch key {
+			case "principals":
+				_, err = compilePrincipal(e.Value)
+				r.Principals = append(r.Principals, e.Value)
+			case "namespaces":
+				err = checkName(e.Value)
+				r.Namespaces = append(r.Namespaces, e.Value)
+			case "serviceAccounts":
+				err = checkName(e.Value)
+				r.ServiceAccounts = append(r.ServiceAccounts, e.Value)
+			}
+			if err != nil {
+				p.errorf(e, "%s: %v", key, err)
+			}
+		}
+	})
+}
+
+func (p *parser) to(n *yaml.Node, r *Rule) {
+	p.fields(n, "to", []string{"hosts", "ports", "methods", "paths"}, func(key string, k, v *yaml.Node) {
+		for _, e := range p.strings(v, key) {
+			var err error
+			switch key {
+			case "hosts":
+				_, err = compileHost(e.Value)
+				r.Hosts = append(r.Hosts, e.Value)
+			case "ports":
+				port, perr := strconv.Atoi(e.Value)
+				if perr != nil || port < 1 || port > 65535 {
+					err = fmt.Errorf("%q is not a port number (1-65535)", e.Value)
+				}
+				r.Ports = append(r.Ports, port)
+			case "methods":
+				err = checkMethod(e.Value)
+				r.Methods = append(r.Methods, e.Value)
+			case "paths":
+				_, err = compilePath(e.Value)
+				r.Paths = append(r.Paths, e.Value)
+			}
+			if err != nil {
+				p.errorf(e, "%s: %v", key, err)
+			}
+		}
+	})
+}
+
+// checkName validates a Kubernetes namespace or service account name as it
+// appears in an Istio SPIFFE path.
+func checkName(s string) error {
+	if s == "" || strings.ContainsAny(s, "/*") {
+		return fmt.Errorf("%q is not a namespace or service account name", s)
+	}
+	return nil
+}
+
+func checkMethod(s string) error {
+	if !IsToken(s) {
+		return fmt.Errorf("%q is not an HTTP method", s)
+	}
+	if strings.ToUpper(s) != s {
+		return fmt.Errorf("%q: methods are case-sensitive and written in upper case (%s)", s, strings.ToUpper(s))
+	}
+	return nil
+}
+
+// IsToken reports whether s is a non-empty HTTP token (RFC 9110 section
+// 5.6.2), the syntax of a method name.
+func IsToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

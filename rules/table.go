@@ -1,0 +1,350 @@
+package rules
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// Reason says why a decision was made. Deny reasons are checked in the
+// order the SPEC lists them; the first that applies is given.
+type Reason string
+
+// The reasons a Decision carries.
+const (
+	ReasonAllowed          Reason = "allowed-by-rule"
+	ReasonInvalidRequest   Reason = "invalid-request"
+	ReasonNoIdentity       Reason = "no-identity"
+	ReasonInvalidIdentity  Reason = "invalid-identity"
+	ReasonUntrustedDomain  Reason = "untrusted-trust-domain"
+	ReasonNoHost           Reason = "no-host"
+	ReasonInvalidHost      Reason = "invalid-host"
+	ReasonUnsafePath       Reason = "unsafe-path"
+	ReasonDeniedByRule     Reason = "denied-by-rule"
+	ReasonNoMatchingRule   Reason = "no-matching-rule"
+	ReasonAuditUnavailable Reason = "audit-unavailable"
+)
+
+// Request is what a decision is made from, in the caller's raw form: Table
+// validates and normalizes it. It is comparable, so it can key a cache.
+type Request struct {
+	Principal string // SPIFFE ID of the calling workload
+	Host      string // HTTP authority (may carry a port), or the TLS SNI when SNI is set
+	SNI       bool   // no HTTP attributes: a TLS-passthrough connection
+	Port      int    // port to use when Host carries none (scheme default or socket port); 0 if unknown
+	Method    string // empty for SNI requests
+	Path      string // raw request target, query included; empty for SNI requests
+}
+
+// Identity is what a SPIFFE ID says about a workload.
+type Identity struct {
+	TrustDomain    string
+	Namespace      string // from an Istio-style /ns/NS/sa/SA path, else empty
+	ServiceAccount string
+}
+
+// Outcome is the would-be result of a dry-run rule that matched.
+type Outcome struct {
+	Rule  *Rule
+	Allow bool
+	index int
+}
+
+// Decision is a Table's answer for one Request.
+type Decision struct {
+	Allow    bool
+	Reason   Reason
+	Rule     *Rule     // the deciding rule; nil when none decided
+	DryRun   []Outcome // dry-run rules that matched, in rule order
+	Identity Identity
+	Host     string // normalized host
+	Port     int
+	Path     string // normalized path (query removed)
+	Version  string // the rule set's version
+	Cached   bool   // set by Live when the decision came from its cache
+}
+
+// ParseIdentity parses a SPIFFE ID and reads the namespace and service
+// account from an Istio-style path of exactly /ns/NS/sa/SA.
+func ParseIdentity(principal string) (Identity, bool) {
+	id, err := spiffeid.FromString(principal)
+	if err != nil {
+		return Identity{}, false
+	}
+	ident := Identity{TrustDomain: id.TrustDomain().Name()}
+	rest, ok := strings.CutPrefix(id.Path(), "/ns/")
+	if !ok {
+		return ident, true
+	}
+	ns, rest, ok := strings.Cut(rest, "/")
+	if !ok {
+		return ident, true
+	}
+	sa, ok := strings.CutPrefix(rest, "sa/")
+	if !ok || sa == "" || strings.IndexByte(sa, '/') >= 0 {
+		return ident, true
+	}
+	ident.Namespace, ident.ServiceAccount = ns, sa
+	return ident, true
+}
+
+type compiled struct {
+	rule       *Rule
+	index      int
+	expires    int64 // unix seconds; 0 never
+	principals []principalPattern
+	namespaces []string
+	accounts   []string
+	ports      []int
+	methods    []string
+	paths      []pathPattern
+	httpOnly   bool
+	deny       bool
+	dryRun     bool
+}
+
+// Table is a compiled, immutable rule set. It is safe for concurrent use.
+type Table struct {
+	version      string
+	set          *Set
+	trustDomains []string
+	rules        []compiled
+	// The host index: a request only evaluates the rules whose hosts could
+	// match it, found by exact name, by each parent domain for "*.x"
+	// patterns, and the rules that match any host.
+	exact    map[string][]int32
+	suffix   map[string][]int32
+	anyHost  []int32
+	expiries []int64 // sorted, unique
+}
+
+// Compile builds the Table for a validated Set.
+func Compile(set *Set) (*Table, error) {
+	t := &Table{
+		version:      set.Version,
+		set:          set,
+		trustDomains: slices.Clone(set.TrustDomains),
+		rules:        make([]compiled, len(set.Rules)),
+		exact:        map[string][]int32{},
+		suffix:       map[string][]int32{},
+	}
+	for i, r := range set.Rules {
+		c := compiled{rule: r, index: i, httpOnly: r.HTTPOnly(), deny: r.Action == Deny, dryRun: r.Mode == DryRun,
+			namespaces: r.Namespaces, accounts: r.ServiceAccounts, ports: r.Ports, methods: r.Methods}
+		if !r.Expires.IsZero() {
+			c.expires = r.Expires.Unix()
+			t.expiries = append(t.expiries, c.expires)
+		}
+		for _, p := range r.Principals {
+			pp, err := compilePrincipal(p)
+			if err != nil {
+				return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
+			}
+			c.principals = append(c.principals, pp)
+		}
+		for _, p := range r.Paths {
+			pp, err := compilePath(p)
+			if err != nil {
+				return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
+			}
+			c.paths = append(c.paths, pp)
+		}
+		idx := int32(i)
+		if len(r.Hosts) == 0 {
+			t.anyHost = append(t.anyHost, idx)
+		}
+		for _, h := range r.Hosts {
+			hp, err := compileHost(h)
+			if err != nil {
+				return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
+			}
+			switch {
+			case hp.any:
+				t.anyHost = appendOnce(t.anyHost, idx)
+			case hp.suffix != "":
+				t.suffix[hp.suffix] = appendOnce(t.suffix[hp.suffix], idx)
+			default:
+				t.exact[hp.exact] = appendOnce(t.exact[hp.exact], idx)
+			}
+		}
+		t.rules[i] = c
+	}
+	slices.Sort(t.expiries)
+	t.expiries = slices.Compact(t.expiries)
+	return t, nil
+}
+
+func appendOnce(s []int32, v int32) []int32 {
+	if len(s) > 0 && s[len(s)-1] == v {
+		return s
+	}
+	return append(s, v)
+}
+
+// Version is the version of the rule set the table was compiled from.
+func (t *Table) Version() string { return t.version }
+
+// Set is the rule set the table was compiled from. It must not be modified.
+func (t *Table) Set() *Set { return t.set }
+
+// NextExpiry returns the first instant after now at which a rule of the
+// table expires, or the zero time when none will. A decision made at now
+// stays correct until then.
+func (t *Table) NextExpiry(now time.Time) time.Time {
+	u := now.Unix()
+	i, found := slices.BinarySearch(t.expiries, u)
+	if found {
+		i++
+	}
+	if i >= len(t.expiries) {
+		return time.Time{}
+	}
+	return time.Unix(t.expiries[i], 0).UTC()
+}
+
+// Decide decides req at time now (which only matters for rule expiry).
+func (t *Table) Decide(req Request, now time.Time) Decision {
+	d := Decision{Version: t.version}
+	if req.Principal == "" {
+		d.Reason = ReasonNoIdentity
+		return d
+	}
+	ident, ok := ParseIdentity(req.Principal)
+	if !ok {
+		d.Reason = ReasonInvalidIdentity
+		return d
+	}
+	d.Identity = ident
+	if !slices.Contains(t.trustDomains, ident.TrustDomain) {
+		d.Reason = ReasonUntrustedDomain
+		return d
+	}
+	if req.Host == "" {
+		d.Reason = ReasonNoHost
+		return d
+	}
+	host, port, ok := ParseAuthority(req.Host, req.SNI)
+	if !ok {
+		d.Reason = ReasonInvalidHost
+		return d
+	}
+	if port == 0 {
+		port = req.Port
+	}
+	d.Host, d.Port = host, port
+	if !req.SNI {
+		path, ok := NormalizePath(req.Path)
+		if !ok {
+			d.Reason = ReasonUnsafePath
+			return d
+		}
+		d.Path = path
+	}
+	m := matcher{t: t, req: &req, d: &d, now: now.Unix(), deny: -1, allow: -1}
+	m.scan(t.exact[host])
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' {
+			m.scan(t.suffix[host[i:]])
+		}
+	}
+	m.scan(t.anyHost)
+	switch {
+	case m.deny >= 0:
+		d.Reason, d.Rule = ReasonDeniedByRule, t.rules[m.deny].rule
+	case m.allow >= 0:
+		d.Allow, d.Reason, d.Rule = true, ReasonAllowed, t.rules[m.allow].rule
+	default:
+		d.Reason = ReasonNoMatchingRule
+	}
+	if len(d.DryRun) > 1 {
+		slices.SortFunc(d.DryRun, func(a, b Outcome) int { return a.index - b.index })
+	}
+	return d
+}
+
+type matcher struct {
+	t           *Table
+	req         *Request
+	d           *Decision
+	now         int64
+	deny, allow int // lowest matching enforce rule index, -1 if none
+}
+
+func (m *matcher) scan(idxs []int32) {
+	for _, i := range idxs {
+		c := &m.t.rules[i]
+		if c.dryRun {
+			if !c.matches(m.req, m.d, m.now) {
+				continue
+			}
+			dup := false
+			for _, o := range m.d.DryRun {
+				if o.Rule == c.rule {
+					dup = true
+				}
+			}
+			if !dup {
+				m.d.DryRun = append(m.d.DryRun, Outcome{Rule: c.rule, Allow: !c.deny, index: int(i)})
+			}
+			continue
+		}
+		if c.deny {
+			if (m.deny < 0 || int(i) < m.deny) && c.matches(m.req, m.d, m.now) {
+				m.deny = int(i)
+			}
+		} else if m.deny < 0 && (m.allow < 0 || int(i) < m.allow) && c.matches(m.req, m.d, m.now) {
+			m.allow = int(i)
+		}
+	}
+}
+
+// matches reports whether the rule matches, the host already being known to
+// match through the index. Cheap checks come first.
+func (c *compiled) matches(req *Request, d *Decision, now int64) bool {
+	if c.expires != 0 && now >= c.expires {
+		return false
+	}
+	if req.SNI && c.httpOnly {
+		return false
+	}
+	if len(c.ports) > 0 && !slices.Contains(c.ports, d.Port) {
+		return false
+	}
+	if len(c.methods) > 0 && !slices.Contains(c.methods, req.Method) {
+		return false
+	}
+	if len(c.namespaces) > 0 && (d.Identity.Namespace == "" || !slices.Contains(c.namespaces, d.Identity.Namespace)) {
+		return false
+	}
+	if len(c.accounts) > 0 && (d.Identity.ServiceAccount == "" || !slices.Contains(c.accounts, d.Identity.ServiceAccount)) {
+		return false
+	}
+	if len(c.principals) > 0 {
+		ok := false
+		for i := range c.principals {
+			if c.principals[i].match(req.Principal) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	if len(c.paths) > 0 {
+		ok := false
+		for i := range c.paths {
+			if c.paths[i].match(d.Path) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

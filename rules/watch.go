@@ -1,0 +1,180 @@
+package rules
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// Status describes the rule set a Reloader serves, for /v1/rules and metrics.
+type Status struct {
+	Path        string    `json:"path"`
+	Version     string    `json:"version"`
+	Generation  uint64    `json:"generation"`
+	LoadedAt    time.Time `json:"loaded_at"`
+	Rules       int       `json:"rules"`
+	Files       []string  `json:"files"`
+	NextExpiry  time.Time `json:"next_expiry,omitzero"`
+	LastError   string    `json:"last_error,omitempty"`
+	LastErrorAt time.Time `json:"last_error_at,omitzero"`
+	Reloads     uint64    `json:"reloads"`
+	Failures    uint64    `json:"failures"`
+}
+
+// ReloaderOptions configures a Reloader. The zero value means: debounce
+// 100 ms, poll every 10 s as a fallback to file events, slog.Default.
+type ReloaderOptions struct {
+	Debounce time.Duration
+	Poll     time.Duration
+	Logger   *slog.Logger
+	// OnReload, when set, is called after every reload attempt that found
+	// changed files, with its error (nil when the new set was swapped in).
+	OnReload func(err error)
+}
+
+// Reloader keeps a Live in step with the rule files at a path. A new set is
+// read, parsed, validated and compiled off the request path and swapped in
+// only when all of that succeeded: an invalid set never replaces the last
+// good one.
+type Reloader struct {
+	path string
+	live *Live
+	opts ReloaderOptions
+
+	mu     sync.Mutex // serializes reloads and guards status
+	status Status
+	failed string // version of the last invalid set, not parsed again
+}
+
+// NewReloader returns a Reloader for live, which serves the set loaded from
+// path.
+func NewReloader(path string, live *Live, opts ReloaderOptions) *Reloader {
+	if opts.Debounce <= 0 {
+		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.Poll <= 0 {
+		opts.Poll = 10 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	r := &Reloader{path: path, live: live, opts: opts}
+	r.status.Path = path
+	r.noteActive()
+	return r
+}
+
+func (r *Reloader) noteActive() {
+	t := r.live.Table()
+	gen, at := r.live.Generation()
+	r.status.Version = t.Version()
+	r.status.Generation = gen
+	r.status.LoadedAt = at
+	r.status.Rules = len(t.Set().Rules)
+	r.status.Files = t.Set().Files
+}
+
+// Status returns the state of the served rule set.
+func (r *Reloader) Status() Status {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.status
+	s.NextExpiry = r.live.Table().NextExpiry(r.live.now())
+	return s
+}
+
+// Reload reads the rule files and, when they changed and are valid, swaps
+// the new table in. It reports whether a new table was swapped in.
+func (r *Reloader) Reload() (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	srcs, err := ReadSources(r.path)
+	version := ""
+	if err == nil {
+		version = Version(srcs...)
+		if version == r.live.Table().Version() || version == r.failed {
+			return false, nil
+		}
+	}
+	var t *Table
+	if err == nil {
+		var set *Set
+		if set, err = Parse(srcs...); err == nil {
+			t, err = Compile(set)
+		}
+	}
+	r.status.Reloads++
+	if err != nil {
+		r.failed = version
+		r.status.Failures++
+		r.status.LastError = err.Error()
+		r.status.LastErrorAt = r.live.now()
+		r.opts.Logger.Error("rule reload failed; still serving the last good rule set",
+			"path", r.path, "version", r.live.Table().Version(), "error", err.Error())
+		if r.opts.OnReload != nil {
+			r.opts.OnReload(err)
+		}
+		return false, err
+	}
+	r.live.Swap(t)
+	r.failed = ""
+	r.status.LastError, r.status.LastErrorAt = "", time.Time{}
+	r.noteActive()
+	r.opts.Logger.Info("rules reloaded", "path", r.path, "version", t.Version(),
+		"rules", len(t.Set().Rules), "generation", r.status.Generation)
+	if r.opts.OnReload != nil {
+		r.opts.OnReload(nil)
+	}
+	return true, nil
+}
+
+// Run watches the rule path until ctx is done, reloading after changes.
+// It watches the directory holding the rules (the path itself when it is a
+// directory), which sees in-place edits, replacements by rename, and
+// Kubernetes ConfigMap updates, where the kubelet swaps a ..data symlink.
+// A slow poll backs the watch up in case an event is missed.
+func (r *Reloader) Run(ctx context.Context) error {
+	dir := r.path
+	if st, err := os.Stat(r.path); err != nil || !st.IsDir() {
+		dir = filepath.Dir(r.path)
+	}
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watch rules: %w", err)
+	}
+	defer w.Close()
+	if err := w.Add(dir); err != nil {
+		return fmt.Errorf("watch rules in %s: %w", dir, err)
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	poll := time.NewTicker(r.opts.Poll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-w.Events:
+			if !ok {
+				return errors.New("watch rules: watcher closed")
+			}
+			debounce.Reset(r.opts.Debounce)
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("watch rules: watcher closed")
+			}
+			r.opts.Logger.Warn("rule watch error; relying on polling", "error", err.Error())
+		case <-debounce.C:
+			_, _ = r.Reload()
+		case <-poll.C:
+			_, _ = r.Reload()
+		}
+	}
+}
