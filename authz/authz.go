@@ -35,7 +35,7 @@ type Decider interface {
 // is then denied with reason audit-unavailable, so that no decision is
 // made without a record.
 type Recorder interface {
-	Record(recs []audit.Record) error
+	Record(ctx context.Context, recs []audit.Record) error
 }
 
 // Options configures a Server. The zero value means: identity only from the
@@ -129,7 +129,7 @@ func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid str
 		m.RequestID = s.idPfx + strconv.FormatUint(s.idSeq.Add(1), 16)
 	}
 	if s.opts.Recorder != nil {
-		if err := s.opts.Recorder.Record(s.records(start, req, m, &d)); err != nil {
+		if err := s.opts.Recorder.Record(ctx, s.records(start, req, m, &d)); err != nil {
 			// No decision without a record: deny. The failed record is not
 			// retried here; the recorder counts the refusal.
 			d = rules.Decision{Reason: rules.ReasonAuditUnavailable, Version: d.Version}

@@ -2,26 +2,225 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
 
 	"github.com/egress-authz/egress-authz/authz"
+	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
-// openAudit opens the decision-log sinks named by --audit.
+const defaultAuditDSN = "sqlite:./data/decisions.db"
+
+// openAudit opens the decision-log sinks named by --audit and the writer
+// that feeds them. With --audit none it returns a nil Recorder.
 func (s *server) openAudit() (authz.Recorder, error) {
-	for _, dsn := range s.cfg.Audit {
-		if dsn != "none" {
-			return nil, fmt.Errorf("--audit %q: not yet supported in this build; use --audit none", dsn)
+	if len(s.cfg.Audit) == 1 && s.cfg.Audit[0] == "none" {
+		s.log.Warn("decision log disabled (--audit none): decisions are not recorded")
+		return nil, nil
+	}
+	ctx := context.Background()
+	var sinks []audit.Sink
+	closeAll := func() {
+		for _, sk := range sinks {
+			sk.Close()
 		}
 	}
-	return nil, nil
+	for _, dsn := range s.cfg.Audit {
+		var sink audit.Sink
+		switch {
+		case dsn == "stdout":
+			sink = audit.NewStdout(os.Stdout)
+		case dsn == "otlp":
+			closeAll()
+			return nil, fmt.Errorf("--audit otlp: not yet supported in this build")
+		default:
+			st, err := audit.OpenStore(ctx, dsn)
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("--audit: %w", err)
+			}
+			sk, ok := st.(audit.Sink)
+			if !ok {
+				st.Close()
+				closeAll()
+				return nil, fmt.Errorf("--audit %q: cannot be written to", dsn)
+			}
+			if s.store == nil {
+				s.store = st
+			}
+			sink = sk
+		}
+		sinks = append(sinks, sink)
+	}
+	overflow := audit.OverflowDeny
+	if s.cfg.AuditOverflow == "block" {
+		overflow = audit.OverflowBlock
+	}
+	w, err := audit.Open(audit.Options{
+		Dir:      filepath.Join(s.cfg.DataDir, "wal"),
+		Buffer:   s.cfg.AuditBuffer,
+		Overflow: overflow,
+		Logger:   s.log,
+	}, sinks...)
+	if err != nil {
+		closeAll()
+		return nil, err
+	}
+	s.auditWriter = w
+	s.closers = append(s.closers, w.Close)
+	return w, nil
 }
 
-func (s *server) adminExtras() map[string]http.Handler { return nil }
+func (s *server) adminExtras() map[string]http.Handler {
+	if s.store == nil {
+		return nil
+	}
+	return map[string]http.Handler{"GET /v1/decisions": audit.Handler(s.store, time.Now)}
+}
+
+const auditUsage = `Usage:
+  egress-authz audit query [--audit DSN] [--since 24h] [--until T] [--principal ID] [--namespace NS]
+                           [--host HOST] [--rule ID] [--decision allow|deny] [--dry-run]
+                           [--limit N] [--cursor C] [--format table|json|ndjson|csv]
+  egress-authz audit verify [--audit DSN] [--format text|json]
+
+DSN: sqlite:PATH (default ` + defaultAuditDSN + `) or postgres://...
+`
 
 func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	fmt.Fprintln(stderr, "egress-authz audit: not yet supported in this build")
-	return exitFail
+	if len(args) == 0 {
+		fmt.Fprint(stderr, auditUsage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "query":
+		return auditQueryCmd(ctx, args[1:], stdout, stderr)
+	case "verify":
+		return auditVerifyCmd(ctx, args[1:], stdout, stderr)
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, auditUsage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "egress-authz audit: unknown command %q\n\n%s", args[0], auditUsage)
+	return exitUsage
+}
+
+func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("audit query", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN`")
+	params := map[string]*string{}
+	for _, p := range []struct{ name, help string }{
+		{"since", "records from this `TIME` on: a duration back from now (15m, 24h, 7d) or RFC 3339"},
+		{"until", "records before this `TIME` (same forms)"},
+		{"principal", "only this caller `SPIFFE_ID`"},
+		{"namespace", "only callers in this `NAMESPACE`"},
+		{"host", "only this destination `HOST`"},
+		{"rule", "only decisions by this rule `ID`"},
+		{"decision", "only `allow` or deny"},
+		{"limit", "at most `N` records (0: all)"},
+		{"cursor", "continue after a previous page (`C` as printed)"},
+	} {
+		params[p.name] = fs.String(p.name, "", p.help)
+	}
+	dryRun := fs.Bool("dry-run", false, "only dry-run rules' would-be outcomes")
+	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(audit.Formats, ", "))
+	if err := fs.Parse(reorder(args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	f, err := audit.FilterFromQuery(func(k string) string {
+		if p, ok := params[k]; ok {
+			return *p
+		}
+		return ""
+	}, time.Now())
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit query: --"+err.Error())
+		return exitUsage
+	}
+	f.DryRun = *dryRun
+	enc, err := audit.NewEncoder(*format, stdout)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit query: --"+err.Error())
+		return exitUsage
+	}
+	st, err := openExistingStore(ctx, *dsn)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit query:", err)
+		return exitFail
+	}
+	defer st.Close()
+	next, err := st.Query(ctx, f, enc.Encode)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit query:", err)
+		return exitFail
+	}
+	if err := enc.Close(next); err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit query:", err)
+		return exitFail
+	}
+	return exitOK
+}
+
+func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN`")
+	format := fs.String("format", "text", "output `FORMAT`: text or json")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: egress-authz audit verify [--audit DSN]\n\nChecks every writer's hash chain. Exit status 0 only if every chain is intact.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(reorder(args)); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return exitOK
+		}
+		return exitUsage
+	}
+	st, err := openExistingStore(ctx, *dsn)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit verify:", err)
+		return exitFail
+	}
+	defer st.Close()
+	v, err := audit.Verify(ctx, st)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit verify:", err)
+		return exitFail
+	}
+	if *format == "json" {
+		printJSON(stdout, map[string]any{"ok": v.OK(), "records": v.Records, "writers": v.Writers, "breaks": v.Breaks})
+	} else if v.OK() {
+		fmt.Fprintf(stdout, "OK: %d records in %d chains intact\n", v.Records, len(v.Writers))
+	} else {
+		fmt.Fprintf(stdout, "BROKEN: %d records read, %d of %d chains broken\n", v.Records, len(v.Breaks), len(v.Writers))
+		for _, b := range v.Breaks {
+			fmt.Fprintln(stdout, "  first broken record:", b.String())
+		}
+	}
+	if !v.OK() {
+		return exitFail
+	}
+	return exitOK
+}
+
+// openExistingStore opens a decision log for reading; a missing SQLite file
+// is an error rather than a new empty log.
+func openExistingStore(ctx context.Context, dsn string) (audit.Store, error) {
+	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("decision log %s: %w", path, err)
+		}
+	}
+	return audit.OpenStore(ctx, dsn)
 }

@@ -172,3 +172,9 @@ func isBoolFlag(a string) bool {
 	}
 	return false
 }
+
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/egress-authz/egress-authz/authz"
 	"github.com/egress-authz/egress-authz/internal/admin"
+	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/config"
 	"github.com/egress-authz/egress-authz/rules"
 )
@@ -82,6 +83,9 @@ type server struct {
 	grpcLn   net.Listener
 	adminLn  net.Listener
 	closers  []func(context.Context) error // run in order at shutdown, after gRPC stopped
+
+	auditWriter *audit.Writer // nil with --audit none
+	store       audit.Store   // the first queryable decision log, for /v1/decisions
 }
 
 // newServer loads the rules and opens the listeners. An invalid rule set

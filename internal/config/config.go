@@ -28,7 +28,7 @@ type Config struct {
 	Audit          []string      `yaml:"audit"`
 	AuditOverflow  string        `yaml:"audit-overflow"`
 	AuditKeepQuery bool          `yaml:"audit-keep-query"`
-	AuditQueue     int           `yaml:"audit-queue"`
+	AuditBuffer    uint64        `yaml:"audit-buffer"`
 	DataDir        string        `yaml:"data-dir"`
 	Plaintext      bool          `yaml:"plaintext"`
 	TLSCert        string        `yaml:"tls-cert"`
@@ -51,7 +51,7 @@ func Default() Config {
 		AdminAddr:     "127.0.0.1:9192",
 		Audit:         []string{"sqlite:./data/decisions.db"},
 		AuditOverflow: "deny",
-		AuditQueue:    65536,
+		AuditBuffer:   1_000_000,
 		DataDir:       "./data",
 		CacheSize:     100000,
 		ShutdownGrace: 15 * time.Second,
@@ -94,7 +94,7 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: sqlite:PATH, postgres://..., otlp, stdout, none")
 	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the decision log cannot keep up: deny (new requests denied, reason audit-unavailable) or block")
 	fs.BoolVar(&c.AuditKeepQuery, "audit-keep-query", c.AuditKeepQuery, "keep the query string in logged paths (dropped by default: it may hold personal data)")
-	fs.IntVar(&c.AuditQueue, "audit-queue", c.AuditQueue, "decision-log queue length, in records")
+	fs.Uint64Var(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "records that may wait on disk for a slow or down decision-log sink before --audit-overflow applies")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`DIR` for the decision log's write-ahead and spill files")
 	fs.BoolVar(&c.Plaintext, "plaintext", c.Plaintext, "serve gRPC without TLS (local runs and tests only)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "server certificate `FILE` (PEM) for mTLS")
@@ -173,8 +173,16 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--audit-overflow %q: must be deny or block", c.AuditOverflow)
 	}
-	if c.AuditQueue < 1 {
-		return fmt.Errorf("--audit-queue %d: must be at least 1", c.AuditQueue)
+	if c.AuditBuffer < 1 {
+		return fmt.Errorf("--audit-buffer %d: must be at least 1", c.AuditBuffer)
+	}
+	if len(c.Audit) == 0 {
+		return errors.New("--audit: give at least one sink, or none")
+	}
+	for _, a := range c.Audit {
+		if a == "none" && len(c.Audit) > 1 {
+			return errors.New("--audit none cannot be combined with other sinks")
+		}
 	}
 	switch c.LogFormat {
 	case "auto", "json", "text":

@@ -1,0 +1,181 @@
+package audit
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// The canonical encoding of a Record is what its hash is computed over and
+// what the write-ahead log stores. It must be reproducible from a stored
+// row, byte for byte, or verification would fail on intact data, so it has
+// exactly one form:
+//
+//	"EA1" version tag
+//	then each field in the fixed order of encodeFields: strings as a
+//	uvarint length and the bytes, integers as a zig-zag varint, booleans
+//	as one byte 0 or 1; the time in Unix nanoseconds, the latency in
+//	nanoseconds.
+//
+// The hash of a record is SHA-256 over its canonical encoding, which
+// includes the writer id, the sequence number and the previous record's
+// hash: changing, removing, inserting or reordering a record breaks the
+// chain at that point.
+const canonicalTag = "EA1"
+
+var errCorrupt = errors.New("corrupt record encoding")
+
+// appendCanonical appends r's canonical encoding (without Hash) to b.
+func appendCanonical(b []byte, r *Record) []byte {
+	b = append(b, canonicalTag...)
+	b = appendString(b, r.Writer)
+	b = binary.AppendUvarint(b, r.Seq)
+	b = appendString(b, r.PrevHash)
+	b = binary.AppendVarint(b, r.Time.UnixNano())
+	b = appendString(b, r.RequestID)
+	b = appendString(b, r.TraceID)
+	b = appendString(b, r.Principal)
+	b = appendString(b, r.TrustDomain)
+	b = appendString(b, r.Namespace)
+	b = appendString(b, r.ServiceAccount)
+	b = appendString(b, r.Host)
+	b = binary.AppendVarint(b, int64(r.Port))
+	b = appendString(b, r.Method)
+	b = appendString(b, r.Path)
+	b = appendString(b, r.Decision)
+	b = appendBool(b, r.Enforced)
+	b = appendString(b, r.Rule)
+	b = appendString(b, r.Owner)
+	b = appendString(b, r.Ticket)
+	b = appendString(b, r.RuleSet)
+	b = appendString(b, r.Reason)
+	b = appendBool(b, r.CacheHit)
+	b = binary.AppendVarint(b, int64(r.Latency))
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 1)
+	}
+	return append(b, 0)
+}
+
+// decodeCanonical is the inverse of appendCanonical; it also sets Hash.
+func decodeCanonical(b []byte) (Record, error) {
+	var r Record
+	if len(b) < len(canonicalTag) || string(b[:len(canonicalTag)]) != canonicalTag {
+		return r, errCorrupt
+	}
+	sum := sha256.Sum256(b)
+	r.Hash = hex.EncodeToString(sum[:])
+	d := decoder{b: b[len(canonicalTag):]}
+	r.Writer = d.str()
+	r.Seq = d.uvarint()
+	r.PrevHash = d.str()
+	r.Time = time.Unix(0, d.varint()).UTC()
+	r.RequestID = d.str()
+	r.TraceID = d.str()
+	r.Principal = d.str()
+	r.TrustDomain = d.str()
+	r.Namespace = d.str()
+	r.ServiceAccount = d.str()
+	r.Host = d.str()
+	r.Port = int(d.varint())
+	r.Method = d.str()
+	r.Path = d.str()
+	r.Decision = d.str()
+	r.Enforced = d.bool()
+	r.Rule = d.str()
+	r.Owner = d.str()
+	r.Ticket = d.str()
+	r.RuleSet = d.str()
+	r.Reason = d.str()
+	r.CacheHit = d.bool()
+	r.Latency = time.Duration(d.varint())
+	if d.err || len(d.b) != 0 {
+		return Record{}, errCorrupt
+	}
+	return r, nil
+}
+
+type decoder struct {
+	b   []byte
+	err bool
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str() string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.err, d.b = true, nil
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) bool() bool {
+	if len(d.b) == 0 || d.b[0] > 1 {
+		d.err, d.b = true, nil
+		return false
+	}
+	v := d.b[0] == 1
+	d.b = d.b[1:]
+	return v
+}
+
+// ComputeHash returns the hash r should carry, from its fields (Hash
+// itself ignored).
+func ComputeHash(r *Record) string {
+	var buf [512]byte
+	sum := sha256.Sum256(appendCanonical(buf[:0], r))
+	return hex.EncodeToString(sum[:])
+}
+
+// cleanString makes s storable everywhere a record goes: valid UTF-8
+// (PostgreSQL and JSON require it) without NUL bytes (PostgreSQL text
+// rejects them). Request fields can carry either when a request is denied
+// as invalid.
+func cleanString(s string) string {
+	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
+}
+
+func (r *Record) clean() {
+	for _, p := range []*string{&r.RequestID, &r.TraceID, &r.Principal, &r.TrustDomain, &r.Namespace,
+		&r.ServiceAccount, &r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.Owner, &r.Ticket, &r.RuleSet, &r.Reason} {
+		*p = cleanString(*p)
+	}
+}

@@ -1,0 +1,99 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Break is the first place where a writer's chain does not hold.
+type Break struct {
+	Writer    string `json:"writer"`
+	Seq       uint64 `json:"seq"`
+	RequestID string `json:"request_id,omitempty"`
+	Problem   string `json:"problem"`
+}
+
+func (b *Break) String() string {
+	s := fmt.Sprintf("writer %s, record %d", b.Writer, b.Seq)
+	if b.RequestID != "" {
+		s += " (request " + b.RequestID + ")"
+	}
+	return s + ": " + b.Problem
+}
+
+// Verification is the result of Verify.
+type Verification struct {
+	Records int               `json:"records"`
+	Writers map[string]uint64 `json:"writers"` // writer -> last sequence number
+	Breaks  []Break           `json:"breaks"`  // the first break of each broken chain
+}
+
+// OK reports whether every chain is intact.
+func (v *Verification) OK() bool { return len(v.Breaks) == 0 }
+
+// Verify walks every writer's chain in s and reports the first record of
+// each chain whose content, order or presence was altered:
+//   - a record whose fields no longer give its hash was edited;
+//   - a gap in the sequence numbers means records were deleted;
+//   - a record whose previous-hash is not the hash of the record before it
+//     was inserted, or the records around it were reordered or replaced.
+//
+// Chains start at sequence number 1; a chain that starts later lost its
+// beginning.
+func Verify(ctx context.Context, s Store) (*Verification, error) {
+	v := &Verification{Writers: map[string]uint64{}}
+	var (
+		writer   string
+		lastSeq  uint64
+		lastHash string
+		broken   bool
+	)
+	brk := func(r *Record, format string, args ...any) {
+		v.Breaks = append(v.Breaks, Break{Writer: r.Writer, Seq: r.Seq, RequestID: r.RequestID, Problem: fmt.Sprintf(format, args...)})
+		broken = true
+	}
+	err := s.Chains(ctx, func(r *Record) error {
+		v.Records++
+		if r.Writer != writer {
+			writer, lastSeq, lastHash, broken = r.Writer, 0, "", false
+		}
+		v.Writers[r.Writer] = r.Seq
+		if broken {
+			return nil
+		}
+		switch {
+		case ComputeHash(r) != r.Hash:
+			brk(r, "edited: its content does not match its hash")
+		case r.Seq != lastSeq+1 && lastSeq == 0:
+			brk(r, "chain starts at record %d: records 1..%d were deleted", r.Seq, r.Seq-1)
+		case r.Seq != lastSeq+1:
+			brk(r, "records %d..%d were deleted", lastSeq+1, r.Seq-1)
+		case r.PrevHash != lastHash:
+			brk(r, "does not follow record %d: a record was inserted, replaced or reordered here", lastSeq)
+		}
+		lastSeq, lastHash = r.Seq, r.Hash
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(v.Breaks, func(i, j int) bool { return v.Breaks[i].Writer < v.Breaks[j].Writer })
+	return v, nil
+}
+
+// OpenStore opens the Store a DSN names: "sqlite:PATH" (or a path ending in
+// .db) or "postgres://...".
+func OpenStore(ctx context.Context, dsn string) (Store, error) {
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
+	case strings.HasSuffix(dsn, ".db"):
+		return OpenSQLite(ctx, dsn)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		return nil, errors.New("postgres decision log: not yet supported in this build")
+	}
+	return nil, fmt.Errorf("decision log %q: want sqlite:PATH or postgres://...", dsn)
+}

@@ -1,0 +1,134 @@
+package audit
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// The write-ahead log is a directory of segment files named after the
+// sequence number of their first record ("00000000000000000001.wal").
+// Each record is one frame:
+//
+//	uint32 length of payload, big endian
+//	uint32 CRC-32C of payload
+//	payload: the record's canonical encoding
+//
+// A frame is written with one write(2) before the decision it records is
+// returned, so a killed process leaves every returned decision in the
+// kernel's page cache and thus in the file. A crash mid-write leaves at most
+// one torn frame at the tail, which recovery cuts off: its decision was
+// never returned.
+
+const frameHeader = 8
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+func segmentName(firstSeq uint64) string { return fmt.Sprintf("%020d.wal", firstSeq) }
+
+// segments lists the segment files of dir by first sequence number.
+func segments(dir string) ([]uint64, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []uint64
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".wal")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(name, 10, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, n)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out, nil
+}
+
+func appendFrame(b []byte, payload []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(payload)))
+	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(payload, crcTable))
+	return append(b, payload...)
+}
+
+const maxFrame = 1 << 24
+
+// frameReader reads frames from a segment file.
+type frameReader struct {
+	r   *bufio.Reader
+	off int64 // offset of the next frame
+	buf []byte
+}
+
+var errTorn = errors.New("torn frame")
+
+// next returns the next frame's payload (valid until the next call), io.EOF
+// at a clean end, or errTorn for an incomplete or corrupt frame.
+func (fr *frameReader) next() ([]byte, error) {
+	var h [frameHeader]byte
+	n, err := io.ReadFull(fr.r, h[:])
+	if err == io.EOF {
+		return nil, io.EOF
+	}
+	if err != nil || n < frameHeader {
+		return nil, errTorn
+	}
+	size := binary.BigEndian.Uint32(h[:4])
+	if size == 0 || size > maxFrame {
+		return nil, errTorn
+	}
+	if cap(fr.buf) < int(size) {
+		fr.buf = make([]byte, size)
+	}
+	p := fr.buf[:size]
+	if _, err := io.ReadFull(fr.r, p); err != nil {
+		return nil, errTorn
+	}
+	if crc32.Checksum(p, crcTable) != binary.BigEndian.Uint32(h[4:]) {
+		return nil, errTorn
+	}
+	fr.off += frameHeader + int64(size)
+	return p, nil
+}
+
+// recoverSegment reads a segment, returns its last record and the offset
+// after the last whole frame, and cuts off a torn tail.
+func recoverSegment(path string) (last Record, count int, err error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return last, 0, err
+	}
+	defer f.Close()
+	fr := &frameReader{r: bufio.NewReaderSize(f, 1<<16)}
+	for {
+		p, err := fr.next()
+		if err == io.EOF {
+			return last, count, nil
+		}
+		if err != nil {
+			// A torn tail: the process died inside the write of a decision
+			// that was therefore never returned.
+			if terr := f.Truncate(fr.off); terr != nil {
+				return last, count, fmt.Errorf("truncate torn tail of %s: %w", path, terr)
+			}
+			return last, count, nil
+		}
+		rec, derr := decodeCanonical(p)
+		if derr != nil {
+			return last, count, fmt.Errorf("%s at offset %d: %w", filepath.Base(path), fr.off, derr)
+		}
+		last = rec
+		count++
+	}
+}
