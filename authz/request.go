@@ -36,11 +36,11 @@ func mapRequest(cr *authv3.CheckRequest, trustXFCC bool) (req rules.Request, m m
 		return req, m, "no attributes"
 	}
 	http := a.GetRequest().GetHttp()
+	// Known before anything can be found invalid: a TLS-passthrough deny
+	// must have no HTTP part, whatever the reason.
+	req.SNI = http == nil
 	if http != nil {
-		m.RequestID = header(http, headerRequestID)
-		if len(m.RequestID) > maxRequestIDLen {
-			m.RequestID = m.RequestID[:maxRequestIDLen]
-		}
+		m.RequestID = requestID(header(http, headerRequestID))
 		m.TraceID = traceID(header(http, headerTraceparent))
 	}
 
@@ -56,12 +56,14 @@ func mapRequest(cr *authv3.CheckRequest, trustXFCC bool) (req rules.Request, m m
 	if http == nil {
 		// TLS passthrough through Envoy's network ext_authz filter: one
 		// Check per connection, with the SNI as the only name.
-		req.SNI = true
 		req.Host = a.GetTlsSession().GetSni()
 		if req.Host == "" {
 			req.Host = a.GetDestination().GetService()
 		}
 		req.Port = socketPort
+		if !utf8.ValidString(req.Host) {
+			return req, m, "SNI is not valid UTF-8"
+		}
 		return req, m, ""
 	}
 
@@ -100,16 +102,47 @@ func header(h *authv3.AttributeContext_HttpRequest, key string) string {
 	return headerMapValue(h.GetHeaderMap(), key)
 }
 
+// headerMapValue returns a header from header_map. Envoy sends each
+// occurrence of a repeated header as its own entry there, where the headers
+// map has them joined with ","; they are joined the same way here, so that
+// both encodings mean the same (the last element of x-forwarded-client-cert
+// is the nearest peer in either).
 func headerMapValue(hm *corev3.HeaderMap, key string) string {
+	v, found := "", false
 	for _, hv := range hm.GetHeaders() {
-		if strings.EqualFold(hv.GetKey(), key) {
-			if len(hv.RawValue) > 0 {
-				return string(hv.RawValue)
-			}
-			return hv.GetValue()
+		if !strings.EqualFold(hv.GetKey(), key) {
+			continue
+		}
+		s := hv.GetValue()
+		if len(hv.RawValue) > 0 {
+			s = string(hv.RawValue)
+		}
+		if found {
+			v += "," + s
+		} else {
+			v, found = s, true
 		}
 	}
-	return ""
+	return v
+}
+
+// requestID returns an x-request-id as it can be echoed in the response:
+// valid UTF-8 (a header_map raw_value is bytes, and a response holding
+// invalid UTF-8 cannot be marshalled, failing the call) and at most
+// maxRequestIDLen bytes, cut at a character boundary.
+func requestID(v string) string {
+	if len(v) > 4*maxRequestIDLen {
+		v = v[:4*maxRequestIDLen] // bound the work on a huge header
+	}
+	v = strings.ToValidUTF8(v, "\uFFFD")
+	if len(v) > maxRequestIDLen {
+		i := maxRequestIDLen
+		for i > 0 && !utf8.RuneStart(v[i]) {
+			i--
+		}
+		v = v[:i]
+	}
+	return v
 }
 
 // traceID returns the trace id of a W3C traceparent header

@@ -1,0 +1,639 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// fixture is a Writer feeding a real SQLite file in a temp dir.
+type fixture struct {
+	dir   string
+	store *SQLite
+	w     *Writer
+}
+
+func newFixture(t *testing.T, opts Options, wrap ...func(Sink) Sink) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := OpenSQLite(context.Background(), filepath.Join(dir, "decisions.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sink Sink = st
+	for _, f := range wrap {
+		sink = f(sink)
+	}
+	opts.Dir = filepath.Join(dir, "wal")
+	w, err := Open(opts, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{dir: dir, store: st, w: w}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = w.Close(ctx)
+	})
+	return f
+}
+
+// reader opens a second handle on the fixture's database, as an auditor or
+// an attacker with sqlite3 would.
+func (f *fixture) reader(t *testing.T) *SQLite {
+	t.Helper()
+	st, err := OpenSQLite(context.Background(), filepath.Join(f.dir, "decisions.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+func (f *fixture) drain(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := f.w.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 123456789, time.UTC)
+
+func sample(i int) Record {
+	return Record{
+		Time:           t0.Add(time.Duration(i) * time.Second),
+		RequestID:      fmt.Sprintf("req-%d", i),
+		TraceID:        "4bf92f3577b34da6a3ce929d0e0e4736",
+		Principal:      fmt.Sprintf("spiffe://cluster.local/ns/ns%d/sa/sa%d", i%3, i%5),
+		TrustDomain:    "cluster.local",
+		Namespace:      fmt.Sprintf("ns%d", i%3),
+		ServiceAccount: fmt.Sprintf("sa%d", i%5),
+		Host:           fmt.Sprintf("api%d.example.com", i%4),
+		Port:           443,
+		Method:         "POST",
+		Path:           "/v1/charges",
+		Decision:       []string{Allow, Deny}[i%2],
+		Enforced:       true,
+		Rule:           fmt.Sprintf("rule-%d", i%2),
+		Owner:          "team-payments",
+		Ticket:         "SEC-1",
+		RuleSet:        "abcdef0123456789",
+		Reason:         []string{"allowed-by-rule", "denied-by-rule"}[i%2],
+		CacheHit:       i%3 == 0,
+		Latency:        time.Duration(1000 + i),
+	}
+}
+
+func record(t *testing.T, w *Writer, recs ...Record) {
+	t.Helper()
+	if err := w.Record(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func queryAll(t *testing.T, s Store, f Filter) []Record {
+	t.Helper()
+	var out []Record
+	if _, err := s.Query(context.Background(), f, func(r *Record) error { out = append(out, *r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestRoundTripEveryField(t *testing.T) {
+	f := newFixture(t, Options{})
+	want := sample(7)
+	want.Path = "/v1/ünïcode?dropped"
+	dry := want
+	dry.Enforced, dry.Decision, dry.Reason, dry.Rule = false, Allow, "dry-run", "trial"
+	record(t, f.w, want, dry)
+	f.drain(t)
+
+	got := queryAll(t, f.reader(t), Filter{})
+	if len(got) != 2 {
+		t.Fatalf("got %d records, want 2", len(got))
+	}
+	// Newest first; equal times are ordered by sequence, descending.
+	g, gdry := got[1], got[0]
+	if g.Writer == "" || g.Seq != 1 || gdry.Seq != 2 || g.PrevHash != "" || gdry.PrevHash != g.Hash {
+		t.Fatalf("chain fields: %+v / %+v", g, gdry)
+	}
+	if g.Hash != ComputeHash(&g) {
+		t.Fatalf("stored hash %s does not match content", g.Hash)
+	}
+	want.Writer, want.Seq, want.PrevHash, want.Hash = g.Writer, g.Seq, g.PrevHash, g.Hash
+	if g != want {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", g, want)
+	}
+	if gdry.Enforced || gdry.Rule != "trial" {
+		t.Fatalf("dry-run record: %+v", gdry)
+	}
+}
+
+func TestRecordCleansStrings(t *testing.T) {
+	f := newFixture(t, Options{})
+	r := sample(1)
+	r.Principal = "spiffe://cluster.local/\xff\x00x"
+	record(t, f.w, r)
+	f.drain(t)
+	got := queryAll(t, f.reader(t), Filter{})
+	if got[0].Principal != "spiffe://cluster.local/\uFFFD\uFFFDx" {
+		t.Fatalf("principal stored as %q", got[0].Principal)
+	}
+	if v, err := Verify(context.Background(), f.reader(t)); err != nil || !v.OK() {
+		t.Fatalf("verify after cleaning: %+v %v", v, err)
+	}
+}
+
+func TestQueryFilters(t *testing.T) {
+	f := newFixture(t, Options{})
+	const n = 60
+	for i := 0; i < n; i++ {
+		r := sample(i)
+		if i == 5 {
+			r.Enforced = false
+		}
+		record(t, f.w, r)
+	}
+	f.drain(t)
+	s := f.reader(t)
+	count := func(pred func(*Record) bool) int {
+		c := 0
+		for i := 0; i < n; i++ {
+			r := sample(i)
+			if i == 5 {
+				r.Enforced = false
+			}
+			if pred(&r) {
+				c++
+			}
+		}
+		return c
+	}
+	tests := []struct {
+		name string
+		f    Filter
+		want func(*Record) bool
+	}{
+		{"all", Filter{}, func(*Record) bool { return true }},
+		{"since", Filter{Since: t0.Add(50 * time.Second)}, func(r *Record) bool { return !r.Time.Before(t0.Add(50 * time.Second)) }},
+		{"until_is_exclusive", Filter{Until: t0.Add(10 * time.Second)}, func(r *Record) bool { return r.Time.Before(t0.Add(10 * time.Second)) }},
+		{"window", Filter{Since: t0.Add(10 * time.Second), Until: t0.Add(20 * time.Second)}, func(r *Record) bool {
+			return !r.Time.Before(t0.Add(10*time.Second)) && r.Time.Before(t0.Add(20*time.Second))
+		}},
+		{"principal", Filter{Principal: "spiffe://cluster.local/ns/ns1/sa/sa1"}, func(r *Record) bool { return r.Principal == "spiffe://cluster.local/ns/ns1/sa/sa1" }},
+		{"namespace", Filter{Namespace: "ns2"}, func(r *Record) bool { return r.Namespace == "ns2" }},
+		{"host", Filter{Host: "api3.example.com"}, func(r *Record) bool { return r.Host == "api3.example.com" }},
+		{"rule", Filter{Rule: "rule-1"}, func(r *Record) bool { return r.Rule == "rule-1" }},
+		{"decision", Filter{Decision: Allow}, func(r *Record) bool { return r.Decision == Allow }},
+		{"dry_run", Filter{DryRun: true}, func(r *Record) bool { return !r.Enforced }},
+		{"combined", Filter{Namespace: "ns0", Decision: Deny, Since: t0.Add(30 * time.Second)}, func(r *Record) bool {
+			return r.Namespace == "ns0" && r.Decision == Deny && !r.Time.Before(t0.Add(30*time.Second))
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := queryAll(t, s, tt.f)
+			want := count(tt.want)
+			if len(got) != want || want == 0 {
+				t.Fatalf("got %d records, want %d (and more than 0)", len(got), want)
+			}
+			for i := range got {
+				if !tt.want(&got[i]) {
+					t.Fatalf("record %+v does not match the filter", got[i])
+				}
+				if i > 0 && got[i].Time.After(got[i-1].Time) {
+					t.Fatal("not newest first")
+				}
+			}
+		})
+	}
+}
+
+func TestQueryPagination(t *testing.T) {
+	f := newFixture(t, Options{})
+	for i := 0; i < 25; i++ {
+		r := sample(i)
+		r.Time = t0 // equal times: the cursor must still make progress
+		record(t, f.w, r)
+	}
+	f.drain(t)
+	s := f.reader(t)
+	seen := map[uint64]bool{}
+	cursor, pages := "", 0
+	for {
+		var page []Record
+		next, err := s.Query(context.Background(), Filter{Limit: 10, Cursor: cursor}, func(r *Record) error {
+			page = append(page, *r)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, r := range page {
+			if seen[r.Seq] {
+				t.Fatalf("record %d on two pages", r.Seq)
+			}
+			seen[r.Seq] = true
+		}
+		if next == "" {
+			if len(page) != 5 {
+				t.Fatalf("last page has %d records, want 5", len(page))
+			}
+			break
+		}
+		if len(page) != 10 {
+			t.Fatalf("page has %d records, want 10", len(page))
+		}
+		cursor = next
+	}
+	if pages != 3 || len(seen) != 25 {
+		t.Fatalf("%d pages, %d records", pages, len(seen))
+	}
+	if _, err := s.Query(context.Background(), Filter{Cursor: "garbage!"}, func(*Record) error { return nil }); err == nil {
+		t.Fatal("invalid cursor accepted")
+	}
+}
+
+// tamper runs SQL against the log, as someone with sqlite3 and write access.
+func tamper(t *testing.T, f *fixture, stmts ...string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", filepath.Join(f.dir, "decisions.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, s := range stmts {
+		if _, err := db.Exec(s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+}
+
+func TestVerifyDetectsTampering(t *testing.T) {
+	const cols = "writer, seq, ts_ns, request_id, trace_id, principal, trust_domain, namespace, service_account, host, port, method, path, decision, enforced, rule, owner, ticket, ruleset, reason, cache_hit, latency_ns, prev_hash, hash"
+	tests := []struct {
+		name    string
+		sql     []string
+		seq     uint64
+		problem string
+	}{
+		{"intact", nil, 0, ""},
+		{"edited_decision", []string{"UPDATE decisions SET decision = CASE decision WHEN 'allow' THEN 'deny' ELSE 'allow' END WHERE seq = 4"}, 4, "edited"},
+		{"edited_host", []string{"UPDATE decisions SET host = 'evil.example' WHERE seq = 8"}, 8, "edited"},
+		{"deleted", []string{"DELETE FROM decisions WHERE seq = 6"}, 7, "deleted"},
+		{"deleted_first", []string{"DELETE FROM decisions WHERE seq = 1"}, 2, "deleted"},
+		{"inserted", []string{
+			"UPDATE decisions SET seq = seq + 1000 WHERE seq >= 5",
+			"UPDATE decisions SET seq = seq - 999 WHERE seq >= 1000",
+			"INSERT INTO decisions (" + cols + ") SELECT " + strings.Replace(cols, "seq,", "5,", 1) + " FROM decisions WHERE seq = 3",
+		}, 5, "edited"},
+		{"reordered", []string{
+			"UPDATE decisions SET seq = -1 WHERE seq = 3",
+			"UPDATE decisions SET seq = 3 WHERE seq = 4",
+			"UPDATE decisions SET seq = 4 WHERE seq = -1",
+		}, 3, "edited"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, Options{})
+			for i := 1; i <= 9; i++ {
+				record(t, f.w, sample(i))
+			}
+			f.drain(t)
+			tamper(t, f, tt.sql...)
+			v, err := Verify(context.Background(), f.reader(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.problem == "" {
+				if !v.OK() || v.Records != 9 {
+					t.Fatalf("intact log reported %+v", v)
+				}
+				return
+			}
+			if v.OK() {
+				t.Fatalf("tampering not detected: %+v", v)
+			}
+			b := v.Breaks[0]
+			if b.Seq != tt.seq || !strings.Contains(b.Problem, tt.problem) {
+				t.Fatalf("break %q, want record %d: %s", b.String(), tt.seq, tt.problem)
+			}
+		})
+	}
+}
+
+func TestVerifyDetectsForgedRecordSpliceWithValidHash(t *testing.T) {
+	// The attacker deletes record 5 and re-creates a record 5 with the same
+	// seq and a correctly computed hash but different content: its own hash
+	// checks out, the link from record 6 does not.
+	f := newFixture(t, Options{})
+	for i := 1; i <= 8; i++ {
+		record(t, f.w, sample(i))
+	}
+	f.drain(t)
+	s := f.reader(t)
+	recs := map[uint64]Record{}
+	_ = s.Chains(context.Background(), func(r *Record) error { recs[r.Seq] = *r; return nil })
+	forged := recs[5]
+	forged.Decision = Allow
+	forged.Hash = ComputeHash(&forged)
+	tamper(t, f, fmt.Sprintf("UPDATE decisions SET decision = 'allow', hash = '%s' WHERE seq = 5", forged.Hash))
+	v, _ := Verify(context.Background(), s)
+	if v.OK() || v.Breaks[0].Seq != 6 || !strings.Contains(v.Breaks[0].Problem, "does not follow") {
+		t.Fatalf("forged record not detected where expected: %+v", v)
+	}
+}
+
+func TestTwoWritersInOneStoreVerify(t *testing.T) {
+	dir := t.TempDir()
+	st, err := OpenSQLite(context.Background(), filepath.Join(dir, "d.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st2, err := OpenSQLite(context.Background(), filepath.Join(dir, "d.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w1, err := Open(Options{Dir: filepath.Join(dir, "w1")}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := Open(Options{Dir: filepath.Join(dir, "w2")}, st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w1.ID() == w2.ID() {
+		t.Fatal("two writers share an id")
+	}
+	for i := 0; i < 50; i++ {
+		record(t, w1, sample(i))
+		record(t, w2, sample(i))
+	}
+	_ = w1.Close(context.Background())
+	_ = w2.Close(context.Background())
+	r, _ := OpenSQLite(context.Background(), filepath.Join(dir, "d.db"))
+	defer r.Close()
+	v, err := Verify(context.Background(), r)
+	if err != nil || !v.OK() || v.Records != 100 || len(v.Writers) != 2 {
+		t.Fatalf("verify: %+v %v", v, err)
+	}
+}
+
+func TestCloseDrainsEverything(t *testing.T) {
+	f := newFixture(t, Options{BatchSize: 64})
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 500; i++ {
+				if err := f.w.Record(context.Background(), []Record{sample(g*1000 + i)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	f.drain(t)
+	v, err := Verify(context.Background(), f.reader(t))
+	if err != nil || !v.OK() || v.Records != 4000 {
+		t.Fatalf("after drain: %+v %v", v, err)
+	}
+	if err := f.w.Record(context.Background(), []Record{sample(1)}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Record after Close: %v", err)
+	}
+}
+
+// lockDB takes SQLite's write lock from another connection, so the sink's
+// writes fail (busy) until release is called: a real slow store.
+func lockDB(t *testing.T, path string) (release func()) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(0)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(context.Background(), "BEGIN EXCLUSIVE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			_, _ = conn.ExecContext(context.Background(), "COMMIT")
+			conn.Close()
+			db.Close()
+		})
+	}
+}
+
+// fastFail shortens the SQLite busy wait so a locked store fails quickly.
+type fastFail struct {
+	Sink
+	timeout time.Duration
+}
+
+func (s fastFail) Write(ctx context.Context, recs []Record) error {
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	return s.Sink.Write(ctx, recs)
+}
+
+func TestOverflowDenyWhenSinkIsStuck(t *testing.T) {
+	f := newFixture(t, Options{Buffer: 20}, func(s Sink) Sink { return fastFail{s, 50 * time.Millisecond} })
+	// Wait for the sink to read its cursor before locking the store.
+	time.Sleep(100 * time.Millisecond)
+	release := lockDB(t, filepath.Join(f.dir, "decisions.db"))
+	defer release()
+	var refused int
+	for i := 0; i < 40; i++ {
+		if err := f.w.Record(context.Background(), []Record{sample(i)}); err != nil {
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			refused++
+		}
+	}
+	if refused != 20 {
+		t.Fatalf("%d records refused, want 20 (buffer 20 of 40)", refused)
+	}
+	if st := f.w.Stats(); st.Overflows != 20 || st.Pending != 20 {
+		t.Fatalf("stats %+v", st)
+	}
+	for deadline := time.Now().Add(5 * time.Second); !f.w.Stats().Failing["sqlite"]; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the stuck sink is not reported as failing")
+		}
+	}
+	release()
+	f.drain(t)
+	v, err := Verify(context.Background(), f.reader(t))
+	if err != nil || !v.OK() || v.Records != 20 {
+		t.Fatalf("after the store came back: %+v %v", v, err)
+	}
+}
+
+func TestOverflowBlockWaitsForRoom(t *testing.T) {
+	f := newFixture(t, Options{Buffer: 5, Overflow: OverflowBlock}, func(s Sink) Sink { return fastFail{s, 50 * time.Millisecond} })
+	time.Sleep(100 * time.Millisecond)
+	release := lockDB(t, filepath.Join(f.dir, "decisions.db"))
+	for i := 0; i < 5; i++ {
+		record(t, f.w, sample(i))
+	}
+	// Full: a Record with a deadline gives up at the deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	err := f.w.Record(ctx, []Record{sample(5)})
+	cancel()
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("full buffer with deadline: %v", err)
+	}
+	// Another waits, and goes through once the store is back.
+	done := make(chan error, 1)
+	go func() { done <- f.w.Record(context.Background(), []Record{sample(6)}) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Record did not block: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	release()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Record still blocked after the store came back")
+	}
+	f.drain(t)
+	if v, _ := Verify(context.Background(), f.reader(t)); !v.OK() || v.Records != 6 {
+		t.Fatalf("%+v", v)
+	}
+}
+
+// flaky fails its first n writes: the store is down, then returns.
+type flaky struct {
+	Sink
+	fails atomic.Int32
+}
+
+func (s *flaky) Write(ctx context.Context, recs []Record) error {
+	if s.fails.Add(-1) >= 0 {
+		return errors.New("connection refused")
+	}
+	return s.Sink.Write(ctx, recs)
+}
+
+func TestOutageReplaysInOrderExactlyOnce(t *testing.T) {
+	fl := &flaky{}
+	fl.fails.Store(3)
+	f := newFixture(t, Options{BatchSize: 10, SegmentRecords: 7}, func(s Sink) Sink { fl.Sink = s; return fl })
+	for i := 0; i < 100; i++ {
+		record(t, f.w, sample(i))
+	}
+	f.drain(t)
+	v, err := Verify(context.Background(), f.reader(t))
+	if err != nil || !v.OK() || v.Records != 100 {
+		t.Fatalf("after outage: %+v %v", v, err)
+	}
+	// Segments the sink finished with were removed; the head stays.
+	segs, _ := segments(filepath.Join(f.dir, "wal"))
+	if len(segs) != 1 {
+		t.Fatalf("%d segments left, want the head only", len(segs))
+	}
+}
+
+func TestRestartResumesChainAndReplaysUnstored(t *testing.T) {
+	dir := t.TempDir()
+	dbPath := filepath.Join(dir, "d.db")
+	walDir := filepath.Join(dir, "wal")
+	st, _ := OpenSQLite(context.Background(), dbPath)
+	fl := &flaky{Sink: st}
+	fl.fails.Store(1 << 30) // the store is down for this whole run
+	w, err := Open(Options{Dir: walDir, SegmentRecords: 4}, fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 10; i++ {
+		record(t, w, sample(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	if err := w.Close(ctx); err == nil {
+		t.Fatal("Close reported success while the store was down")
+	}
+	cancel()
+
+	// A torn frame at the tail, as a crash inside write(2) leaves.
+	segs, _ := segments(walDir)
+	head := filepath.Join(walDir, segmentName(segs[len(segs)-1]))
+	fh, _ := os.OpenFile(head, os.O_WRONLY|os.O_APPEND, 0)
+	_, _ = fh.Write([]byte{0, 0, 1, 0, 9, 9})
+	fh.Close()
+
+	st2, _ := OpenSQLite(context.Background(), dbPath)
+	w2, err := Open(Options{Dir: walDir, SegmentRecords: 4}, st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w2.ID() != w.ID() {
+		t.Fatalf("writer id changed across restart: %s -> %s", w.ID(), w2.ID())
+	}
+	for i := 10; i < 15; i++ {
+		record(t, w2, sample(i))
+	}
+	if err := w2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := OpenSQLite(context.Background(), dbPath)
+	defer r.Close()
+	v, err := Verify(context.Background(), r)
+	if err != nil || !v.OK() || v.Records != 15 {
+		t.Fatalf("after restart: %+v %v", v, err)
+	}
+}
+
+func TestOneProcessPerLog(t *testing.T) {
+	dir := t.TempDir()
+	w, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(context.Background())
+	if _, err := Open(Options{Dir: dir}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second writer on the same log: %v", err)
+	}
+}
+
+func TestCanonicalRoundTrip(t *testing.T) {
+	r := sample(3)
+	r.Writer, r.Seq, r.PrevHash = "w", 42, strings.Repeat("a", 64)
+	b := appendCanonical(nil, &r)
+	got, err := decodeCanonical(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Hash = ComputeHash(&r)
+	if got != r {
+		t.Fatalf("got %+v\nwant %+v", got, r)
+	}
+	for i := 0; i < len(b); i++ {
+		if _, err := decodeCanonical(b[:i]); err == nil {
+			t.Fatalf("truncated encoding (%d of %d bytes) decoded", i, len(b))
+		}
+	}
+}
