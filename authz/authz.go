@@ -28,6 +28,9 @@ import (
 // production implementation.
 type Decider interface {
 	Decide(req rules.Request) rules.Decision
+	// Version is the active rule set's version, reported with decisions
+	// made before the rules were consulted (invalid requests).
+	Version() string
 }
 
 // Recorder takes decisions for the decision log. Record must not block for
@@ -121,7 +124,7 @@ func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid str
 	}
 	var d rules.Decision
 	if invalid != "" {
-		d = rules.Decision{Reason: rules.ReasonInvalidRequest}
+		d = rules.Decision{Reason: rules.ReasonInvalidRequest, Version: s.decider.Version()}
 	} else {
 		d = s.decider.Decide(req)
 	}
@@ -150,7 +153,11 @@ func (s *Server) records(start time.Time, req rules.Request, m meta, d *rules.De
 	}
 	if s.opts.KeepQuery {
 		if i := strings.IndexByte(req.Path, '?'); i >= 0 {
-			path += req.Path[i:]
+			q := req.Path[i:]
+			if j := strings.IndexByte(q, '#'); j >= 0 {
+				q = q[:j]
+			}
+			path += q
 		}
 	}
 	host := d.Host

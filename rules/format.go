@@ -197,8 +197,14 @@ func ruleFiles(path string) ([]string, error) {
 			continue
 		}
 		full := filepath.Join(path, name)
-		// Stat, not e.Type: ConfigMap files are symlinks into ..data.
-		if fst, err := os.Stat(full); err != nil || fst.IsDir() {
+		// Stat, not e.Type: ConfigMap files are symlinks into ..data. A
+		// rule file that cannot be read is an error, never skipped: its
+		// deny rules would silently disappear.
+		fst, err := os.Stat(full)
+		if err != nil {
+			return nil, fmt.Errorf("read rules: %w", err)
+		}
+		if fst.IsDir() {
 			continue
 		}
 		files = append(files, full)

@@ -86,6 +86,9 @@ func (l *Live) Swap(t *Table) {
 	}
 }
 
+// Version returns the active table's rule-set version.
+func (l *Live) Version() string { return l.cur.Load().table.Version() }
+
 // Table returns the active table.
 func (l *Live) Table() *Table { return l.cur.Load().table }
 

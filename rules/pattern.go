@@ -80,15 +80,22 @@ func compilePath(s string) (pathPattern, error) {
 	if strings.Contains(pp.glob, "**") {
 		return pathPattern{}, fmt.Errorf("%q: ** is allowed only as a trailing /**", s)
 	}
-	probe := strings.ReplaceAll(pp.glob, "*", "x")
-	if probe == "" {
-		probe = "/"
+	// '*' is an ordinary character to NormalizePath, so the pattern is
+	// normalized as written and the suggestion keeps its stars. A subtree
+	// is checked with a segment below it, so that "/a//**", which only
+	// "/a/" could match, is caught too.
+	probe := pp.glob
+	if pp.subtree {
+		probe += "/x"
 	}
 	n, ok := NormalizePath(probe)
 	if !ok {
 		return pathPattern{}, fmt.Errorf("%q is not a safe path (requests with such a path are denied as unsafe-path, so it could never match)", s)
 	}
 	if n != probe {
+		if pp.subtree {
+			n = strings.TrimSuffix(n, "/x") + "/**"
+		}
 		return pathPattern{}, fmt.Errorf("%q is not a normalized path (requests are matched after normalization, so it could never match; write %q)", s, n)
 	}
 	pp.literal = !strings.Contains(pp.glob, "*")
