@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -308,29 +309,24 @@ func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key s
 		p.errorf(n, "%s must be a mapping, got %s", what, kindName(n))
 		return false
 	}
-	seen := map[string]bool{}
+	var seenArr [16]bool // known key sets are small: no map per mapping
+	seen := seenArr[:len(known)]
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind != yaml.ScalarNode {
 			p.errorf(k, "%s: keys must be plain strings", what)
 			continue
 		}
-		if seen[k.Value] {
-			p.errorf(k, "%s: key %q repeated", what, k.Value)
-			continue
-		}
-		seen[k.Value] = true
-		found := false
-		for _, want := range known {
-			if want == k.Value {
-				found = true
-				break
-			}
-		}
-		if !found {
+		idx := slices.Index(known, k.Value)
+		if idx < 0 {
 			p.errorf(k, "%s: unknown key %q (known: %s)", what, k.Value, strings.Join(known, ", "))
 			continue
 		}
+		if seen[idx] {
+			p.errorf(k, "%s: key %q repeated", what, k.Value)
+			continue
+		}
+		seen[idx] = true
 		fn(k.Value, k, v)
 	}
 	return true
