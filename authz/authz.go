@@ -18,6 +18,9 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
@@ -41,6 +44,11 @@ type Recorder interface {
 	Record(ctx context.Context, recs []audit.Record) error
 }
 
+// Observer is told about every decided Check (metrics).
+type Observer interface {
+	Checked(d *rules.Decision, elapsed time.Duration)
+}
+
 // Options configures a Server. The zero value means: identity only from the
 // peer principal, no decision log, the query string dropped from logged
 // paths, the real clock.
@@ -56,6 +64,11 @@ type Options struct {
 	Now func() time.Time
 	// Logger reports the server's own faults; nil means slog.Default().
 	Logger *slog.Logger
+	// Observer, when set, is told about every decided Check.
+	Observer Observer
+	// Tracer, when set, makes a span per Check, child of the request's
+	// W3C traceparent; its trace id goes into the decision record.
+	Tracer trace.Tracer
 }
 
 // Server implements the ext_authz Authorization service.
@@ -122,6 +135,15 @@ func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid str
 	if invalid == "" {
 		invalid = bad
 	}
+	var span trace.Span
+	if s.opts.Tracer != nil {
+		ctx = propagation.TraceContext{}.Extract(ctx, headerCarrier{cr.GetAttributes().GetRequest().GetHttp()})
+		ctx, span = s.opts.Tracer.Start(ctx, "egress-authz.Check", trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
+		if sc := span.SpanContext(); sc.HasTraceID() {
+			m.TraceID = sc.TraceID().String()
+		}
+	}
 	var d rules.Decision
 	if invalid != "" {
 		d = rules.Decision{Reason: rules.ReasonInvalidRequest, Version: s.decider.Version()}
@@ -137,6 +159,22 @@ func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid str
 			// retried here; the recorder counts the refusal.
 			d = rules.Decision{Reason: rules.ReasonAuditUnavailable, Version: d.Version}
 		}
+	}
+	if s.opts.Observer != nil {
+		s.opts.Observer.Checked(&d, s.opts.Now().Sub(start))
+	}
+	if span != nil {
+		ruleID := ""
+		if d.Rule != nil {
+			ruleID = d.Rule.ID
+		}
+		span.SetAttributes(
+			attribute.String("egress_authz.decision", decisionWord(d.Allow)),
+			attribute.String("egress_authz.reason", string(d.Reason)),
+			attribute.String("egress_authz.rule", ruleID),
+			attribute.String("egress_authz.host", d.Host),
+			attribute.String("egress_authz.request_id", m.RequestID),
+		)
 	}
 	return response(&d, req.SNI, m.RequestID), nil
 }

@@ -218,3 +218,15 @@ func cutUnquoted(s string, sep byte) (before, after string) {
 	}
 	return s, ""
 }
+
+// headerCarrier reads W3C trace context from the request's headers.
+type headerCarrier struct{ h *authv3.AttributeContext_HttpRequest }
+
+func (c headerCarrier) Get(key string) string {
+	if c.h == nil {
+		return ""
+	}
+	return header(c.h, strings.ToLower(key))
+}
+func (c headerCarrier) Set(string, string) {}
+func (c headerCarrier) Keys() []string    { return nil }

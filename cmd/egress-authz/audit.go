@@ -79,10 +79,11 @@ func (s *server) openAudit() (authz.Recorder, error) {
 }
 
 func (s *server) adminExtras() map[string]http.Handler {
-	if s.store == nil {
-		return nil
+	extras := map[string]http.Handler{}
+	if s.store != nil {
+		extras["GET /v1/decisions"] = audit.Handler(s.store, time.Now)
 	}
-	return map[string]http.Handler{"GET /v1/decisions": audit.Handler(s.store, time.Now)}
+	return extras
 }
 
 const auditUsage = `Usage:

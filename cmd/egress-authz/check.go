@@ -2,17 +2,25 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/egress-authz/egress-authz/internal/checkreq"
@@ -42,6 +50,11 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	requestID := fs.String("request-id", "", "x-request-id to send (default: none, the server makes one)")
 	timeout := fs.Duration("timeout", 5*time.Second, "how long to wait for the answer")
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
+	var tc tlsClient
+	fs.StringVar(&tc.cert, "tls-cert", "", "client certificate `FILE` (PEM) for a server that requires mTLS")
+	fs.StringVar(&tc.key, "tls-key", "", "client key `FILE` (PEM)")
+	fs.StringVar(&tc.ca, "tls-ca", "", "CA bundle `FILE` (PEM) the server's certificate must chain to")
+	fs.StringVar(&tc.serverID, "server-id", "", "expected SPIFFE `ID` of the server (verifies an SVID without DNS names)")
 	headers := headerFlag{}
 	fs.Var(headers, "H", "extra request header \"name: value\", repeatable")
 	fs.Usage = func() {
@@ -70,7 +83,12 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds, err := tc.credentials()
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz check:", err)
+		return exitUsage
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz check:", err)
 		return exitFail
@@ -177,4 +195,49 @@ func printJSON(w io.Writer, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// tlsClient is check's optional mTLS client identity.
+type tlsClient struct{ cert, key, ca, serverID string }
+
+func (c tlsClient) credentials() (credentials.TransportCredentials, error) {
+	if c.cert == "" && c.key == "" && c.ca == "" {
+		return insecure.NewCredentials(), nil
+	}
+	if c.cert == "" || c.key == "" || c.ca == "" {
+		return nil, errors.New("--tls-cert, --tls-key and --tls-ca go together")
+	}
+	pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-cert/--tls-key: %w", err)
+	}
+	pemBytes, err := os.ReadFile(c.ca)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemBytes) {
+		return nil, fmt.Errorf("--tls-ca %s: no certificates", c.ca)
+	}
+	var cas []*x509.Certificate
+	for rest := pemBytes; ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if ca, err := x509.ParseCertificate(block.Bytes); err == nil {
+			cas = append(cas, ca)
+		}
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool}
+	if c.serverID != "" {
+		id, err := spiffeid.FromString(c.serverID)
+		if err != nil {
+			return nil, fmt.Errorf("--server-id: %w", err)
+		}
+		bundle := x509bundle.FromX509Authorities(id.TrustDomain(), cas)
+		cfg.InsecureSkipVerify = true // verified below as a SPIFFE SVID instead of by host name
+		cfg.VerifyPeerCertificate = tlsconfig.VerifyPeerCertificate(bundle, tlsconfig.AuthorizeID(id))
+	}
+	return credentials.NewTLS(cfg), nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/term"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -24,6 +26,8 @@ import (
 	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/config"
+	"github.com/egress-authz/egress-authz/internal/spiffetls"
+	"github.com/egress-authz/egress-authz/internal/telemetry"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -86,6 +90,8 @@ type server struct {
 
 	auditWriter *audit.Writer // nil with --audit none
 	store       audit.Store   // the first queryable decision log, for /v1/decisions
+	metrics     *telemetry.Metrics
+	tls         *spiffetls.Source // nil with --plaintext
 }
 
 // newServer loads the rules and opens the listeners. An invalid rule set
@@ -99,13 +105,17 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
 	}
-	s := &server{cfg: cfg, log: log}
+	s := &server{cfg: cfg, log: log, metrics: telemetry.NewMetrics()}
 	s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
-	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log})
+	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, OnReload: s.metrics.Reloaded})
+	s.metrics.WatchRules(s.reloader.Status)
 
 	rec, err := s.openAudit()
 	if err != nil {
 		return nil, err
+	}
+	if s.auditWriter != nil {
+		s.metrics.WatchAudit(s.auditWriter.Stats)
 	}
 	creds, err := s.transportCredentials()
 	if err != nil {
@@ -114,13 +124,24 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 	}
 	opts := []grpc.ServerOption{
 		authz.ServerCodec(),
-		grpc.MaxRecvMsgSize(4 << 20),
-		grpc.MaxConcurrentStreams(1024),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.UnaryInterceptor(deadline(cfg.CheckTimeout)),
 	}
 	if creds != nil {
 		opts = append(opts, creds)
+	}
+	var tracer trace.Tracer
+	if telemetry.TracingEnabled(os.Getenv) {
+		var shutdown func(context.Context) error
+		if tracer, shutdown, err = telemetry.NewTracer(context.Background(), version); err != nil {
+			s.close(context.Background())
+			return nil, err
+		}
+		s.closers = append(s.closers, shutdown)
+		log.Info("tracing: a span per Check, exported by OTLP")
 	}
 	s.grpc = grpc.NewServer(opts...)
 	authz.NewServer(s.live, authz.Options{
@@ -128,12 +149,22 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		Recorder:  rec,
 		KeepQuery: cfg.AuditKeepQuery,
 		Logger:    log,
+		Observer:  s.metrics,
+		Tracer:    tracer,
 	}).Register(s.grpc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
+	extras := s.adminExtras()
+	extras["GET /metrics"] = s.metrics.Handler()
+	handler, adminTLS, err := s.adminGuard(admin.Handler(admin.Options{Rules: s.reloader.Status, Extra: extras}))
+	if err != nil {
+		s.close(context.Background())
+		return nil, err
+	}
 	s.admin = &http.Server{
-		Handler:           admin.Handler(admin.Options{Rules: s.reloader.Status, Extra: s.adminExtras()}),
+		Handler:           handler,
+		TLSConfig:         adminTLS,
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
@@ -144,6 +175,9 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		s.grpcLn.Close()
 		s.close(context.Background())
 		return nil, fmt.Errorf("--admin-addr: %w", err)
+	}
+	if adminTLS != nil {
+		s.adminLn = tls.NewListener(s.adminLn, adminTLS)
 	}
 	return s, nil
 }
@@ -213,4 +247,21 @@ func (s *server) close(ctx context.Context) error {
 	}
 	s.closers = nil
 	return errors.Join(errs...)
+}
+
+// version is set at build time (-ldflags "-X main.version=...").
+var version = "dev"
+
+// deadline gives every call a deadline when the caller sent none, so that
+// nothing (a full decision log with --audit-overflow block, say) holds a
+// Check forever.
+func deadline(d time.Duration) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return handler(ctx, req)
+	}
 }

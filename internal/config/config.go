@@ -37,6 +37,10 @@ type Config struct {
 	SPIFFESocket   string        `yaml:"spiffe-socket"`
 	AllowedClients []string      `yaml:"allowed-clients"`
 	AdminTokenFile string        `yaml:"admin-token-file"`
+	AdminMTLS      bool          `yaml:"admin-mtls"`
+	CheckTimeout   time.Duration `yaml:"check-timeout"`
+	MaxRecvMsgSize int           `yaml:"max-recv-msg-size"`
+	MaxStreams     uint          `yaml:"max-concurrent-streams"`
 	TrustXFCC      bool          `yaml:"trust-xfcc"`
 	CacheSize      int           `yaml:"cache-size"`
 	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
@@ -47,15 +51,18 @@ type Config struct {
 // says otherwise.
 func Default() Config {
 	return Config{
-		GRPCAddr:      ":9191",
-		AdminAddr:     "127.0.0.1:9192",
-		Audit:         []string{"sqlite:./data/decisions.db"},
-		AuditOverflow: "deny",
-		AuditBuffer:   1_000_000,
-		DataDir:       "./data",
-		CacheSize:     100000,
-		ShutdownGrace: 15 * time.Second,
-		LogFormat:     "auto",
+		GRPCAddr:       ":9191",
+		AdminAddr:      "127.0.0.1:9192",
+		Audit:          []string{"sqlite:./data/decisions.db"},
+		AuditOverflow:  "deny",
+		AuditBuffer:    1_000_000,
+		DataDir:        "./data",
+		CacheSize:      100000,
+		ShutdownGrace:  15 * time.Second,
+		CheckTimeout:   2 * time.Second,
+		MaxRecvMsgSize: 4 << 20,
+		MaxStreams:     1024,
+		LogFormat:      "auto",
 	}
 }
 
@@ -103,6 +110,10 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.StringVar(&c.SPIFFESocket, "spiffe-socket", c.SPIFFESocket, "SPIFFE Workload API `ADDR` (unix:///path) for the server's SVID and trust bundle")
 	fs.Var(&listFlag{dst: &c.AllowedClients}, "allowed-clients", "SPIFFE `IDs` allowed to call Check (the egress gateway's), comma-separated")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "`FILE` holding the bearer token the admin listener requires")
+	fs.BoolVar(&c.AdminMTLS, "admin-mtls", c.AdminMTLS, "require a client certificate on the admin listener, verified like gRPC callers' (needs --tls-* or --spiffe-socket)")
+	fs.DurationVar(&c.CheckTimeout, "check-timeout", c.CheckTimeout, "deadline for one Check when Envoy sends none (bounds waiting on a full decision log with --audit-overflow block)")
+	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest CheckRequest accepted, in bytes (headers count)")
+	fs.UintVar(&c.MaxStreams, "max-concurrent-streams", c.MaxStreams, "concurrent Checks per gRPC connection")
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take the caller's identity from x-forwarded-client-cert when Envoy sends no peer principal")
 	fs.IntVar(&c.CacheSize, "cache-size", c.CacheSize, "decision cache entries; 0 disables the cache")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM waits for in-flight Checks before closing")
@@ -164,6 +175,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 		return fmt.Errorf("--admin-addr %q: %w", c.AdminAddr, err)
+	}
+	if c.MaxStreams == 0 || c.MaxRecvMsgSize < 4096 || c.CheckTimeout <= 0 {
+		return errors.New("--max-concurrent-streams, --max-recv-msg-size (>= 4096) and --check-timeout must be positive")
 	}
 	if c.CacheSize < 0 {
 		return fmt.Errorf("--cache-size %d: must be 0 (off) or more", c.CacheSize)
