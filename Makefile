@@ -13,7 +13,8 @@ build: ## build the static binary into bin/
 run: build ## serve the example rules on :9191 (admin on 127.0.0.1:9192)
 	./$(BIN) serve --rules deploy/examples/rules.yaml --plaintext
 
-test: ## the whole suite, with the race detector
+test: ## the whole suite, with the race detector (installs PostgreSQL for its tests if missing)
+	./scripts/ensure-postgres
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
 
 bench: ## Go micro-benchmarks

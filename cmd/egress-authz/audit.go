@@ -38,10 +38,14 @@ func (s *server) openAudit() (authz.Recorder, error) {
 		case dsn == "stdout":
 			sink = audit.NewStdout(os.Stdout)
 		case dsn == "otlp":
-			closeAll()
-			return nil, fmt.Errorf("--audit otlp: not yet supported in this build")
+			o, err := audit.NewOTLP(ctx, audit.OTLPCursorPath(s.cfg.DataDir))
+			if err != nil {
+				closeAll()
+				return nil, fmt.Errorf("--audit otlp: %w", err)
+			}
+			sink = o
 		default:
-			st, err := audit.OpenStore(ctx, dsn)
+			st, err := s.openStore(ctx, dsn)
 			if err != nil {
 				closeAll()
 				return nil, fmt.Errorf("--audit: %w", err)
@@ -76,6 +80,15 @@ func (s *server) openAudit() (authz.Recorder, error) {
 	s.auditWriter = w
 	s.closers = append(s.closers, w.Close)
 	return w, nil
+}
+
+// openStore opens a queryable decision-log sink: PostgreSQL with the
+// configured retention, or whatever audit.OpenStore knows.
+func (s *server) openStore(ctx context.Context, dsn string) (audit.Store, error) {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		return audit.OpenPostgres(ctx, dsn, audit.PostgresOptions{Retention: s.cfg.AuditRetention})
+	}
+	return audit.OpenStore(ctx, dsn)
 }
 
 func (s *server) adminExtras() map[string]http.Handler {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/egress-authz/egress-authz/internal/config"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -58,7 +59,7 @@ func lintCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	window, err := parseDays(*warnExpiry)
+	window, err := config.ParseDays(*warnExpiry)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz rules lint: --warn-expiry:", err)
 		return exitUsage
@@ -93,18 +94,4 @@ func lintCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "%s: %d rules, %d warnings, version %s\n", path, len(set.Rules), len(warnings), set.Version)
 	}
 	return code
-}
-
-// parseDays parses a duration that may be written in days ("14d") as well
-// as in Go's units ("72h").
-func parseDays(s string) (time.Duration, error) {
-	var n int
-	if _, err := fmt.Sscanf(s, "%dd", &n); err == nil && fmt.Sprintf("%dd", n) == s {
-		return time.Duration(n) * 24 * time.Hour, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, fmt.Errorf("%q is not a duration (like 14d or 72h)", s)
-	}
-	return d, nil
 }

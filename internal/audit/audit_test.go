@@ -3,8 +3,10 @@ package audit
 import (
 	"context"
 	"database/sql"
+
 	"errors"
 	"fmt"
+	_ "github.com/jackc/pgx/v5/stdlib"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,30 +16,50 @@ import (
 	"time"
 )
 
-// fixture is a Writer feeding a real SQLite file in a temp dir.
+// fixture is a Writer feeding a real store: an SQLite file in a temp dir,
+// or a fresh database on the test PostgreSQL server.
 type fixture struct {
-	dir   string
-	store *SQLite
-	w     *Writer
+	dir    string
+	kind   string
+	dsn    string
+	w      *Writer
+	sink   Sink
+	closed bool
 }
 
 func newFixture(t *testing.T, opts Options, wrap ...func(Sink) Sink) *fixture {
+	return newFixtureOn(t, "sqlite", opts, wrap...)
+}
+
+func newFixtureOn(t *testing.T, kind string, opts Options, wrap ...func(Sink) Sink) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	st, err := OpenSQLite(context.Background(), filepath.Join(dir, "decisions.db"))
-	if err != nil {
-		t.Fatal(err)
+	f := &fixture{dir: t.TempDir(), kind: kind}
+	var sink Sink
+	switch kind {
+	case "sqlite":
+		f.dsn = filepath.Join(f.dir, "decisions.db")
+		st, err := OpenSQLite(context.Background(), f.dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink = st
+	case "postgres":
+		f.dsn = newPostgresDB(t)
+		st, err := OpenPostgres(context.Background(), f.dsn, PostgresOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sink = st
 	}
-	var sink Sink = st
-	for _, f := range wrap {
-		sink = f(sink)
+	for _, w := range wrap {
+		sink = w(sink)
 	}
-	opts.Dir = filepath.Join(dir, "wal")
+	opts.Dir = filepath.Join(f.dir, "wal")
 	w, err := Open(opts, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{dir: dir, store: st, w: w}
+	f.w, f.sink = w, sink
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -46,11 +68,17 @@ func newFixture(t *testing.T, opts Options, wrap ...func(Sink) Sink) *fixture {
 	return f
 }
 
-// reader opens a second handle on the fixture's database, as an auditor or
-// an attacker with sqlite3 would.
-func (f *fixture) reader(t *testing.T) *SQLite {
+// reader opens a second handle on the fixture's store, as an auditor or
+// an attacker with a database client would.
+func (f *fixture) reader(t *testing.T) Store {
 	t.Helper()
-	st, err := OpenSQLite(context.Background(), filepath.Join(f.dir, "decisions.db"))
+	var st Store
+	var err error
+	if f.kind == "postgres" {
+		st, err = OpenPostgres(context.Background(), f.dsn, PostgresOptions{})
+	} else {
+		st, err = OpenSQLite(context.Background(), f.dsn)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +139,13 @@ func queryAll(t *testing.T, s Store, f Filter) []Record {
 }
 
 func TestRoundTripEveryField(t *testing.T) {
-	f := newFixture(t, Options{})
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) { testRoundTripEveryField(t, kind) })
+	}
+}
+
+func testRoundTripEveryField(t *testing.T, kind string) {
+	f := newFixtureOn(t, kind, Options{})
 	want := sample(7)
 	want.Path = "/v1/ünïcode?dropped"
 	dry := want
@@ -156,7 +190,13 @@ func TestRecordCleansStrings(t *testing.T) {
 }
 
 func TestQueryFilters(t *testing.T) {
-	f := newFixture(t, Options{})
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) { testQueryFilters(t, kind) })
+	}
+}
+
+func testQueryFilters(t *testing.T, kind string) {
+	f := newFixtureOn(t, kind, Options{})
 	const n = 60
 	for i := 0; i < n; i++ {
 		r := sample(i)
@@ -221,7 +261,13 @@ func TestQueryFilters(t *testing.T) {
 }
 
 func TestQueryPagination(t *testing.T) {
-	f := newFixture(t, Options{})
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) { testQueryPagination(t, kind) })
+	}
+}
+
+func testQueryPagination(t *testing.T, kind string) {
+	f := newFixtureOn(t, kind, Options{})
 	for i := 0; i < 25; i++ {
 		r := sample(i)
 		r.Time = t0 // equal times: the cursor must still make progress
@@ -269,7 +315,8 @@ func TestQueryPagination(t *testing.T) {
 // tamper runs SQL against the log, as someone with sqlite3 and write access.
 func tamper(t *testing.T, f *fixture, stmts ...string) {
 	t.Helper()
-	db, err := sql.Open("sqlite", filepath.Join(f.dir, "decisions.db"))
+	driver := map[string]string{"sqlite": "sqlite", "postgres": "pgx"}[f.kind]
+	db, err := sql.Open(driver, f.dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +329,16 @@ func tamper(t *testing.T, f *fixture, stmts ...string) {
 }
 
 func TestVerifyDetectsTampering(t *testing.T) {
-	const cols = "writer, seq, ts_ns, request_id, trace_id, principal, trust_domain, namespace, service_account, host, port, method, path, decision, enforced, rule, owner, ticket, ruleset, reason, cache_hit, latency_ns, prev_hash, hash"
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) { testVerifyDetectsTampering(t, kind) })
+	}
+}
+
+func testVerifyDetectsTampering(t *testing.T, kind string) {
+	cols := "writer, seq, ts_ns, request_id, trace_id, principal, trust_domain, namespace, service_account, host, port, method, path, decision, enforced, rule, owner, ticket, ruleset, reason, cache_hit, latency_ns, prev_hash, hash"
+	if kind == "postgres" {
+		cols += ", ts"
+	}
 	tests := []struct {
 		name    string
 		sql     []string
@@ -307,7 +363,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, Options{})
+			f := newFixtureOn(t, kind, Options{})
 			for i := 1; i <= 9; i++ {
 				record(t, f.w, sample(i))
 			}

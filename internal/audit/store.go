@@ -62,6 +62,7 @@ type dialect struct {
 	placeholder func(n int) string // n from 1
 	insert      string             // "INSERT INTO" or "INSERT OR IGNORE INTO"
 	onConflict  string             // "" or " ON CONFLICT DO NOTHING"
+	partitioned bool               // also filter on the ts partition key, for pruning
 }
 
 // sqlStore is the query side shared by the SQL stores.
@@ -102,9 +103,15 @@ func (s *sqlStore) Query(ctx context.Context, f Filter, fn func(*Record) error) 
 	}
 	if !f.Since.IsZero() {
 		add("ts_ns >= ?", f.Since.UnixNano())
+		if s.d.partitioned {
+			add("ts >= ?", f.Since.Truncate(time.Microsecond))
+		}
 	}
 	if !f.Until.IsZero() {
 		add("ts_ns < ?", f.Until.UnixNano())
+		if s.d.partitioned {
+			add("ts <= ?", f.Until.Truncate(time.Microsecond).Add(time.Microsecond))
+		}
 	}
 	for _, c := range []struct{ col, v string }{
 		{"principal", f.Principal}, {"namespace", f.Namespace}, {"host", f.Host}, {"rule", f.Rule}, {"decision", f.Decision},

@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -34,6 +33,18 @@ type Verification struct {
 // OK reports whether every chain is intact.
 func (v *Verification) OK() bool { return len(v.Breaks) == 0 }
 
+// Checkpoint is the last record of a writer's chain that retention removed:
+// the chain continues from it.
+type Checkpoint struct {
+	Seq  uint64
+	Hash string
+}
+
+// checkpointer is a Store whose retention leaves checkpoints.
+type checkpointer interface {
+	Checkpoints(ctx context.Context) (map[string]Checkpoint, error)
+}
+
 // Verify walks every writer's chain in s and reports the first record of
 // each chain whose content, order or presence was altered:
 //   - a record whose fields no longer give its hash was edited;
@@ -41,10 +52,17 @@ func (v *Verification) OK() bool { return len(v.Breaks) == 0 }
 //   - a record whose previous-hash is not the hash of the record before it
 //     was inserted, or the records around it were reordered or replaced.
 //
-// Chains start at sequence number 1; a chain that starts later lost its
-// beginning.
+// Chains start at sequence number 1, or right after the checkpoint that
+// retention left; a chain that starts elsewhere lost its beginning.
 func Verify(ctx context.Context, s Store) (*Verification, error) {
 	v := &Verification{Writers: map[string]uint64{}}
+	checkpoints := map[string]Checkpoint{}
+	if c, ok := s.(checkpointer); ok {
+		var err error
+		if checkpoints, err = c.Checkpoints(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var (
 		writer   string
 		lastSeq  uint64
@@ -59,6 +77,9 @@ func Verify(ctx context.Context, s Store) (*Verification, error) {
 		v.Records++
 		if r.Writer != writer {
 			writer, lastSeq, lastHash, broken = r.Writer, 0, "", false
+			if cp, ok := checkpoints[r.Writer]; ok {
+				lastSeq, lastHash = cp.Seq, cp.Hash
+			}
 		}
 		v.Writers[r.Writer] = r.Seq
 		if broken {
@@ -84,7 +105,9 @@ func Verify(ctx context.Context, s Store) (*Verification, error) {
 	return v, nil
 }
 
-// OpenStore opens the Store a DSN names: "sqlite:PATH" (or a path ending in
+// OpenStore opens the Store a DSN names (for reading, or as a sink with
+// default options; the server opens PostgreSQL with OpenPostgres to set a
+// retention): "sqlite:PATH" (or a path ending in
 // .db) or "postgres://...".
 func OpenStore(ctx context.Context, dsn string) (Store, error) {
 	switch {
@@ -93,7 +116,7 @@ func OpenStore(ctx context.Context, dsn string) (Store, error) {
 	case strings.HasSuffix(dsn, ".db"):
 		return OpenSQLite(ctx, dsn)
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		return nil, errors.New("postgres decision log: not yet supported in this build")
+		return OpenPostgres(ctx, dsn, PostgresOptions{})
 	}
 	return nil, fmt.Errorf("decision log %q: want sqlite:PATH or postgres://...", dsn)
 }

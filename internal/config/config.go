@@ -29,6 +29,7 @@ type Config struct {
 	AuditOverflow  string        `yaml:"audit-overflow"`
 	AuditKeepQuery bool          `yaml:"audit-keep-query"`
 	AuditBuffer    uint64        `yaml:"audit-buffer"`
+	AuditRetention time.Duration `yaml:"audit-retention"`
 	DataDir        string        `yaml:"data-dir"`
 	Plaintext      bool          `yaml:"plaintext"`
 	TLSCert        string        `yaml:"tls-cert"`
@@ -102,6 +103,7 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the decision log cannot keep up: deny (new requests denied, reason audit-unavailable) or block")
 	fs.BoolVar(&c.AuditKeepQuery, "audit-keep-query", c.AuditKeepQuery, "keep the query string in logged paths (dropped by default: it may hold personal data)")
 	fs.Uint64Var(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "records that may wait on disk for a slow or down decision-log sink before --audit-overflow applies")
+	fs.Var(daysFlag{&c.AuditRetention}, "audit-retention", "PostgreSQL decision log: drop daily partitions older than this `DURATION` (e.g. 400d; 0 keeps all)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`DIR` for the decision log's write-ahead and spill files")
 	fs.BoolVar(&c.Plaintext, "plaintext", c.Plaintext, "serve gRPC without TLS (local runs and tests only)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "server certificate `FILE` (PEM) for mTLS")
@@ -222,4 +224,41 @@ func (c *Config) String() string {
 	return "rules=" + c.Rules + " grpc=" + c.GRPCAddr + " admin=" + c.AdminAddr +
 		" audit=" + strings.Join(c.Audit, ",") + " cache=" + strconv.Itoa(c.CacheSize) +
 		" plaintext=" + strconv.FormatBool(c.Plaintext)
+}
+
+// daysFlag is a duration flag that also takes days ("90d").
+type daysFlag struct{ d *time.Duration }
+
+func (f daysFlag) String() string {
+	if f.d == nil || *f.d == 0 {
+		return "0"
+	}
+	if *f.d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(*f.d/(24*time.Hour))) + "d"
+	}
+	return f.d.String()
+}
+
+func (f daysFlag) Set(s string) error {
+	d, err := ParseDays(s)
+	if err != nil {
+		return err
+	}
+	*f.d = d
+	return nil
+}
+
+// ParseDays parses a duration written in days ("14d") or in Go's units
+// ("72h").
+func ParseDays(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
+			return time.Duration(days) * 24 * time.Hour, nil
+		}
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%q is not a duration (like 14d or 72h)", s)
+	}
+	return d, nil
 }

@@ -1,0 +1,306 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Postgres is the decision log shared by many replicas: one table
+// partitioned by day, written with COPY, queried and verified like the
+// SQLite log. Chains stay per writer, so replicas never contend for a chain.
+// It is both a Sink and a Store.
+type Postgres struct {
+	sqlStore
+	pool      *pgxpool.Pool
+	retention time.Duration // 0 keeps everything
+	now       func() time.Time
+
+	mu         sync.Mutex
+	partitions map[string]bool // days known to have a partition
+	lastPrune  time.Time
+}
+
+// PostgresOptions configures OpenPostgres; the zero value keeps every
+// partition and uses the real clock.
+type PostgresOptions struct {
+	// Retention drops daily partitions older than this; 0 keeps them all.
+	// Before a partition is dropped, each writer's last record in it is
+	// kept as a checkpoint, so that verify can tell retention from deletion.
+	Retention time.Duration
+	Now       func() time.Time
+}
+
+var pgMigrations = []string{
+	`CREATE TABLE decisions (
+		writer          text    NOT NULL,
+		seq             bigint  NOT NULL,
+		ts              timestamptz NOT NULL,
+		ts_ns           bigint  NOT NULL,
+		request_id      text    NOT NULL,
+		trace_id        text    NOT NULL,
+		principal       text    NOT NULL,
+		trust_domain    text    NOT NULL,
+		namespace       text    NOT NULL,
+		service_account text    NOT NULL,
+		host            text    NOT NULL,
+		port            integer NOT NULL,
+		method          text    NOT NULL,
+		path            text    NOT NULL,
+		decision        text    NOT NULL,
+		enforced        boolean NOT NULL,
+		rule            text    NOT NULL,
+		owner           text    NOT NULL,
+		ticket          text    NOT NULL,
+		ruleset         text    NOT NULL,
+		reason          text    NOT NULL,
+		cache_hit       boolean NOT NULL,
+		latency_ns      bigint  NOT NULL,
+		prev_hash       text    NOT NULL,
+		hash            text    NOT NULL,
+		PRIMARY KEY (writer, seq, ts)
+	) PARTITION BY RANGE (ts);
+	CREATE INDEX decisions_ts ON decisions (ts_ns);
+	CREATE INDEX decisions_principal_ts ON decisions (principal, ts_ns);
+	CREATE INDEX decisions_namespace_ts ON decisions (namespace, ts_ns);
+	CREATE INDEX decisions_host_ts ON decisions (host, ts_ns);
+	CREATE INDEX decisions_rule_ts ON decisions (rule, ts_ns);
+	CREATE TABLE chain_checkpoints (
+		writer     text        PRIMARY KEY,
+		seq        bigint      NOT NULL,
+		hash       text        NOT NULL,
+		dropped_at timestamptz NOT NULL
+	);`,
+}
+
+var pgDialect = dialect{
+	placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
+	partitioned: true,
+}
+
+// OpenPostgres connects to the PostgreSQL decision log at dsn and brings
+// its schema up to date.
+func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postgres, error) {
+	pool, err := pgxpool.New(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("open postgres decision log: %w", err)
+	}
+	p := &Postgres{pool: pool, retention: opts.Retention, now: opts.Now, partitions: map[string]bool{}}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	p.sqlStore = sqlStore{db: stdlib.OpenDBFromPool(pool), d: pgDialect}
+	if err := p.migrate(ctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("open postgres decision log: %w", err)
+	}
+	return p, nil
+}
+
+func (p *Postgres) migrate(ctx context.Context) error {
+	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		// One migrator at a time across replicas.
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7263547812)`); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)`); err != nil {
+			return err
+		}
+		var v int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_version`).Scan(&v); err != nil {
+			return err
+		}
+		if v > len(pgMigrations) {
+			return fmt.Errorf("schema version %d is newer than this build knows (%d)", v, len(pgMigrations))
+		}
+		for i := v; i < len(pgMigrations); i++ {
+			if _, err := tx.Exec(ctx, pgMigrations[i]); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
+		}
+		if v < len(pgMigrations) {
+			if _, err := tx.Exec(ctx, `DELETE FROM schema_version`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, len(pgMigrations))
+			return err
+		}
+		return nil
+	})
+}
+
+// Name implements Sink.
+func (p *Postgres) Name() string { return "postgres" }
+
+func partitionName(day time.Time) string { return "decisions_" + day.Format("20060102") }
+
+// ensurePartitions creates the daily partitions the days need, and the next
+// two days' ahead of time.
+func (p *Postgres) ensurePartitions(ctx context.Context, days []time.Time) error {
+	today := p.now().UTC().Truncate(24 * time.Hour)
+	days = append(days, today, today.Add(24*time.Hour), today.Add(48*time.Hour))
+	for _, d := range days {
+		name := partitionName(d)
+		p.mu.Lock()
+		known := p.partitions[name]
+		p.mu.Unlock()
+		if known {
+			continue
+		}
+		q := fmt.Sprintf(`CREATE TABLE IF NOT EXISTS %s PARTITION OF decisions FOR VALUES FROM ('%s') TO ('%s')`,
+			name, d.Format(time.RFC3339), d.Add(24*time.Hour).Format(time.RFC3339))
+		if _, err := p.pool.Exec(ctx, q); err != nil {
+			var pgErr interface{ SQLState() string }
+			// Another replica created it between our check and ours.
+			if !errors.As(err, &pgErr) || (pgErr.SQLState() != "42P07" && pgErr.SQLState() != "23505") {
+				return fmt.Errorf("create partition %s: %w", name, err)
+			}
+		}
+		p.mu.Lock()
+		p.partitions[name] = true
+		p.mu.Unlock()
+	}
+	return nil
+}
+
+// Write implements Sink: COPY into a staging table, then insert what is
+// not already there, so a replayed batch stores nothing twice.
+func (p *Postgres) Write(ctx context.Context, recs []Record) error {
+	var days []time.Time
+	seen := map[time.Time]bool{}
+	for i := range recs {
+		d := recs[i].Time.UTC().Truncate(24 * time.Hour)
+		if !seen[d] {
+			seen[d] = true
+			days = append(days, d)
+		}
+	}
+	if err := p.ensurePartitions(ctx, days); err != nil {
+		return err
+	}
+	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS decisions_in (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
+			return err
+		}
+		cols := []string{"writer", "seq", "ts", "ts_ns", "request_id", "trace_id", "principal", "trust_domain", "namespace",
+			"service_account", "host", "port", "method", "path", "decision", "enforced", "rule", "owner", "ticket",
+			"ruleset", "reason", "cache_hit", "latency_ns", "prev_hash", "hash"}
+		rows := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
+			r := &recs[i]
+			return []any{r.Writer, int64(r.Seq), r.Time, r.Time.UnixNano(), r.RequestID, r.TraceID, r.Principal,
+				r.TrustDomain, r.Namespace, r.ServiceAccount, r.Host, int32(r.Port), r.Method, r.Path, r.Decision,
+				r.Enforced, r.Rule, r.Owner, r.Ticket, r.RuleSet, r.Reason, r.CacheHit, int64(r.Latency), r.PrevHash, r.Hash}, nil
+		})
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decisions_in"}, cols, rows); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO decisions SELECT * FROM decisions_in ON CONFLICT DO NOTHING`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: %w", err)
+	}
+	return p.maybePrune(ctx)
+}
+
+// maybePrune drops expired partitions, at most once an hour.
+func (p *Postgres) maybePrune(ctx context.Context) error {
+	if p.retention <= 0 {
+		return nil
+	}
+	p.mu.Lock()
+	due := p.now().Sub(p.lastPrune) >= time.Hour
+	p.mu.Unlock()
+	if !due {
+		return nil
+	}
+	_, err := p.Prune(ctx)
+	return err
+}
+
+// Prune drops the daily partitions that ended before now minus the
+// retention, recording each writer's last record in them as a checkpoint
+// first. It returns the partitions dropped.
+func (p *Postgres) Prune(ctx context.Context) ([]string, error) {
+	if p.retention <= 0 {
+		return nil, nil
+	}
+	cutoff := p.now().UTC().Add(-p.retention)
+	rows, err := p.pool.Query(ctx, `
+		SELECT c.relname FROM pg_inherits i
+		JOIN pg_class c ON c.oid = i.inhrelid
+		JOIN pg_class parent ON parent.oid = i.inhparent
+		WHERE parent.relname = 'decisions' ORDER BY c.relname`)
+	if err != nil {
+		return nil, fmt.Errorf("list partitions: %w", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("list partitions: %w", err)
+	}
+	var dropped []string
+	for _, name := range names {
+		day, err := time.Parse("decisions_20060102", name)
+		if err != nil || day.Add(24*time.Hour).After(cutoff) {
+			continue
+		}
+		err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`
+				INSERT INTO chain_checkpoints (writer, seq, hash, dropped_at)
+				SELECT DISTINCT ON (writer) writer, seq, hash, now() FROM %s ORDER BY writer, seq DESC
+				ON CONFLICT (writer) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, dropped_at = excluded.dropped_at
+				WHERE chain_checkpoints.seq < excluded.seq`, pgx.Identifier{name}.Sanitize())); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, `DROP TABLE `+pgx.Identifier{name}.Sanitize())
+			return err
+		})
+		if err != nil {
+			return dropped, fmt.Errorf("drop partition %s: %w", name, err)
+		}
+		p.mu.Lock()
+		delete(p.partitions, name)
+		p.mu.Unlock()
+		dropped = append(dropped, name)
+	}
+	p.mu.Lock()
+	p.lastPrune = p.now()
+	p.mu.Unlock()
+	return dropped, nil
+}
+
+// Checkpoints returns, per writer, the last record removed by retention:
+// that writer's chain continues from it.
+func (p *Postgres) Checkpoints(ctx context.Context) (map[string]Checkpoint, error) {
+	rows, err := p.pool.Query(ctx, `SELECT writer, seq, hash FROM chain_checkpoints`)
+	if err != nil {
+		return nil, fmt.Errorf("read checkpoints: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]Checkpoint{}
+	for rows.Next() {
+		var w string
+		var c Checkpoint
+		var seq int64
+		if err := rows.Scan(&w, &seq, &c.Hash); err != nil {
+			return nil, err
+		}
+		c.Seq = uint64(seq)
+		out[w] = c
+	}
+	return out, rows.Err()
+}
+
+// Close implements Sink and Store.
+func (p *Postgres) Close() error {
+	err := p.db.Close()
+	p.pool.Close()
+	return err
+}
