@@ -273,7 +273,7 @@ func (p *parser) file(src Source) {
 			break
 		}
 		if err != nil {
-			p.errs = append(p.errs, yamlError(src.Name, err))
+			p.errs = append(p.errs, yamlError(src.Name, src.Data, err))
 			return
 		}
 		docs++
@@ -288,11 +288,20 @@ func (p *parser) file(src Source) {
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
 // yamlError turns the YAML library's syntax error into a Diagnostic. The
-// library reports a line but no column; column 1 is the honest answer.
-func yamlError(file string, err error) Diagnostic {
+// library reports no column, and its line is where the enclosing construct
+// starts: 0-based for parser errors ("did not find expected ..."), which
+// we correct, 1-based for scanner errors. A tab in indentation, the most
+// common scanner error, is located exactly from the source instead.
+func yamlError(file string, data []byte, err error) Diagnostic {
+	if line, col, ok := indentTab(data); ok {
+		return Diagnostic{Pos: Pos{File: file, Line: line, Col: col}, Msg: "invalid YAML: a tab in indentation (YAML indents with spaces only)"}
+	}
 	msg := err.Error()
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
+		if strings.HasPrefix(m[2], "did not find expected") {
+			line++
+		}
 		return Diagnostic{Pos: Pos{File: file, Line: line, Col: 1}, Msg: "invalid YAML: " + m[2]}
 	}
 	var te *yaml.TypeError
@@ -300,6 +309,21 @@ func yamlError(file string, err error) Diagnostic {
 		msg = te.Errors[0]
 	}
 	return Diagnostic{Pos: Pos{File: file, Line: 1, Col: 1}, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+}
+
+// indentTab finds the first tab in the leading white space of a line.
+func indentTab(data []byte) (line, col int, ok bool) {
+	for i, l := range bytes.Split(data, []byte("\n")) {
+		for j, c := range l {
+			if c == '\t' {
+				return i + 1, j + 1, true
+			}
+			if c != ' ' {
+				break
+			}
+		}
+	}
+	return 0, 0, false
 }
 
 // fields walks a mapping node, rejecting unknown and repeated keys, and

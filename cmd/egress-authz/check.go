@@ -185,7 +185,7 @@ func reorder(args []string) []string {
 
 func isBoolFlag(a string) bool {
 	switch strings.TrimLeft(a, "-") {
-	case "json", "h", "help", "plaintext", "dry-run", "update":
+	case "json", "h", "help", "plaintext", "dry-run", "update", "strict":
 		return true
 	}
 	return false

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/egress-authz/egress-authz/internal/checkreq"
+	"github.com/egress-authz/egress-authz/internal/testutil"
+)
+
+// TestAdminHTTP checks the admin listener of a running server: health,
+// readiness, the served rules, metrics, and the decision log as JSON pages
+// and as CSV.
+func TestAdminHTTP(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir, "--rules", examplesPath(t))
+	base := "http://" + srv.adminAddr
+
+	for _, path := range []string{"/healthz", "/readyz"} {
+		if resp, body := httpGet(t, base+path, nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %s, want 200\n%s", path, resp.Status, body)
+		}
+	}
+	if st := getRulesStatus(t, srv); st.Version == "" || st.Rules != 6 || st.LastError != "" {
+		t.Errorf("GET /v1/rules: %+v; want the example set's version and 6 rules", st)
+	}
+
+	// Three decisions, oldest first: allow, deny, allow.
+	client := authv3.NewAuthorizationClient(testutil.Dial(t, srv.grpcAddr))
+	sent := []struct{ id, principal, method, url, decision string }{
+		{"admin-1", checkoutID, "POST", "https://api.stripe.com/v1/charges", "allow"},
+		{"admin-2", checkoutID, "DELETE", "https://api.stripe.com/v1/charges", "deny"},
+		{"admin-3", indexerID, "GET", "https://storage.googleapis.com/b/o", "allow"},
+	}
+	for _, s := range sent {
+		req, err := checkreq.HTTP{Principal: s.principal, Method: s.method, URL: s.url, RequestID: s.id}.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := client.Check(ctx, req)
+		cancel()
+		if err != nil {
+			t.Fatalf("Check %s: %v", s.id, err)
+		}
+		if got := testutil.Metadata(resp)["decision"]; got != s.decision {
+			t.Fatalf("Check %s: %s, want %s", s.id, got, s.decision)
+		}
+	}
+	eventually(t, 10*time.Second, 20*time.Millisecond, "GET /v1/decisions lists the three decisions", func() (bool, string) {
+		_, body := httpGet(t, base+"/v1/decisions?since=5m", nil)
+		return decodePage(t, "/v1/decisions", body).Count == len(sent), body
+	})
+
+	t.Run("json_pages", func(t *testing.T) {
+		resp, body := httpGet(t, base+"/v1/decisions?limit=2", nil)
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
+			t.Fatalf("GET /v1/decisions?limit=2: %s %s\n%s", resp.Status, resp.Header.Get("Content-Type"), body)
+		}
+		page := decodePage(t, "page 1", body)
+		if got := requestIDs(page); got != "admin-3 admin-2" {
+			t.Errorf("page 1 holds %q, want the two newest, newest first: admin-3 admin-2", got)
+		}
+		if page.NextCursor == "" {
+			t.Fatalf("page 1 has no next_cursor, but one record is left\n%s", body)
+		}
+		_, body = httpGet(t, base+"/v1/decisions?limit=2&cursor="+url.QueryEscape(page.NextCursor), nil)
+		page = decodePage(t, "page 2", body)
+		if got := requestIDs(page); got != "admin-1" || page.NextCursor != "" {
+			t.Errorf("page 2 holds %q with next_cursor %q, want admin-1 and no cursor", got, page.NextCursor)
+		}
+		if r := page.Records; len(r) == 1 && (r[0].Rule != "payments-stripe-charges" || r[0].Decision != "allow" || !r[0].Enforced) {
+			t.Errorf("admin-1 recorded as %+v", r[0])
+		}
+	})
+
+	t.Run("filter_by_decision", func(t *testing.T) {
+		_, body := httpGet(t, base+"/v1/decisions?decision=deny", nil)
+		if got := requestIDs(decodePage(t, "deny", body)); got != "admin-2" {
+			t.Errorf("decision=deny gives %q, want admin-2", got)
+		}
+	})
+
+	t.Run("csv", func(t *testing.T) {
+		resp, body := httpGet(t, base+"/v1/decisions", map[string]string{"Accept": "text/csv"})
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/csv") {
+			t.Fatalf("GET /v1/decisions (Accept: text/csv): %s %s\n%s", resp.Status, resp.Header.Get("Content-Type"), body)
+		}
+		rows, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+		if err != nil {
+			t.Fatalf("not CSV: %v\n%s", err, body)
+		}
+		if len(rows) != 1+len(sent) {
+			t.Fatalf("%d rows, want a header and %d records\n%s", len(rows), len(sent), body)
+		}
+		col := map[string]int{}
+		for i, name := range rows[0] {
+			col[name] = i
+		}
+		for _, name := range []string{"time", "request_id", "principal", "host", "decision", "rule", "reason", "seq", "hash"} {
+			if _, ok := col[name]; !ok {
+				t.Errorf("header row %v lacks %q", rows[0], name)
+			}
+		}
+		if t.Failed() {
+			return
+		}
+		var ids []string
+		for _, row := range rows[1:] {
+			ids = append(ids, row[col["request_id"]]+"="+row[col["decision"]])
+		}
+		if got := strings.Join(ids, " "); got != "admin-3=allow admin-2=deny admin-1=allow" {
+			t.Errorf("CSV records %q, want admin-3=allow admin-2=deny admin-1=allow", got)
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		resp, body := httpGet(t, base+"/metrics", nil)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(body, "egress_authz_decisions_total") {
+			t.Errorf("GET /metrics: %s; want 200 with egress_authz_decisions_total\n%.2000s", resp.Status, body)
+		}
+	})
+}
+
+func requestIDs(p queryPage) string {
+	var ids []string
+	for _, r := range p.Records {
+		ids = append(ids, r.RequestID)
+	}
+	return strings.Join(ids, " ")
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// diagLine is the shape of every line rules lint prints: FILE:LINE:COL: message.
+var diagLine = regexp.MustCompile(`^\S+:\d+:\d+: \S.*$`)
+
+func TestRulesLintAcceptsTheExamples(t *testing.T) {
+	r := runCLI(t, t.TempDir(), "rules", "lint", examplesPath(t))
+	if r.code != 0 {
+		t.Fatalf("want exit 0 on the example rules\n%s", r)
+	}
+	if r.stdout != "" {
+		t.Errorf("want no errors or warnings on the example rules\n%s", r)
+	}
+	if !strings.Contains(r.stderr, "6 rules, 0 warnings") {
+		t.Errorf("want a summary of 6 rules, 0 warnings on stderr\n%s", r)
+	}
+}
+
+// TestRulesLintNamesFileLineColumn lints broken rule files and checks that
+// each error names the file, line and column a reviewer must fix. The full
+// output is kept in golden files (go test -update rewrites them); the
+// positions are asserted here as well, so that -update cannot bless a
+// wrong one.
+func TestRulesLintNamesFileLineColumn(t *testing.T) {
+	const head = "apiVersion: egress-authz/v1\nkind: RuleSet\ntrustDomains: [cluster.local]\n"
+	cases := []struct {
+		name string
+		src  string
+		want []string // FILE:LINE:COL of each error, in order, with FILE the file's base name
+	}{
+		{
+			name: "unknown_key",
+			src: head + `rules:
+  - id: a
+    action: allow
+    colour: blue
+    to:
+      hosts: [a.example.com]
+`,
+			want: []string{"rules.yaml:7:5"},
+		},
+		{
+			name: "lower_case_method",
+			src: head + `rules:
+  - id: a
+    action: allow
+    from:
+      namespaces: [x]
+    to:
+      hosts: [a.example.com]
+      methods: [GET, post]
+`,
+			want: []string{"rules.yaml:11:22"},
+		},
+		{
+			name: "bad_yaml_mapping_value",
+			src: head + `rules:
+  - id: a
+    action: allow: deny
+`,
+			// The YAML library gives a line but no column for syntax errors.
+			want: []string{"rules.yaml:6:1"},
+		},
+		{
+			name: "bad_yaml_unclosed_flow_sequence",
+			src: head + `rules:
+  - id: a
+    action: allow
+    to:
+      hosts: [a.example.com
+`,
+			// The sequence opened on line 8 is never closed.
+			want: []string{"rules.yaml:8:1"},
+		},
+		{
+			name: "duplicate_id",
+			src: head + `rules:
+  - id: a
+    action: allow
+    from:
+      namespaces: [x]
+    to:
+      hosts: [a.example.com]
+  - id: a
+    action: allow
+    from:
+      namespaces: [y]
+    to:
+      hosts: [b.example.com]
+`,
+			want: []string{"rules.yaml:11:9"},
+		},
+		{
+			name: "missing_apiVersion",
+			src: `kind: RuleSet
+trustDomains: [cluster.local]
+rules: []
+`,
+			want: []string{"rules.yaml:1:1"},
+		},
+		{
+			name: "every_error_at_once",
+			src: head + `rules:
+  - id: a
+    action: allow
+    colour: blue
+    to:
+      hosts: [a.example.com]
+      methods: [get]
+  - id: a
+    action: deny
+`,
+			want: []string{"rules.yaml:7:5", "rules.yaml:10:17", "rules.yaml:11:9"},
+		},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "rules.yaml")
+			if err := os.WriteFile(path, []byte(c.src), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			r := runCLI(t, dir, "rules", "lint", path)
+			if r.code != 1 {
+				t.Fatalf("exit %d, want 1\n%s", r.code, r)
+			}
+			lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+			var got []string
+			for _, l := range lines {
+				if !diagLine.MatchString(l) {
+					t.Errorf("line %q is not FILE:LINE:COL: message", l)
+					continue
+				}
+				if !strings.HasPrefix(l, path+":") {
+					t.Errorf("line %q does not name the file %s", l, path)
+					continue
+				}
+				rest := strings.TrimPrefix(l, dir+string(filepath.Separator))
+				got = append(got, strings.Join(strings.SplitN(rest, ":", 4)[:3], ":"))
+			}
+			if strings.Join(got, " ") != strings.Join(c.want, " ") {
+				t.Errorf("positions %v, want %v\n%s", got, c.want, r)
+			}
+			golden(t, filepath.Join("testdata", "lint", c.name+".golden"), strings.ReplaceAll(r.stdout, dir, "$DIR"))
+		})
+	}
+}
+
+// TestRulesLintWarnsAboutExpiry checks the expiry warning for a rule that
+// expires in 3 days, --warn-expiry's window, and --strict.
+func TestRulesLintWarnsAboutExpiry(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "rules.yaml")
+	day := time.Now().UTC().AddDate(0, 0, 3).Format(time.DateOnly)
+	src := `apiVersion: egress-authz/v1
+kind: RuleSet
+trustDomains: [cluster.local]
+rules:
+  - id: vendor-trial
+    owner: team-a
+    expires: ` + day + `
+    action: allow
+    from:
+      namespaces: [a]
+    to:
+      hosts: [api.vendor.example]
+`
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	warning := path + `:5:5: warning: rule "vendor-trial": expires on ` + day + " "
+	// args name the file as PATH; flags may come before or after it.
+	cases := []struct {
+		name string
+		args []string
+		code int
+		warn bool
+	}{
+		{"default_window_of_14_days_warns", []string{"PATH"}, 0, true},
+		{"window_of_7_days_warns", []string{"--warn-expiry", "7d", "PATH"}, 0, true},
+		{"window_in_hours_warns", []string{"--warn-expiry", "96h", "PATH"}, 0, true},
+		{"window_of_1_day_is_quiet", []string{"--warn-expiry", "1d", "PATH"}, 0, false},
+		{"strict_fails_on_the_warning", []string{"--strict", "PATH"}, 1, true},
+		{"strict_without_warnings_passes", []string{"--strict", "--warn-expiry", "1d", "PATH"}, 0, false},
+		{"flags_after_the_path", []string{"PATH", "--strict", "--warn-expiry", "1d"}, 0, false},
+		{"strict_before_the_path_other_flag_after", []string{"--strict", "PATH", "--warn-expiry", "1d"}, 0, false},
+		{"strict_after_the_path_fails_on_the_warning", []string{"PATH", "--strict"}, 1, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := []string{"rules", "lint"}
+			for _, a := range c.args {
+				args = append(args, strings.ReplaceAll(a, "PATH", path))
+			}
+			r := runCLI(t, dir, args...)
+			if r.code != c.code {
+				t.Errorf("exit %d, want %d\n%s", r.code, c.code, r)
+			}
+			if c.warn {
+				if !strings.HasPrefix(r.stdout, warning) || strings.Count(r.stdout, "\n") != 1 {
+					t.Errorf("want exactly one warning starting %q\n%s", warning, r)
+				}
+				if !diagLine.MatchString(strings.TrimSuffix(r.stdout, "\n")) {
+					t.Errorf("warning is not FILE:LINE:COL: message\n%s", r)
+				}
+			} else if r.stdout != "" {
+				t.Errorf("want no warning\n%s", r)
+			}
+		})
+	}
+}
+
+// golden compares got with the golden file at path, or rewrites the file
+// with -update.
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (go test -update rewrites it after review)\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
