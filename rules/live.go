@@ -111,16 +111,23 @@ func (l *Live) Decide(req Request) Decision {
 		e.d.Cached = true
 		return e.d
 	}
-	v, _, _ := l.flight.Do(flightKey(&key), func() (any, error) {
+	v, _, shared := l.flight.Do(flightKey(&key), func() (any, error) {
 		now := l.now()
 		e := cacheEntry{d: g.table.Decide(req, now)}
 		if next := g.table.NextExpiry(now); !next.IsZero() {
 			e.until = next.UnixNano()
 		}
 		shard.Add(key, e)
-		return e.d, nil
+		return e, nil
 	})
-	return v.(Decision)
+	e := v.(cacheEntry)
+	if shared && e.until != 0 && l.now().UnixNano() >= e.until {
+		// This call joined a computation that read the clock before a rule
+		// expired, and that instant has passed: the shared decision may
+		// rest on the expired rule.
+		return g.table.Decide(req, l.now())
+	}
+	return e.d
 }
 
 func (l *Live) shardOf(req *Request) int {

@@ -93,14 +93,36 @@ func (r *Reloader) Status() Status {
 // Reload reads the rule files and, when they changed and are valid, swaps
 // the new table in. It reports whether a new table was swapped in.
 func (r *Reloader) Reload() (bool, error) {
+	swapped, changed, err := r.reload()
+	// Called without the lock held, so that the hook may call Status.
+	if changed && r.opts.OnReload != nil {
+		r.opts.OnReload(err)
+	}
+	return swapped, err
+}
+
+// reload is Reload under the lock; changed reports whether the files
+// differed from what was last read, which is when OnReload is called.
+func (r *Reloader) reload() (swapped, changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	srcs, err := ReadSources(r.path)
 	version := ""
 	if err == nil {
 		version = Version(srcs...)
-		if version == r.live.Table().Version() || version == r.failed {
-			return false, nil
+		if version == r.live.Table().Version() {
+			if r.failed == "" {
+				return false, false, nil
+			}
+			// The invalid set was reverted to the one served: the error
+			// shown no longer describes the files.
+			r.failed = ""
+			r.status.LastError, r.status.LastErrorAt = "", time.Time{}
+			r.opts.Logger.Info("rule files reverted to the served rule set", "path", r.path, "version", version)
+			return false, true, nil
+		}
+		if version == r.failed {
+			return false, false, nil
 		}
 	}
 	var t *Table
@@ -118,10 +140,7 @@ func (r *Reloader) Reload() (bool, error) {
 		r.status.LastErrorAt = r.live.now()
 		r.opts.Logger.Error("rule reload failed; still serving the last good rule set",
 			"path", r.path, "version", r.live.Table().Version(), "error", err.Error())
-		if r.opts.OnReload != nil {
-			r.opts.OnReload(err)
-		}
-		return false, err
+		return false, true, err
 	}
 	r.live.Swap(t)
 	r.failed = ""
@@ -129,10 +148,7 @@ func (r *Reloader) Reload() (bool, error) {
 	r.noteActive()
 	r.opts.Logger.Info("rules reloaded", "path", r.path, "version", t.Version(),
 		"rules", len(t.Set().Rules), "generation", r.status.Generation)
-	if r.opts.OnReload != nil {
-		r.opts.OnReload(nil)
-	}
-	return true, nil
+	return true, true, nil
 }
 
 // Run watches the rule path until ctx is done, reloading after changes.
@@ -153,6 +169,9 @@ func (r *Reloader) Run(ctx context.Context) error {
 	if err := w.Add(dir); err != nil {
 		return fmt.Errorf("watch rules in %s: %w", dir, err)
 	}
+	// A change made after the rules were first loaded but before the watch
+	// was in place raised no event: catch it now rather than at the poll.
+	_, _ = r.Reload()
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	poll := time.NewTicker(r.opts.Poll)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -157,6 +158,10 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 
 	extras := s.adminExtras()
 	extras["GET /metrics"] = s.metrics.Handler()
+	if cfg.Pprof {
+		extras["/debug/pprof/"] = http.HandlerFunc(pprof.Index)
+		extras["/debug/pprof/profile"] = http.HandlerFunc(pprof.Profile)
+	}
 	handler, adminTLS, err := s.adminGuard(admin.Handler(admin.Options{Rules: s.reloader.Status, Extra: extras}))
 	if err != nil {
 		s.close(context.Background())

@@ -46,6 +46,7 @@ type Config struct {
 	CacheSize      int           `yaml:"cache-size"`
 	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
 	LogFormat      string        `yaml:"log-format"`
+	Pprof          bool          `yaml:"pprof"`
 }
 
 // Default returns the configuration used where neither file nor flag
@@ -119,6 +120,7 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take the caller's identity from x-forwarded-client-cert when Envoy sends no peer principal")
 	fs.IntVar(&c.CacheSize, "cache-size", c.CacheSize, "decision cache entries; 0 disables the cache")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM waits for in-flight Checks before closing")
+	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ on the admin listener")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "log format: json, text, or auto (text on a terminal, JSON otherwise)")
 	return file
 }
