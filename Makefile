@@ -17,8 +17,11 @@ test: ## the whole suite, with the race detector (installs PostgreSQL for its te
 	./scripts/ensure-postgres
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
 
-bench: ## Go micro-benchmarks
-	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+bench: build ## Go micro-benchmarks, then the load test against a no-op server (report in loadtest/results)
+	$(GO) test -run '^$$' -bench . -benchmem ./rules ./authz ./internal/audit
+	$(GO) build -o bin/loadtest ./loadtest
+	./bin/loadtest compare --rules 10000 --concurrency 64 --duration 5s --rounds 2 --audit sqlite --out loadtest/results
+	./bin/loadtest memory --rules 100000 --cache 100000
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for t in FuzzNormalizePath FuzzParseRules FuzzGlob; do \
@@ -30,8 +33,11 @@ lint: ## gofmt, go vet, and lint the example rules
 	$(GO) vet $(PKGS)
 	$(GO) run ./cmd/egress-authz rules lint deploy/examples/rules.yaml
 
-image: ## build the container image (needs a Docker engine)
-	docker build -t egress-authz:dev .
+image: ## build the container image (needs a Docker engine); IMAGE=name:tag to rename
+	docker build \
+		--build-arg VERSION=$$(git describe --tags --always --dirty 2>/dev/null || echo dev) \
+		--build-arg REVISION=$$(git rev-parse HEAD 2>/dev/null || echo unknown) \
+		-t $${IMAGE:-egress-authz:dev} .
 
 clean:
 	rm -rf bin data

@@ -78,6 +78,8 @@ type Server struct {
 	opts    Options
 	idPfx   string
 	idSeq   atomic.Uint64
+
+	templates atomic.Pointer[templates] // encoded allow responses of the current rule-set version
 }
 
 // NewServer returns a Server deciding with d.
@@ -116,20 +118,29 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 	}
 	s := srv.(*Server)
 	if interceptor == nil {
-		return s.check(ctx, &f.req, f.invalid)
+		return s.wire(s.check(ctx, &f.req, f.invalid)), nil
 	}
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
 	return interceptor(ctx, &f.req, info, func(ctx context.Context, req any) (any, error) {
-		return s.check(ctx, req.(*authv3.CheckRequest), f.invalid)
+		return s.wire(s.check(ctx, req.(*authv3.CheckRequest), f.invalid)), nil
 	})
 }
 
 // Check decides one request. It never returns an error for bad input.
 func (s *Server) Check(ctx context.Context, cr *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return s.check(ctx, cr, "")
+	o := s.check(ctx, cr, "")
+	return response(&o.d, o.sni, o.requestID), nil
 }
 
-func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid string) (*authv3.CheckResponse, error) {
+// outcome is a decided Check, before it is put into a response.
+type outcome struct {
+	d         rules.Decision
+	sni       bool
+	requestID string
+}
+
+// check decides a Check: mapping, decision, decision log, metrics, span.
+func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid string) outcome {
 	start := s.opts.Now()
 	req, m, bad := mapRequest(cr, s.opts.TrustXFCC)
 	if invalid == "" {
@@ -176,7 +187,7 @@ func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid str
 			attribute.String("egress_authz.request_id", m.RequestID),
 		)
 	}
-	return response(&d, req.SNI, m.RequestID), nil
+	return outcome{d: d, sni: req.SNI, requestID: m.RequestID}
 }
 
 // records builds the decision's audit records: the enforced decision, then

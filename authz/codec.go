@@ -39,8 +39,15 @@ func ServerCodec() grpc.ServerOption {
 
 type codec struct{ base encoding.CodecV2 }
 
-func (c codec) Name() string                           { return "proto" }
-func (c codec) Marshal(v any) (mem.BufferSlice, error) { return c.base.Marshal(v) }
+func (c codec) Name() string { return "proto" }
+
+func (c codec) Marshal(v any) (mem.BufferSlice, error) {
+	if e, ok := v.(*encoded); ok {
+		return marshalEncoded(e), nil
+	}
+	return c.base.Marshal(v)
+}
+
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	f, ok := v.(*checkFrame)
 	if !ok {

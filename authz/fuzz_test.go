@@ -93,7 +93,7 @@ func FuzzCheck(f *testing.F) {
 		if mode&fuzzRaw != 0 {
 			var fr checkFrame
 			decodeCheck(headers, &fr)
-			resp, err := s.check(ctx, &fr.req, fr.invalid)
+			resp, err := viaWire(s, ctx, &fr.req, fr.invalid)
 			checkFuzzResponse(t, resp, err, nil)
 			if fr.invalid != "" && resp.GetStatus().GetMessage() != string(rules.ReasonInvalidRequest) {
 				t.Errorf("undecodable request (%s) denied with reason %q, want invalid-request", fr.invalid, resp.GetStatus().GetMessage())
@@ -115,7 +115,7 @@ func FuzzCheck(f *testing.F) {
 		if fr.invalid != "" {
 			t.Fatalf("decodeCheck marked a valid request invalid: %s", fr.invalid)
 		}
-		viaCodec, err := s.check(ctx, &fr.req, fr.invalid)
+		viaCodec, err := viaWire(s, ctx, &fr.req, fr.invalid)
 		checkFuzzResponse(t, viaCodec, err, cr)
 		if a, b := decisionOf(resp), decisionOf(viaCodec); a != b {
 			t.Errorf("direct call decided %v, through the codec %v", a, b)

@@ -25,6 +25,25 @@ type denyBody struct {
 	RequestID string `json:"request_id"`
 }
 
+// metadataFields is the dynamic_metadata of a response, for Envoy's access
+// log; request_id is left out when empty (see wire).
+func metadataFields(d *rules.Decision, requestID string) map[string]*structpb.Value {
+	ruleID := ""
+	if d.Rule != nil {
+		ruleID = d.Rule.ID
+	}
+	m := map[string]*structpb.Value{
+		"decision": structpb.NewStringValue(decisionWord(d.Allow)),
+		"rule":     structpb.NewStringValue(ruleID),
+		"ruleset":  structpb.NewStringValue(d.Version),
+		"reason":   structpb.NewStringValue(string(d.Reason)),
+	}
+	if requestID != "" {
+		m["request_id"] = structpb.NewStringValue(requestID)
+	}
+	return m
+}
+
 // response builds the CheckResponse for a decision. An allow adds nothing
 // upstream (the upstream is a third party); a deny tells the caller why,
 // except for TLS passthrough, where Envoy can only close the connection.
@@ -33,13 +52,7 @@ func response(d *rules.Decision, sni bool, requestID string) *authv3.CheckRespon
 	if d.Rule != nil {
 		ruleID = d.Rule.ID
 	}
-	md := &structpb.Struct{Fields: map[string]*structpb.Value{
-		"decision":   structpb.NewStringValue(decisionWord(d.Allow)),
-		"rule":       structpb.NewStringValue(ruleID),
-		"ruleset":    structpb.NewStringValue(d.Version),
-		"reason":     structpb.NewStringValue(string(d.Reason)),
-		"request_id": structpb.NewStringValue(requestID),
-	}}
+	md := &structpb.Struct{Fields: metadataFields(d, requestID)}
 	if d.Allow {
 		resp := &authv3.CheckResponse{Status: &rpcstatus.Status{Code: int32(code.Code_OK)}, DynamicMetadata: md}
 		if !sni {

@@ -1,0 +1,163 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// newHistogram records latencies from 1 µs to 60 s with 3 significant
+// digits, in nanoseconds.
+func newHistogram() *hdr.Histogram { return hdr.New(1_000, 60_000_000_000, 3) }
+
+// Result is one run against one target.
+type Result struct {
+	Target     string        `json:"target"`
+	Mode       string        `json:"mode"` // closed or open
+	Duration   time.Duration `json:"duration_ns"`
+	Requests   int64         `json:"requests"`
+	Errors     int64         `json:"errors"`
+	Allowed    int64         `json:"allowed"`
+	Throughput float64       `json:"throughput_rps"`
+	P50        time.Duration `json:"p50_ns"`
+	P90        time.Duration `json:"p90_ns"`
+	P99        time.Duration `json:"p99_ns"`
+	P999       time.Duration `json:"p999_ns"`
+	Max        time.Duration `json:"max_ns"`
+	hist       *hdr.Histogram
+}
+
+func summarize(target, mode string, h *hdr.Histogram, d time.Duration, requests, errors, allowed int64) Result {
+	r := Result{Target: target, Mode: mode, Duration: d, Requests: requests, Errors: errors, Allowed: allowed, hist: h}
+	if d > 0 {
+		r.Throughput = float64(requests) / d.Seconds()
+	}
+	q := func(p float64) time.Duration { return time.Duration(h.ValueAtQuantile(p)) }
+	r.P50, r.P90, r.P99, r.P999, r.Max = q(50), q(90), q(99), q(99.9), time.Duration(h.Max())
+	return r
+}
+
+// merge combines the rounds of one target into one result: requests and
+// durations add up, latency histograms merge.
+func merge(rs []Result) Result {
+	if len(rs) == 0 {
+		return Result{}
+	}
+	h := newHistogram()
+	var d time.Duration
+	var req, errs, allowed int64
+	for _, r := range rs {
+		h.Merge(r.hist)
+		d += r.Duration
+		req += r.Requests
+		errs += r.Errors
+		allowed += r.Allowed
+	}
+	return summarize(rs[0].Target, rs[0].Mode, h, d, req, errs, allowed)
+}
+
+// Ratio is a figure of the server under test divided by the baseline's.
+type Ratio struct {
+	Throughput float64 `json:"throughput"`
+	P50        float64 `json:"p50"`
+	P99        float64 `json:"p99"`
+	P999       float64 `json:"p999"`
+}
+
+func ratio(a, base Result) Ratio {
+	div := func(x, y float64) float64 {
+		if y == 0 {
+			return 0
+		}
+		return x / y
+	}
+	return Ratio{
+		Throughput: div(a.Throughput, base.Throughput),
+		P50:        div(float64(a.P50), float64(base.P50)),
+		P99:        div(float64(a.P99), float64(base.P99)),
+		P999:       div(float64(a.P999), float64(base.P999)),
+	}
+}
+
+// Scenario is one comparison: the same load against the baseline and the
+// server, alternately.
+type Scenario struct {
+	Name     string `json:"name"`
+	Baseline Result `json:"baseline"`
+	Server   Result `json:"server"`
+	Ratio    Ratio  `json:"ratio"`
+	Goal     string `json:"goal"`
+	Met      bool   `json:"met"`
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/1e6) }
+
+// writeTable prints scenarios as a Markdown table (also readable as text).
+func writeTable(w io.Writer, ss []Scenario) {
+	fmt.Fprintln(w, "| scenario | target | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | ratio (req/s, p99, p99.9) | goal | met |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+	for _, s := range ss {
+		for i, r := range []Result{s.Baseline, s.Server} {
+			rat, goal, met := "", "", ""
+			if i == 1 {
+				rat = fmt.Sprintf("%.2f×, %.2f×, %.2f×", s.Ratio.Throughput, s.Ratio.P99, s.Ratio.P999)
+				goal = s.Goal
+				met = map[bool]string{true: "yes", false: "**no**"}[s.Met]
+			}
+			fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %s | %s | %s |\n",
+				s.Name, r.Target, r.Throughput, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors, rat, goal, met)
+		}
+	}
+}
+
+// plotSVG draws the latency percentiles of each scenario's baseline and
+// server on a log scale, as a small self-contained SVG.
+func plotSVG(w io.Writer, ss []Scenario) {
+	const width, left, top, rowH = 760, 190, 30, 44
+	total := top + rowH*len(ss)*2 + 40
+	fmt.Fprintf(w, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", width, total)
+	fmt.Fprintf(w, `<text x="10" y="18" font-size="13">latency percentiles (log scale), baseline vs egress-authz; markers: p50 ● p90 ◆ p99 ▲ p99.9 ■</text>`+"\n")
+	// scale: 10 µs .. 1 s, log10
+	x := func(d time.Duration) float64 {
+		v := float64(d) / 1e3 // µs
+		if v < 10 {
+			v = 10
+		}
+		lg := math.Log10(v) - 1 // 10 µs -> 0
+		return left + lg/5*float64(width-left-20)
+	}
+	y := top
+	for _, s := range ss {
+		for _, r := range []Result{s.Baseline, s.Server} {
+			fmt.Fprintf(w, `<text x="10" y="%d">%s: %s</text>`+"\n", y+15, s.Name, r.Target)
+			fmt.Fprintf(w, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#ccc"/>`+"\n", left, y+12, width-20, y+12)
+			color := "#888"
+			if r.Target != "noop" {
+				color = "#0a6"
+			}
+			for i, p := range []time.Duration{r.P50, r.P90, r.P99, r.P999} {
+				shape := []string{"circle", "diamond", "triangle", "square"}[i]
+				cx := x(p)
+				switch shape {
+				case "circle":
+					fmt.Fprintf(w, `<circle cx="%.1f" cy="%d" r="4" fill="%s"/>`, cx, y+12, color)
+				case "diamond":
+					fmt.Fprintf(w, `<rect x="%.1f" y="%d" width="7" height="7" fill="%s" transform="rotate(45 %.1f %d)"/>`, cx-3.5, y+9, color, cx, y+12)
+				case "triangle":
+					fmt.Fprintf(w, `<polygon points="%.1f,%d %.1f,%d %.1f,%d" fill="%s"/>`, cx, y+7, cx-4, y+16, cx+4, y+16, color)
+				default:
+					fmt.Fprintf(w, `<rect x="%.1f" y="%d" width="7" height="7" fill="%s"/>`, cx-3.5, y+9, color)
+				}
+			}
+			fmt.Fprintln(w)
+			y += rowH
+		}
+	}
+	for _, tick := range []time.Duration{10 * time.Microsecond, 100 * time.Microsecond, time.Millisecond, 10 * time.Millisecond, 100 * time.Millisecond, time.Second} {
+		fmt.Fprintf(w, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x(tick), y+15, tick)
+	}
+	fmt.Fprintln(w, "</svg>")
+}
