@@ -4,6 +4,7 @@ import (
 	"hash/maphash"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -30,25 +31,93 @@ type LiveOptions struct {
 // the table's next rule expiry after it was made, past which it is not
 // served, so a decision never outlives the rule that made it.
 type Live struct {
-	cur    atomic.Pointer[generation]
-	now    func() time.Time
-	shards []*lru.Cache[cacheKey, cacheEntry]
-	seed   maphash.Seed
-	flight singleflight.Group
+	cur       atomic.Pointer[generation]
+	now       func() time.Time
+	realClock bool // now is time.Now, so timers can stand in for clock reads
+	shards    []*lru.Cache[cacheKey, cacheEntry]
+	seed      maphash.Seed
+	flight    singleflight.Group
 }
 
+// expiryGuard is how long before a rule's expiry cache hits start reading
+// the clock.
+const expiryGuard = time.Second
+
+// generation is one active table. Reading the clock on every cache hit
+// costs more than the rest of the hit on some machines, so with the real
+// clock a timer does the watching: hits compare the clock with their
+// entry's expiry only while checkClock is set, from expiryGuard before a
+// rule expiry until just after it, when the epoch (part of the cache key)
+// moves on and every decision made before the expiry becomes unreachable.
+// With an injected clock, checkClock is always set.
 type generation struct {
-	n      uint64
-	table  *Table
-	loaded time.Time
+	n          uint64
+	table      *Table
+	loaded     time.Time
+	epoch      atomic.Uint64
+	checkClock atomic.Bool
+	mu         sync.Mutex
+	timer      *time.Timer // nil when no expiry is ahead
+	retired    bool
 }
 
+// watch sets checkClock for the time to come and arms the timer for the
+// next change.
+func (l *Live) watch(g *generation) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.retired {
+		return
+	}
+	now := time.Now()
+	next := g.table.NextExpiry(now)
+	if next.IsZero() {
+		g.checkClock.Store(false)
+		return
+	}
+	wait := next.Sub(now) - expiryGuard
+	if wait <= 0 {
+		// Inside the guard: check the clock until just after the expiry,
+		// then retire the decisions made before it.
+		g.checkClock.Store(true)
+		g.timer = time.AfterFunc(next.Sub(now)+time.Millisecond, func() {
+			g.epoch.Add(1)
+			l.watch(g)
+		})
+		return
+	}
+	g.checkClock.Store(false)
+	g.timer = time.AfterFunc(wait, func() { l.watch(g) })
+}
+
+func (l *Live) activate(g *generation) {
+	if !l.realClock {
+		g.checkClock.Store(true)
+		return
+	}
+	l.watch(g)
+}
+
+func (g *generation) retire() {
+	g.mu.Lock()
+	g.retired = true
+	if g.timer != nil {
+		g.timer.Stop()
+	}
+	g.mu.Unlock()
+}
+
+// cacheKey is a generation and the request's 64-bit hash: cheap to hash
+// and compare inside the LRU. The entry keeps the whole request, compared
+// on a hit, so two requests that share a hash never share a decision.
 type cacheKey struct {
-	gen uint64
-	req Request
+	gen   uint64
+	epoch uint64
+	hash  uint64
 }
 
 type cacheEntry struct {
+	req   Request
 	d     Decision
 	until int64 // unix nanoseconds; 0: valid for the whole generation
 }
@@ -59,7 +128,7 @@ const cacheShards = 16
 func NewLive(t *Table, opts LiveOptions) *Live {
 	l := &Live{now: opts.Now, seed: maphash.MakeSeed()}
 	if l.now == nil {
-		l.now = time.Now
+		l.now, l.realClock = time.Now, true
 	}
 	if opts.CacheSize > 0 {
 		per := (opts.CacheSize + cacheShards - 1) / cacheShards
@@ -68,7 +137,9 @@ func NewLive(t *Table, opts LiveOptions) *Live {
 			l.shards[i], _ = lru.New[cacheKey, cacheEntry](per)
 		}
 	}
-	l.cur.Store(&generation{n: 1, table: t, loaded: l.now()})
+	g := &generation{n: 1, table: t, loaded: l.now()}
+	l.activate(g)
+	l.cur.Store(g)
 	return l
 }
 
@@ -77,9 +148,13 @@ func NewLive(t *Table, opts LiveOptions) *Live {
 func (l *Live) Swap(t *Table) {
 	for {
 		old := l.cur.Load()
-		if l.cur.CompareAndSwap(old, &generation{n: old.n + 1, table: t, loaded: l.now()}) {
+		g := &generation{n: old.n + 1, table: t, loaded: l.now()}
+		l.activate(g)
+		if l.cur.CompareAndSwap(old, g) {
+			old.retire()
 			break
 		}
+		g.retire()
 	}
 	for _, s := range l.shards {
 		s.Purge()
@@ -105,15 +180,14 @@ func (l *Live) Decide(req Request) Decision {
 	if l.shards == nil {
 		return g.table.Decide(req, l.now())
 	}
-	key := cacheKey{gen: g.n, req: req}
-	shard := l.shards[l.shardOf(&req)]
-	if e, ok := shard.Get(key); ok && (e.until == 0 || l.now().UnixNano() < e.until) {
+	shard, key := l.slot(g, req)
+	if e, ok := shard.Get(key); ok && e.req == req && (e.until == 0 || !g.checkClock.Load() || l.now().UnixNano() < e.until) {
 		e.d.Cached = true
 		return e.d
 	}
-	v, _, shared := l.flight.Do(flightKey(&key), func() (any, error) {
+	v, _, shared := l.flight.Do(flightKey(g.n, &req), func() (any, error) {
 		now := l.now()
-		e := cacheEntry{d: g.table.Decide(req, now)}
+		e := cacheEntry{req: req, d: g.table.Decide(req, now)}
 		if next := g.table.NextExpiry(now); !next.IsZero() {
 			e.until = next.UnixNano()
 		}
@@ -130,22 +204,19 @@ func (l *Live) Decide(req Request) Decision {
 	return e.d
 }
 
-func (l *Live) shardOf(req *Request) int {
-	var h maphash.Hash
-	h.SetSeed(l.seed)
-	h.WriteString(req.Principal)
-	h.WriteString(req.Host)
-	h.WriteString(req.Path)
-	return int(h.Sum64() % cacheShards)
+// slot is where req's decision of generation gen is cached.
+func (l *Live) slot(g *generation, req Request) (*lru.Cache[cacheKey, cacheEntry], cacheKey) {
+	h := maphash.Comparable(l.seed, req)
+	return l.shards[h%cacheShards], cacheKey{gen: g.n, epoch: g.epoch.Load(), hash: h}
 }
 
 // flightKey is the singleflight key of a cache miss, built only on a miss.
 // Every field is length-prefixed so that no two keys can collide, whatever
 // bytes the strings hold.
-func flightKey(k *cacheKey) string {
+func flightKey(gen uint64, req *Request) string {
 	var b strings.Builder
-	b.WriteString(strconv.FormatUint(k.gen, 10))
-	for _, s := range []string{k.req.Principal, k.req.Host, k.req.Method, k.req.Path, strconv.Itoa(k.req.Port), strconv.FormatBool(k.req.SNI)} {
+	b.WriteString(strconv.FormatUint(gen, 10))
+	for _, s := range []string{req.Principal, req.Host, req.Method, req.Path, strconv.Itoa(req.Port), strconv.FormatBool(req.SNI)} {
 		b.WriteByte(' ')
 		b.WriteString(strconv.Itoa(len(s)))
 		b.WriteByte(':')

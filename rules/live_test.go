@@ -349,7 +349,7 @@ func TestLiveExpiryBoundary(t *testing.T) {
 				now := at(st.now)
 				clock.Set(now)
 				if i == 5 && size > 0 {
-					if _, ok := l.shards[l.shardOf(&a)].Peek(cacheKey{gen: 1, req: a}); !ok {
+					if shard, key := l.slot(l.cur.Load(), a); !func() bool { _, ok := shard.Peek(key); return ok }() {
 						t.Fatalf("step %d: a's allow is no longer in the cache: the test would prove nothing", i)
 					}
 				}
@@ -498,5 +498,52 @@ func TestLiveCacheIsBounded(t *testing.T) {
 	// Each of the 16 shards holds size/16, rounded up.
 	if n := cacheLen(l); n > size || n == 0 {
 		t.Errorf("cache holds %d entries, want at most %d", n, size)
+	}
+}
+
+// TestLiveRealClockExpiry exercises the timer that stands in for clock
+// reads on cache hits: a rule expiring a second or two from now, decided
+// over and over (from the cache) across its expiry with the real clock.
+// A call that starts at or after the expiry must never be allowed; one
+// that ends before it must be.
+func TestLiveRealClockExpiry(t *testing.T) {
+	expires := time.Now().Truncate(time.Second).Add(2 * time.Second)
+	set := &Set{Version: "v", TrustDomains: []string{"cluster.local"}, Rules: []*Rule{{
+		ID: "soon", Action: Allow, Mode: Enforce, Hosts: []string{"api.example.com"}, Expires: expires,
+	}}}
+	tab, err := Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLive(tab, LiveOptions{CacheSize: 100})
+	req := Request{Principal: "spiffe://cluster.local/ns/a/sa/b", Host: "api.example.com", Port: 443, Method: "GET", Path: "/"}
+	var allowedBefore, deniedAfter, hitsBefore int
+	for time.Now().Before(expires.Add(300 * time.Millisecond)) {
+		start := time.Now()
+		d := l.Decide(req)
+		end := time.Now()
+		switch {
+		case !start.Before(expires):
+			if d.Allow {
+				t.Fatalf("allowed at %s by a rule that expired at %s (cached %v)", start.Format(time.StampMicro), expires.Format(time.StampMicro), d.Cached)
+			}
+			deniedAfter++
+		case end.Before(expires):
+			if !d.Allow {
+				t.Fatalf("denied at %s before the rule expired", start.Format(time.StampMicro))
+			}
+			allowedBefore++
+			if d.Cached {
+				hitsBefore++
+			}
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if allowedBefore == 0 || deniedAfter == 0 || hitsBefore == 0 {
+		t.Fatalf("the test saw %d allows (%d cached) before and %d denies after the expiry", allowedBefore, hitsBefore, deniedAfter)
+	}
+	g := l.cur.Load()
+	if g.epoch.Load() != 1 || g.checkClock.Load() {
+		t.Fatalf("after the expiry: epoch %d, checkClock %v; want 1, false (no expiry left)", g.epoch.Load(), g.checkClock.Load())
 	}
 }
