@@ -220,7 +220,9 @@ func cutUnquoted(s string, sep byte) (before, after string) {
 }
 
 // headerCarrier reads W3C trace context from the request's headers.
-type headerCarrier struct{ h *authv3.AttributeContext_HttpRequest }
+type headerCarrier struct {
+	h *authv3.AttributeContext_HttpRequest
+}
 
 func (c headerCarrier) Get(key string) string {
 	if c.h == nil {
@@ -229,4 +231,4 @@ func (c headerCarrier) Get(key string) string {
 	return header(c.h, strings.ToLower(key))
 }
 func (c headerCarrier) Set(string, string) {}
-func (c headerCarrier) Keys() []string    { return nil }
+func (c headerCarrier) Keys() []string     { return nil }

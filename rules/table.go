@@ -217,11 +217,15 @@ func (t *Table) Decide(req Request, now time.Time) Decision {
 		d.Reason = ReasonInvalidIdentity
 		return d
 	}
-	d.Identity = ident
 	if !slices.Contains(t.trustDomains, ident.TrustDomain) {
+		// A namespace claimed in a trust domain we do not trust means
+		// nothing here; recording it would put foreign callers in an
+		// auditor's per-namespace queries.
+		d.Identity = Identity{TrustDomain: ident.TrustDomain}
 		d.Reason = ReasonUntrustedDomain
 		return d
 	}
+	d.Identity = ident
 	if req.Host == "" {
 		d.Reason = ReasonNoHost
 		return d
@@ -301,50 +305,98 @@ func (m *matcher) scan(idxs []int32) {
 	}
 }
 
+// field names a condition of a rule that a request may fail. The host is
+// not one: the table's host index only offers a rule to requests whose host
+// it matches.
+type field uint8
+
+// The fields in the order mismatch checks them: cheap checks first.
+const (
+	fieldNone field = iota // every field matches
+	fieldExpires
+	fieldTLS // a TLS-passthrough request and a rule naming methods or paths
+	fieldPorts
+	fieldMethods
+	fieldNamespaces
+	fieldServiceAccounts
+	fieldPrincipals
+	fieldPaths
+)
+
 // matches reports whether the rule matches, the host already being known to
-// match through the index. Cheap checks come first.
+// match through the index.
 func (c *compiled) matches(req *Request, d *Decision, now int64) bool {
-	if c.expires != 0 && now >= c.expires {
-		return false
+	return c.mismatch(req, d, now) == fieldNone
+}
+
+// mismatch returns the first field of the rule that req does not match, or
+// fieldNone. Decide and Explain both judge a rule with it and with the
+// per-field checks it calls, so an explanation can never disagree with a
+// decision.
+func (c *compiled) mismatch(req *Request, d *Decision, now int64) field {
+	switch {
+	case !c.liveAt(now):
+		return fieldExpires
+	case !c.tlsOK(req):
+		return fieldTLS
+	case !c.portOK(d.Port):
+		return fieldPorts
+	case !c.methodOK(req.Method):
+		return fieldMethods
+	case !c.namespaceOK(d.Identity.Namespace):
+		return fieldNamespaces
+	case !c.accountOK(d.Identity.ServiceAccount):
+		return fieldServiceAccounts
+	case !c.principalOK(req.Principal):
+		return fieldPrincipals
+	case !c.pathOK(d.Path):
+		return fieldPaths
 	}
-	if req.SNI && c.httpOnly {
-		return false
-	}
-	if len(c.ports) > 0 && !slices.Contains(c.ports, d.Port) {
-		return false
-	}
-	if len(c.methods) > 0 && !slices.Contains(c.methods, req.Method) {
-		return false
-	}
-	if len(c.namespaces) > 0 && (d.Identity.Namespace == "" || !slices.Contains(c.namespaces, d.Identity.Namespace)) {
-		return false
-	}
-	if len(c.accounts) > 0 && (d.Identity.ServiceAccount == "" || !slices.Contains(c.accounts, d.Identity.ServiceAccount)) {
-		return false
-	}
-	if len(c.principals) > 0 {
-		ok := false
-		for i := range c.principals {
-			if c.principals[i].match(req.Principal) {
-				ok = true
-				break
-			}
+	return fieldNone
+}
+
+func (c *compiled) liveAt(now int64) bool { return c.expires == 0 || now < c.expires }
+
+func (c *compiled) tlsOK(req *Request) bool { return !req.SNI || !c.httpOnly }
+
+func (c *compiled) portOK(port int) bool {
+	return len(c.ports) == 0 || slices.Contains(c.ports, port)
+}
+
+func (c *compiled) methodOK(method string) bool {
+	return len(c.methods) == 0 || slices.Contains(c.methods, method)
+}
+
+func (c *compiled) namespaceOK(ns string) bool {
+	return len(c.namespaces) == 0 || ns != "" && slices.Contains(c.namespaces, ns)
+}
+
+func (c *compiled) accountOK(sa string) bool {
+	return len(c.accounts) == 0 || sa != "" && slices.Contains(c.accounts, sa)
+}
+
+func (c *compiled) principalOK(id string) bool {
+	return len(c.principals) == 0 || c.anyPrincipal(id)
+}
+
+func (c *compiled) anyPrincipal(id string) bool {
+	for i := range c.principals {
+		if c.principals[i].match(id) {
+			return true
 		}
-		if !ok {
-			return false
+	}
+	return false
+}
+
+func (c *compiled) pathOK(path string) bool {
+	return len(c.paths) == 0 || c.anyPath(path)
+}
+
+func (c *compiled) anyPath(path string) bool {
+	for i := range c.paths {
+		if c.paths[i].match(path) {
+			return true
 		}
 	}
-	if len(c.paths) > 0 {
-		ok := false
-		for i := range c.paths {
-			if c.paths[i].match(d.Path) {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false
-		}
-	}
-	return true
+	return false
 }

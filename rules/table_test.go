@@ -1238,9 +1238,11 @@ func TestDecideFields(t *testing.T) {
 			want: Decision{Reason: ReasonNoIdentity},
 		},
 		{
-			name: "untrusted_has_identity",
+			// Only the trust domain: a namespace claimed in an untrusted
+			// domain means nothing and must not match namespace queries.
+			name: "untrusted_has_trust_domain_only",
 			req:  Request{Principal: "spiffe://other.example/ns/a/sa/b", Host: "example.com", Path: "/"},
-			want: Decision{Reason: ReasonUntrustedDomain, Identity: Identity{TrustDomain: "other.example", Namespace: "a", ServiceAccount: "b"}},
+			want: Decision{Reason: ReasonUntrustedDomain, Identity: Identity{TrustDomain: "other.example"}},
 		},
 		{
 			name: "unsafe_path_has_host_and_port",
@@ -1537,4 +1539,16 @@ func (ref *reference) decide(t *testing.T, req Request, now time.Time) (allow bo
 		return true, ReasonAllowed, firstAllow, dryRun
 	}
 	return false, ReasonNoMatchingRule, "", dryRun
+}
+
+func TestDecideUntrustedDomainRecordsNoNamespace(t *testing.T) {
+	set, err := Parse(Source{Name: "r.yaml", Data: []byte("apiVersion: egress-authz/v1\nkind: RuleSet\ntrustDomains: [cluster.local]\nrules: []\n")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, _ := Compile(set)
+	d := tab.Decide(Request{Principal: "spiffe://partner.example/ns/payments/sa/checkout", Host: "a.example", Port: 443, Method: "GET", Path: "/"}, time.Now())
+	if d.Reason != ReasonUntrustedDomain || d.Identity != (Identity{TrustDomain: "partner.example"}) {
+		t.Fatalf("decision %+v: want untrusted-trust-domain with the trust domain only", d)
+	}
 }

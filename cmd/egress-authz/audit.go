@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/egress-authz/egress-authz/authz"
+	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
@@ -92,7 +93,7 @@ func (s *server) openStore(ctx context.Context, dsn string) (audit.Store, error)
 }
 
 func (s *server) adminExtras() map[string]http.Handler {
-	extras := map[string]http.Handler{}
+	extras := map[string]http.Handler{"GET /v1/explain": admin.ExplainHandler(s.live.Table, time.Now)}
 	if s.store != nil {
 		extras["GET /v1/decisions"] = audit.Handler(s.store, time.Now)
 	}

@@ -15,9 +15,12 @@ import (
 const rulesUsage = `Usage:
   egress-authz rules lint [--warn-expiry 14d] PATH...
   egress-authz rules test PATH --cases FILE
-  egress-authz rules explain PATH --principal ID [-X METHOD] URL
-  egress-authz rules diff OLD NEW [--against DSN]
+  egress-authz rules explain PATH --principal ID [-X METHOD] URL   (or --sni HOST)
+  egress-authz rules diff OLD NEW [--against DSN [--since 7d]]
   egress-authz rules suggest --from DSN --namespace NS [--since 7d]
+
+test, explain, diff and suggest take --format text|json.
+Run "egress-authz rules COMMAND -h" for a command's flags.
 `
 
 func rulesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -91,7 +94,7 @@ func lintCmd(args []string, stdout, stderr io.Writer) int {
 		if len(warnings) > 0 && *strict {
 			code = exitFail
 		}
-		fmt.Fprintf(stderr, "%s: %d rules, %d warnings, version %s\n", path, len(set.Rules), len(warnings), set.Version)
+		fmt.Fprintf(stderr, "%s: %s, %s, version %s\n", path, plural(len(set.Rules), "rule"), plural(len(warnings), "warning"), set.Version)
 	}
 	return code
 }

@@ -9,6 +9,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // HTTP describes an HTTP request through the gateway.
@@ -39,6 +41,42 @@ func SplitURL(raw string) (scheme, authority, target string, err error) {
 	return scheme, authority, target, nil
 }
 
+// schemePort is the port a request to scheme goes to when its authority
+// names none, as the server reads it: 443 for https, else 80 (the
+// destination socket's port, which Build sets to the same).
+func schemePort(scheme string) uint32 {
+	if strings.EqualFold(scheme, "https") {
+		return 443
+	}
+	return 80
+}
+
+// Request returns the rules.Request the server decides when the gateway
+// sends r: the authority as the host (port from it, else the scheme's
+// default), the raw target as the path. "rules test" and "rules explain"
+// use it, so that a URL in a test case is decided exactly like the real
+// request the check command sends for it.
+func (r HTTP) Request() (rules.Request, error) {
+	scheme, authority, target, err := SplitURL(r.URL)
+	if err != nil {
+		return rules.Request{}, err
+	}
+	method := r.Method
+	if method == "" {
+		method = "GET"
+	}
+	if !rules.IsToken(method) {
+		return rules.Request{}, fmt.Errorf("method %q is not an HTTP method", method)
+	}
+	return rules.Request{Principal: r.Principal, Host: authority, Port: int(schemePort(scheme)), Method: method, Path: target}, nil
+}
+
+// SNIRequest returns the rules.Request the server decides for the
+// TLS-passthrough connection SNI(principal, sni, port) describes.
+func SNIRequest(principal, sni string, port uint32) rules.Request {
+	return rules.Request{Principal: principal, Host: sni, SNI: true, Port: int(port)}
+}
+
 // Build returns the CheckRequest the gateway would send for r.
 func (r HTTP) Build() (*authv3.CheckRequest, error) {
 	scheme, authority, target, err := SplitURL(r.URL)
@@ -49,10 +87,7 @@ func (r HTTP) Build() (*authv3.CheckRequest, error) {
 	if method == "" {
 		method = "GET"
 	}
-	port := uint32(80)
-	if strings.EqualFold(scheme, "https") {
-		port = 443
-	}
+	port := schemePort(scheme)
 	headers := map[string]string{
 		":authority":        authority,
 		":method":           method,

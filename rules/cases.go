@@ -1,0 +1,255 @@
+package rules
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Case is one test case of a rule set, as the compliance team writes them
+// beside the rules: a request and the decision it must get.
+//
+//	cases:
+//	  - name: checkout charges Stripe
+//	    principal: spiffe://cluster.local/ns/payments/sa/checkout
+//	    method: POST                               # default GET
+//	    url: https://api.stripe.com/v1/charges     # or sni: api.stripe.com (TLS passthrough; port: 443 by default)
+//	    expect: allow                              # allow | deny
+//	    rule: payments-stripe-charges              # optional: the deciding rule ("" for none)
+//	    reason: no-matching-rule                   # optional
+//	    at: 2027-07-01                             # optional: decide as of this day (00:00 UTC) or RFC 3339 time
+type Case struct {
+	Name      string
+	Principal string
+	Method    string // empty: GET; never set with SNI
+	URL       string // scheme://authority/target, or empty with SNI
+	SNI       string // server name of a TLS-passthrough connection
+	Port      int    // SNI only; 0: 443
+	Expect    Action // Allow or Deny
+	Rule      string // the expected deciding rule, when HasRule
+	HasRule   bool
+	Reason    Reason    // the expected reason; empty: not checked
+	At        time.Time // zero: the time the cases run
+
+	Pos    Pos // where the case starts
+	URLPos Pos // where its url (or sni) is, for errors about it
+}
+
+// caseKeys are the keys a case may have.
+var caseKeys = []string{"name", "principal", "method", "url", "sni", "port", "expect", "rule", "reason", "at"}
+
+// knownReasons are the reasons a case may expect.
+var knownReasons = []Reason{ReasonAllowed, ReasonInvalidRequest, ReasonNoIdentity, ReasonInvalidIdentity,
+	ReasonUntrustedDomain, ReasonNoHost, ReasonInvalidHost, ReasonUnsafePath, ReasonDeniedByRule, ReasonNoMatchingRule}
+
+// ParseCases parses a test-case file: a mapping with one key, cases, a list
+// of cases. Every problem is reported, as an ErrorList, with its
+// file:line:col.
+func ParseCases(src Source) ([]Case, error) {
+	p := &parser{name: src.Name, set: &Set{}}
+	var cases []Case
+	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
+	docs := 0
+	for {
+		var doc yaml.Node
+		err := dec.Decode(&doc)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			p.errs = append(p.errs, yamlError(src.Name, src.Data, err))
+			break
+		}
+		docs++
+		cases = append(cases, p.caseDocument(&doc)...)
+	}
+	if docs == 0 && len(p.errs) == 0 {
+		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: src.Name, Line: 1, Col: 1}, Msg: "empty case file: expected \"cases:\" and a list of cases"})
+	}
+	names := map[string]Pos{}
+	for _, c := range cases {
+		if prev, dup := names[c.Name]; dup {
+			p.errs = append(p.errs, Diagnostic{Pos: c.Pos, Msg: fmt.Sprintf("case name %q already used at %s", c.Name, prev)})
+		} else {
+			names[c.Name] = c.Pos
+		}
+	}
+	if len(p.errs) > 0 {
+		return nil, p.errs
+	}
+	return cases, nil
+}
+
+func (p *parser) caseDocument(doc *yaml.Node) []Case {
+	if len(doc.Content) == 0 || doc.Content[0].Kind == yaml.ScalarNode && doc.Content[0].Tag == "!!null" {
+		p.errorf(doc, "empty document: expected \"cases:\" and a list of cases")
+		return nil
+	}
+	root := doc.Content[0]
+	var list *yaml.Node
+	if !p.fields(root, "case file", []string{"cases"}, func(key string, k, v *yaml.Node) { list = v }) {
+		return nil
+	}
+	if list == nil {
+		p.errorf(root, "missing cases (a list of cases)")
+		return nil
+	}
+	if list.Kind != yaml.SequenceNode {
+		p.errorf(list, "cases must be a list, got %s", kindName(list))
+		return nil
+	}
+	var out []Case
+	for _, n := range list.Content {
+		if c, ok := p.testCase(n); ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func (p *parser) testCase(n *yaml.Node) (Case, bool) {
+	c := Case{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}}
+	before := len(p.errs)
+	var nameNode, urlNode, sniNode, expectNode, methodNode, portNode *yaml.Node
+	ok := p.fields(n, "case", caseKeys, func(key string, k, v *yaml.Node) {
+		s, ok := p.scalar(v, key)
+		if !ok {
+			return
+		}
+		switch key {
+		case "name":
+			nameNode, c.Name = v, s
+		case "principal":
+			c.Principal = s
+		case "method":
+			methodNode, c.Method = v, s
+			if !IsToken(s) {
+				p.errorf(v, "method %q is not an HTTP method", s)
+			}
+		case "url":
+			urlNode, c.URL = v, s
+			c.URLPos = Pos{File: p.name, Line: v.Line, Col: v.Column}
+		case "sni":
+			sniNode, c.SNI = v, s
+			c.URLPos = Pos{File: p.name, Line: v.Line, Col: v.Column}
+		case "port":
+			portNode = v
+			port, err := strconv.Atoi(s)
+			if err != nil || port < 1 || port > 65535 {
+				p.errorf(v, "port %q is not a port number (1-65535)", s)
+			}
+			c.Port = port
+		case "expect":
+			expectNode = v
+			switch Action(s) {
+			case Allow, Deny:
+				c.Expect = Action(s)
+			default:
+				p.errorf(v, "expect must be allow or deny, got %q", s)
+			}
+		case "rule":
+			c.Rule, c.HasRule = s, true
+			if s != "" && !ruleIDPattern.MatchString(s) {
+				p.errorf(v, "rule %q is not a rule id (lower-case letters, digits and '-'); write rule: \"\" to expect that no rule decides", s)
+			}
+		case "reason":
+			c.Reason = Reason(s)
+			if !slices.Contains(knownReasons, c.Reason) {
+				p.errorf(v, "reason %q is not a reason a decision can have (one of %s)", s, reasonList())
+			}
+		case "at":
+			t, err := time.Parse(time.RFC3339, s)
+			if err != nil {
+				t, err = time.Parse(time.DateOnly, s)
+			}
+			if err != nil {
+				p.errorf(v, "at must be a date YYYY-MM-DD or an RFC 3339 time, got %q", s)
+			}
+			c.At = t
+		}
+	})
+	if !ok {
+		return c, false
+	}
+	if nameNode == nil || c.Name == "" {
+		p.errorf(n, "case has no name")
+	}
+	what := fmt.Sprintf("case %q", c.Name)
+	switch {
+	case urlNode == nil && sniNode == nil:
+		p.errorf(n, "%s has neither url nor sni", what)
+	case urlNode != nil && sniNode != nil:
+		p.errorf(sniNode, "%s has both url and sni: a request is either HTTP (url) or TLS passthrough (sni)", what)
+	case sniNode != nil && methodNode != nil:
+		p.errorf(methodNode, "%s: a TLS-passthrough (sni) request has no method", what)
+	case urlNode != nil && portNode != nil:
+		p.errorf(portNode, "%s: port is for sni; write the port in the url (https://host:8443/...)", what)
+	}
+	if expectNode == nil {
+		p.errorf(n, "%s has no expect (allow or deny)", what)
+	}
+	if c.Expect == Allow {
+		if c.HasRule && c.Rule == "" {
+			p.errorf(n, "%s expects allow with rule \"\": an allowed request is always allowed by a rule", what)
+		}
+		if c.Reason != "" && c.Reason != ReasonAllowed {
+			p.errorf(n, "%s expects allow with reason %s: an allowed request's reason is %s", what, c.Reason, ReasonAllowed)
+		}
+	}
+	if c.Expect == Deny && c.Reason == ReasonAllowed {
+		p.errorf(n, "%s expects deny with reason %s", what, ReasonAllowed)
+	}
+	if c.SNI != "" && c.Port == 0 {
+		c.Port = 443
+	}
+	return c, len(p.errs) == before
+}
+
+func reasonList() string {
+	s := make([]string, len(knownReasons))
+	for i, r := range knownReasons {
+		s[i] = string(r)
+	}
+	return orList(s)
+}
+
+// Check compares the decision d of the case's request with what the case
+// expects, and returns each difference in plain words (none: the case
+// passes). set is the rule set d came from, to catch a rule id that is not
+// in it.
+func (c *Case) Check(d Decision, set *Set) []string {
+	var out []string
+	got := Deny
+	if d.Allow {
+		got = Allow
+	}
+	gotRule := ""
+	if d.Rule != nil {
+		gotRule = d.Rule.ID
+	}
+	if got != c.Expect {
+		out = append(out, fmt.Sprintf("expected %s, got %s", c.Expect, got))
+	}
+	if c.HasRule && c.Rule != gotRule {
+		switch {
+		case c.Rule != "" && !slices.ContainsFunc(set.Rules, func(r *Rule) bool { return r.ID == c.Rule }):
+			out = append(out, fmt.Sprintf("expected rule %s, which is not in the rule set (a typo, or was it removed?)", c.Rule))
+		case c.Rule == "":
+			out = append(out, fmt.Sprintf("expected no deciding rule, got rule %s", gotRule))
+		case gotRule == "":
+			out = append(out, fmt.Sprintf("expected rule %s to decide, but no rule decided", c.Rule))
+		default:
+			out = append(out, fmt.Sprintf("expected rule %s to decide, got rule %s", c.Rule, gotRule))
+		}
+	}
+	if c.Reason != "" && c.Reason != d.Reason {
+		out = append(out, fmt.Sprintf("expected reason %s, got %s", c.Reason, d.Reason))
+	}
+	return out
+}
