@@ -71,7 +71,30 @@ func appendBool(b []byte, v bool) []byte {
 }
 
 // decodeCanonical is the inverse of appendCanonical; it also sets Hash.
-func decodeCanonical(b []byte) (Record, error) {
+func decodeCanonical(b []byte) (Record, error) { return decodeInterned(b, nil) }
+
+// interner shares the strings that repeat from record to record (callers,
+// hosts, rules), so that decoding a batch does not allocate them again.
+type interner map[string]string
+
+func (in interner) str(b []byte) string {
+	if in == nil {
+		return string(b)
+	}
+	if s, ok := in[string(b)]; ok { // no allocation for the lookup
+		return s
+	}
+	if len(in) > 50000 {
+		clear(in)
+	}
+	s := string(b)
+	in[s] = s
+	return s
+}
+
+// decodeInterned decodes like decodeCanonical, taking low-cardinality
+// strings from in when it is not nil.
+func decodeInterned(b []byte, in interner) (Record, error) {
 	var r Record
 	if len(b) < len(canonicalTag) || string(b[:len(canonicalTag)]) != canonicalTag {
 		return r, errCorrupt
@@ -79,27 +102,27 @@ func decodeCanonical(b []byte) (Record, error) {
 	sum := sha256.Sum256(b)
 	r.Hash = hex.EncodeToString(sum[:])
 	d := decoder{b: b[len(canonicalTag):]}
-	r.Writer = d.str()
+	r.Writer = d.istr(in)
 	r.Seq = d.uvarint()
 	r.PrevHash = d.str()
 	r.Time = time.Unix(0, d.varint()).UTC()
 	r.RequestID = d.str()
 	r.TraceID = d.str()
-	r.Principal = d.str()
-	r.TrustDomain = d.str()
-	r.Namespace = d.str()
-	r.ServiceAccount = d.str()
-	r.Host = d.str()
+	r.Principal = d.istr(in)
+	r.TrustDomain = d.istr(in)
+	r.Namespace = d.istr(in)
+	r.ServiceAccount = d.istr(in)
+	r.Host = d.istr(in)
 	r.Port = int(d.varint())
-	r.Method = d.str()
+	r.Method = d.istr(in)
 	r.Path = d.str()
-	r.Decision = d.str()
+	r.Decision = d.istr(in)
 	r.Enforced = d.bool()
-	r.Rule = d.str()
-	r.Owner = d.str()
-	r.Ticket = d.str()
-	r.RuleSet = d.str()
-	r.Reason = d.str()
+	r.Rule = d.istr(in)
+	r.Owner = d.istr(in)
+	r.Ticket = d.istr(in)
+	r.RuleSet = d.istr(in)
+	r.Reason = d.istr(in)
 	r.CacheHit = d.bool()
 	r.Latency = time.Duration(d.varint())
 	if d.err || len(d.b) != 0 {
@@ -133,13 +156,15 @@ func (d *decoder) varint() int64 {
 	return v
 }
 
-func (d *decoder) str() string {
+func (d *decoder) str() string { return d.istr(nil) }
+
+func (d *decoder) istr(in interner) string {
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
 		d.err, d.b = true, nil
 		return ""
 	}
-	s := string(d.b[:n])
+	s := in.str(d.b[:n])
 	d.b = d.b[n:]
 	return s
 }

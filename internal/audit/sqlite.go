@@ -23,7 +23,6 @@ type SQLite struct {
 // Never edit one that has shipped: append a new one.
 var sqliteMigrations = []string{
 	`CREATE TABLE decisions (
-		id              INTEGER PRIMARY KEY,
 		writer          TEXT    NOT NULL,
 		seq             INTEGER NOT NULL,
 		ts_ns           INTEGER NOT NULL,
@@ -47,9 +46,9 @@ var sqliteMigrations = []string{
 		cache_hit       BOOLEAN NOT NULL,
 		latency_ns      INTEGER NOT NULL,
 		prev_hash       TEXT    NOT NULL,
-		hash            TEXT    NOT NULL
-	);
-	CREATE UNIQUE INDEX decisions_chain ON decisions (writer, seq);
+		hash            TEXT    NOT NULL,
+		PRIMARY KEY (writer, seq)
+	) WITHOUT ROWID;
 	CREATE INDEX decisions_ts ON decisions (ts_ns);
 	CREATE INDEX decisions_principal_ts ON decisions (principal, ts_ns);
 	CREATE INDEX decisions_namespace_ts ON decisions (namespace, ts_ns);

@@ -66,8 +66,14 @@ type Options struct {
 	// SegmentRecords is how many records a write-ahead segment file holds
 	// before a new one is started. Default 100,000.
 	SegmentRecords int
-	// BatchSize is the most records handed to a sink at once. Default 2,000.
+	// BatchSize is the most records handed to a sink at once. Default 10,000.
 	BatchSize int
+	// Linger is the shortest time between two writes to a sink unless a
+	// whole batch is waiting. A store's cost per commit is mostly the index
+	// pages it rewrites, so fewer, larger commits cost far less per record;
+	// the records are safe in the write-ahead log meanwhile. Default 200 ms;
+	// negative writes as soon as records arrive.
+	Linger time.Duration
 	// SyncInterval is how often the log is fsynced, bounding what a power
 	// loss (not a process crash, which loses nothing) can take. Default 1 s.
 	SyncInterval time.Duration
@@ -119,7 +125,10 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 		opts.SegmentRecords = 100_000
 	}
 	if opts.BatchSize <= 0 {
-		opts.BatchSize = 2000
+		opts.BatchSize = 10000
+	}
+	if opts.Linger == 0 {
+		opts.Linger = 200 * time.Millisecond
 	}
 	if opts.SyncInterval <= 0 {
 		opts.SyncInterval = time.Second
@@ -332,6 +341,12 @@ func (w *Writer) appendLocked(recs []Record) error {
 	return nil
 }
 
+func (w *Writer) isClosed() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.closed
+}
+
 // minStored is the highest sequence number every sink has stored.
 func (w *Writer) minStored() uint64 {
 	if len(w.runners) == 0 {
@@ -450,6 +465,8 @@ type runner struct {
 	stored  atomic.Uint64 // highest sequence number the sink has stored
 	failing atomic.Bool
 
+	strings interner // shared strings of decoded records
+
 	f      *os.File
 	fr     *frameReader
 	segEnd uint64 // first sequence number after the open segment (0: unknown, the head)
@@ -501,6 +518,7 @@ func (r *runner) run() {
 	r.w.progressed()
 
 	batch := make([]Record, 0, r.w.opts.BatchSize)
+	var lastWrite time.Time
 	for {
 		target := r.w.written.Load()
 		if r.stored.Load() >= target {
@@ -509,6 +527,14 @@ func (r *runner) run() {
 				return
 			case <-r.wake:
 			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if wait := r.w.opts.Linger - time.Since(lastWrite); wait > 0 && target-r.stored.Load() < uint64(r.w.opts.BatchSize) && !r.w.isClosed() {
+			select {
+			case <-r.stop:
+				return
+			case <-time.After(wait):
 			}
 			continue
 		}
@@ -539,6 +565,7 @@ func (r *runner) run() {
 			log.Info("decision-log sink recovered")
 		}
 		backoff.reset()
+		lastWrite = time.Now()
 		r.stored.Store(batch[len(batch)-1].Seq)
 		r.w.progressed()
 	}
@@ -572,7 +599,10 @@ func (r *runner) read(batch []Record, target uint64) ([]Record, error) {
 		} else if err != nil {
 			return batch, err
 		}
-		rec, err := decodeCanonical(p)
+		if r.strings == nil {
+			r.strings = interner{}
+		}
+		rec, err := decodeInterned(p, r.strings)
 		if err != nil {
 			return batch, err
 		}
