@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -108,7 +109,16 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 	}
 	s := &server{cfg: cfg, log: log, metrics: telemetry.NewMetrics()}
 	s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
-	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, OnReload: s.metrics.Reloaded})
+	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, OnReload: func(err error) {
+		s.metrics.Reloaded(err)
+		if err == nil {
+			debug.FreeOSMemory()
+		}
+	}})
+	// Parsing a large rule set leaves hundreds of MB of garbage (the YAML
+	// node tree); give it back to the OS now rather than when the
+	// scavenger gets to it, so resident memory reflects the live set.
+	debug.FreeOSMemory()
 	s.metrics.WatchRules(s.reloader.Status)
 
 	rec, err := s.openAudit()
