@@ -220,7 +220,7 @@ func compareCmd(args []string) error {
 	l.flags(fs)
 	bin := fs.String("bin", "bin/egress-authz", "egress-authz binary to measure (make build)")
 	rounds := fs.Int("rounds", 2, "A/B rounds per scenario (baseline, server, baseline, server, ...)")
-	auditFlag := fs.String("audit", "sqlite", "decision log: sqlite or none")
+	auditFlag := fs.String("audit", "sqlite", "decision log: sqlite, stdout (the write-ahead log and chain without a store; the output is discarded) or none")
 	scenarios := fs.String("scenarios", "cache,nocache,open", "which scenarios: cache, nocache, open")
 	openShare := fs.Float64("open-share", 0.7, "open loop rate as a share of the baseline's closed-loop throughput")
 	out := fs.String("out", "loadtest/results", "directory for report.json, report.md and latency.svg")
@@ -255,8 +255,8 @@ func compareCmd(args []string) error {
 		want[strings.TrimSpace(s)] = true
 	}
 	runScenario := func(name string, cacheSize int, mode string, rate float64, goal string, met func(Ratio) bool) error {
-		auditDSN := "none"
-		if *auditFlag == "sqlite" {
+		auditDSN := *auditFlag
+		if auditDSN == "sqlite" {
 			auditDSN = "sqlite:" + filepath.Join(dir, name, "decisions.db")
 		}
 		srv, err := startServer(*bin, rulesFile, filepath.Join(dir, name), cacheSize, auditDSN)
