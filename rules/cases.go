@@ -1,10 +1,7 @@
 package rules
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"time"
@@ -54,24 +51,9 @@ var knownReasons = []Reason{ReasonAllowed, ReasonInvalidRequest, ReasonNoIdentit
 func ParseCases(src Source) ([]Case, error) {
 	p := &parser{name: src.Name, set: &Set{}}
 	var cases []Case
-	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
-	docs := 0
-	for {
-		var doc yaml.Node
-		err := dec.Decode(&doc)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			p.errs = append(p.errs, yamlError(src.Name, src.Data, err))
-			break
-		}
-		docs++
-		cases = append(cases, p.caseDocument(&doc)...)
-	}
-	if docs == 0 && len(p.errs) == 0 {
-		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: src.Name, Line: 1, Col: 1}, Msg: "empty case file: expected \"cases:\" and a list of cases"})
-	}
+	p.documents(src, "empty case file: expected \"cases:\" and a list of cases", func(doc *yaml.Node) {
+		cases = append(cases, p.caseDocument(doc)...)
+	})
 	names := map[string]Pos{}
 	for _, c := range cases {
 		if prev, dup := names[c.Name]; dup {

@@ -263,6 +263,12 @@ func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 }
 
 func (p *parser) file(src Source) {
+	p.documents(src, "empty rule file: expected apiVersion, kind and rules", p.document)
+}
+
+// documents calls fn for each YAML document of src, reporting a syntax
+// error, or an empty file with the message empty.
+func (p *parser) documents(src Source, empty string, fn func(doc *yaml.Node)) {
 	p.name = src.Name
 	dec := yaml.NewDecoder(bytes.NewReader(src.Data))
 	docs := 0
@@ -277,11 +283,10 @@ func (p *parser) file(src Source) {
 			return
 		}
 		docs++
-		p.document(&doc)
+		fn(&doc)
 	}
 	if docs == 0 {
-		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: src.Name, Line: 1, Col: 1},
-			Msg: "empty rule file: expected apiVersion, kind and rules"})
+		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: src.Name, Line: 1, Col: 1}, Msg: empty})
 	}
 }
 

@@ -147,7 +147,7 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	dryRun := fs.Bool("dry-run", false, "only dry-run rules' would-be outcomes")
 	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(audit.Formats, ", "))
-	if err := fs.Parse(reorder(args)); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
@@ -196,7 +196,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "Usage: egress-authz audit verify [--audit DSN]\n\nChecks every writer's hash chain. Exit status 0 only if every chain is intact.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(args)); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}

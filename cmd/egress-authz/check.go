@@ -61,7 +61,7 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "Usage: egress-authz check --addr HOST:PORT --principal SPIFFE_ID [-X METHOD] URL\n       egress-authz check --addr HOST:PORT --principal SPIFFE_ID --sni HOST\n\nSends one real Check to a running server and prints decision, rule and reason.\nExit status: 0 allow, 3 deny, 1 error.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(args)); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
@@ -158,37 +158,6 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-// reorder moves flags after positional arguments to the front, so that
-// "check URL -X POST" works as users type it.
-func reorder(args []string) []string {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if strings.HasPrefix(a, "-") && len(a) > 1 {
-			flags = append(flags, a)
-			if !strings.Contains(a, "=") && i+1 < len(args) && !isBoolFlag(a) {
-				flags = append(flags, args[i+1])
-				i++
-			}
-			continue
-		}
-		pos = append(pos, a)
-	}
-	return append(flags, pos...)
-}
-
-func isBoolFlag(a string) bool {
-	switch strings.TrimLeft(a, "-") {
-	case "json", "h", "help", "plaintext", "dry-run", "update", "strict":
-		return true
-	}
-	return false
 }
 
 func printJSON(w io.Writer, v any) {

@@ -23,38 +23,6 @@ import (
 	"github.com/egress-authz/egress-authz/rules"
 )
 
-// parseArgs parses args with fs, letting flags follow positional arguments
-// ("explain URL -X POST"). Which flags take a value is read from fs
-// itself, so a bool flag never swallows the argument after it.
-func parseArgs(fs *flag.FlagSet, args []string) error {
-	var flags, pos []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		if a == "--" {
-			pos = append(pos, args[i+1:]...)
-			break
-		}
-		if !strings.HasPrefix(a, "-") || len(a) == 1 {
-			pos = append(pos, a)
-			continue
-		}
-		flags = append(flags, a)
-		name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		f := fs.Lookup(name)
-		if hasValue || f == nil {
-			continue
-		}
-		if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
-			continue
-		}
-		if i+1 < len(args) {
-			flags = append(flags, args[i+1])
-			i++
-		}
-	}
-	return fs.Parse(append(append(flags, "--"), pos...))
-}
-
 // formatFlag adds --format text|json to fs.
 func formatFlag(fs *flag.FlagSet) *string {
 	return fs.String("format", "text", "output `FORMAT`: text (plain words) or json (for CI)")

@@ -56,7 +56,7 @@ func lintCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Usage: egress-authz rules lint [flags] PATH...\n\nValidates rule files or directories. Errors and warnings name file:line:col.\nExit status: 0 valid, 1 invalid (or warnings with --strict).\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(reorder(args)); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
 		}
