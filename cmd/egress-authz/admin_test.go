@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/csv"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -118,6 +119,29 @@ func TestAdminHTTP(t *testing.T) {
 		}
 		if got := strings.Join(ids, " "); got != "admin-3=allow admin-2=deny admin-1=allow" {
 			t.Errorf("CSV records %q, want admin-3=allow admin-2=deny admin-1=allow", got)
+		}
+	})
+
+	t.Run("verify", func(t *testing.T) {
+		resp, body := httpGet(t, base+"/v1/verify", nil)
+		var v struct {
+			OK      bool              `json:"ok"`
+			Records int               `json:"records"`
+			Writers map[string]uint64 `json:"writers"`
+		}
+		if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &v) != nil || !v.OK || v.Records != len(sent) || len(v.Writers) != 1 {
+			t.Errorf("GET /v1/verify: %s %+v; want ok with %d records in one chain\n%s", resp.Status, v, len(sent), body)
+		}
+	})
+
+	t.Run("ui", func(t *testing.T) {
+		resp, body := httpGet(t, base+"/ui/", nil)
+		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
+			!strings.Contains(body, `fetch("/v1/decisions?"`) || !strings.Contains(body, `fetch("/v1/verify"`) {
+			t.Errorf("GET /ui/: %s %s; want the auditors' page querying /v1/decisions and /v1/verify", resp.Status, resp.Header.Get("Content-Type"))
+		}
+		if resp, _ := httpGet(t, base+"/ui/other", nil); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET /ui/other: %s, want 404", resp.Status)
 		}
 	})
 

@@ -96,6 +96,8 @@ func (s *server) adminExtras() map[string]http.Handler {
 	extras := map[string]http.Handler{"GET /v1/explain": admin.ExplainHandler(s.live.Table, time.Now)}
 	if s.store != nil {
 		extras["GET /v1/decisions"] = audit.Handler(s.store, time.Now)
+		extras["GET /v1/verify"] = admin.VerifyHandler(s.store)
+		extras["GET /ui/"] = admin.UIHandler()
 	}
 	return extras
 }
@@ -216,9 +218,9 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if *format == "json" {
 		printJSON(stdout, map[string]any{"ok": v.OK(), "records": v.Records, "writers": v.Writers, "breaks": v.Breaks})
 	} else if v.OK() {
-		fmt.Fprintf(stdout, "OK: %d records in %d chains intact\n", v.Records, len(v.Writers))
+		fmt.Fprintf(stdout, "OK: %s in %s intact\n", plural(v.Records, "record"), plural(len(v.Writers), "chain"))
 	} else {
-		fmt.Fprintf(stdout, "BROKEN: %d records read, %d of %d chains broken\n", v.Records, len(v.Breaks), len(v.Writers))
+		fmt.Fprintf(stdout, "BROKEN: %s read, %d of %s broken\n", plural(v.Records, "record"), len(v.Breaks), plural(len(v.Writers), "chain"))
 		for _, b := range v.Breaks {
 			fmt.Fprintln(stdout, "  first broken record:", b.String())
 		}

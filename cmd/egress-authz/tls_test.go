@@ -594,13 +594,17 @@ func TestAdminTokenGuardsDecisionsAndMetrics(t *testing.T) {
 				{"/v1/decisions?principal=" + paymentsCaller, nil, http.StatusUnauthorized},
 				{"/metrics", nil, http.StatusUnauthorized},
 				{"/v1/rules", nil, http.StatusUnauthorized},
+				{"/v1/verify", nil, http.StatusUnauthorized},
+				{"/v1/explain?principal=" + paymentsCaller + "&url=https://api.stripe.com/", nil, http.StatusUnauthorized},
 				{"/v1/decisions", map[string]string{"Authorization": "Bearer wrong-token-wrong-token"}, http.StatusUnauthorized},
 				{"/v1/decisions", map[string]string{"Authorization": token}, http.StatusUnauthorized},
 				{"/v1/decisions", map[string]string{"Authorization": "Bearer " + token + "x"}, http.StatusUnauthorized},
 				{"/v1/decisions", good, http.StatusOK},
 				{"/metrics", good, http.StatusOK},
 				{"/v1/rules", good, http.StatusOK},
+				{"/v1/verify", good, http.StatusOK},
 				{"/healthz", nil, http.StatusOK},
+				{"/ui/", nil, http.StatusOK}, // the static page; its data requests carry the token
 				{"/readyz", nil, http.StatusOK},
 			} {
 				code, h, body := adminGet(t, nil, base+tc.path, tc.header)

@@ -169,7 +169,7 @@ func TestTour(t *testing.T) {
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "OK") {
 			t.Fatalf("want exit 0 and OK\n%s", r)
 		}
-		if !strings.Contains(r.stdout, "6 records in 1 chains intact") {
+		if !strings.Contains(r.stdout, "6 records in 1 chain intact") {
 			t.Errorf("want 6 records in 1 chain\n%s", r)
 		}
 	})

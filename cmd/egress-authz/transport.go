@@ -66,7 +66,8 @@ func isLoopback(addr string) bool {
 // other address it requires a bearer token (--admin-token-file) or a client
 // certificate (--admin-mtls), and start-up fails when neither is set:
 // /v1/decisions holds personal data. /healthz and /readyz stay open for
-// the kubelet's probes; they reveal nothing.
+// the kubelet's probes, and so does the static /ui/ page, whose data
+// requests carry the token; none of them reveal anything.
 func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 	if isLoopback(s.cfg.AdminAddr) && s.cfg.AdminTokenFile == "" && !s.cfg.AdminMTLS {
 		return h, nil, nil
@@ -94,7 +95,7 @@ func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 	}
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/ui/" {
 			h.ServeHTTP(w, r)
 			return
 		}
