@@ -24,7 +24,7 @@ bench: build ## Go micro-benchmarks, then the load test against a no-op server (
 	./bin/loadtest memory --rules 100000 --cache 100000
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
-	@for t in FuzzNormalizePath FuzzParseRules FuzzGlob; do \
+	@for t in FuzzNormalizePath FuzzParseRules FuzzGlob FuzzParseCases; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./rules || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $${FUZZTIME:-30s} ./authz
 
