@@ -382,7 +382,7 @@ func newRules(t *testing.T, dir string) string {
 	for _, r := range [][2]string{
 		{"methods: [GET, POST]", "methods: [GET, POST, DELETE]"},
 		{"    mode: dry-run\n", ""},
-		{"      hosts: [api.sendgrid.com]\n      ports: [443]\n", "      hosts: [api.sendgrid.com]\n      ports: [443]\n      methods: [POST]\n"},
+		{"      hosts: [api.sendgrid.com]\n", "      hosts: [api.sendgrid.com]\n      methods: [POST]\n"},
 		{`hosts: ["*.googleapis.com"]`, "hosts: [storage.googleapis.com]"},
 	} {
 		if !strings.Contains(s, r[0]) {
@@ -480,9 +480,9 @@ func testDiffReplay(t *testing.T, log *decisionLog) {
 	}
 	for _, want := range []string{
 		"Rules, " + exampleRules + " -> " + newPath + ": 1 added, 0 removed, 4 changed, 2 unchanged\n",
-		"  ~ changed  notify-sendgrid  (" + newPath + ":63:5)\n             methods: any -> POST\n",
+		"  ~ changed  notify-sendgrid  (" + newPath + ":65:5)\n             methods: any -> POST\n",
 		"  + " + refundsSA + " -> api.stripe.com POST /v1/refunds  (allow rule payments-stripe-refunds)\n",
-		"  - " + mailerSA + " -> api.sendgrid.com:443 (any method and path, and TLS passthrough)  (allow rule notify-sendgrid removed or narrowed)\n",
+		"  - " + mailerSA + " -> api.sendgrid.com (any method and path, and TLS passthrough)  (allow rule notify-sendgrid removed or narrowed)\n",
 		fmt.Sprintf("Real traffic: %d recorded decisions in %s", log.counts["week"], log.dsn),
 		"  870 would now be decided differently: 300 allowed would be denied, 570 denied would be allowed\n",
 		"    300×  " + mailerSA + "      api.sendgrid.com:443 (TLS passthrough)    was allow by notify-sendgrid, now deny (no-matching-rule)\n",

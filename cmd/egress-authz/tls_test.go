@@ -583,8 +583,14 @@ func TestAdminTokenGuardsDecisionsAndMetrics(t *testing.T) {
 			if _, err := authv3.NewAuthorizationClient(conn).Check(ctx, httpCheck(t, paymentsCaller, "https://api.example.com/", nil)); err != nil {
 				t.Fatal(err)
 			}
-
 			good := map[string]string{"Authorization": "Bearer " + token}
+			// The decision reaches the store off the request path (group
+			// commits every 200 ms): wait for it before checking who sees it.
+			eventually(t, 5*time.Second, 20*time.Millisecond, "the decision in the log", func() (bool, string) {
+				_, _, body := adminGet(t, nil, base+"/v1/decisions", good)
+				return strings.Contains(body, paymentsCaller), body
+			})
+
 			for _, tc := range []struct {
 				path   string
 				header map[string]string
