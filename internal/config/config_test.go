@@ -1,0 +1,114 @@
+package config
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func parse(t *testing.T, args ...string) (Config, error) {
+	t.Helper()
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return FromArgs(fs, args)
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestDefaultsNeedOnlyRulesAndATransport(t *testing.T) {
+	c, err := parse(t, "--rules", "r.yaml", "--plaintext")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Default()
+	want.Rules, want.Plaintext = "r.yaml", true
+	if !reflect.DeepEqual(c, want) {
+		t.Fatalf("got %+v\nwant %+v", c, want)
+	}
+	if c.GRPCAddr != ":9191" || c.AdminAddr != "127.0.0.1:9192" || c.Audit[0] != "sqlite:./data/decisions.db" || c.CacheSize != 100000 {
+		t.Fatalf("SPEC defaults changed: %+v", c)
+	}
+}
+
+func TestConfigFileKeysAreFlagNamesAndFlagsWin(t *testing.T) {
+	file := writeConfig(t, `
+rules: /etc/egress-authz/rules
+grpc-addr: 127.0.0.1:7000
+audit: [sqlite:/data/d.db, otlp]
+audit-retention: 9600h
+cache-size: 5
+plaintext: true
+allowed-clients: [spiffe://cluster.local/ns/istio-system/sa/gw]
+check-timeout: 500ms
+`)
+	c, err := parse(t, "--config", file, "--cache-size", "7", "--audit", "stdout")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Rules != "/etc/egress-authz/rules" || c.GRPCAddr != "127.0.0.1:7000" || !c.Plaintext || c.CheckTimeout != 500*time.Millisecond || c.AuditRetention != 400*24*time.Hour {
+		t.Fatalf("file values not applied: %+v", c)
+	}
+	if c.CacheSize != 7 || !reflect.DeepEqual(c.Audit, []string{"stdout"}) {
+		t.Fatalf("flags must win over the file: cache %d audit %v", c.CacheSize, c.Audit)
+	}
+	if !reflect.DeepEqual(c.AllowedClients, []string{"spiffe://cluster.local/ns/istio-system/sa/gw"}) {
+		t.Fatalf("allowed clients %v", c.AllowedClients)
+	}
+}
+
+func TestInvalidSettingsNameTheFlag(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--plaintext"}, "--rules"},
+		{[]string{"--rules", "r"}, "--plaintext"},
+		{[]string{"--rules", "r", "--plaintext", "--tls-cert", "c"}, "--plaintext cannot be combined"},
+		{[]string{"--rules", "r", "--tls-cert", "c"}, "go together"},
+		{[]string{"--rules", "r", "--plaintext", "--cache-size", "-1"}, "--cache-size"},
+		{[]string{"--rules", "r", "--plaintext", "--audit-overflow", "drop"}, "--audit-overflow"},
+		{[]string{"--rules", "r", "--plaintext", "--audit", "none", "--audit", "stdout"}, "--audit none"},
+		{[]string{"--rules", "r", "--plaintext", "--grpc-addr", "9191"}, "--grpc-addr"},
+		{[]string{"--rules", "r", "--plaintext", "--log-format", "xml"}, "--log-format"},
+		{[]string{"--rules", "r", "--plaintext", "--audit-retention", "soon"}, "duration"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			if _, err := parse(t, tt.args...); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("error %v, want one mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestUnknownConfigKeyIsAnError(t *testing.T) {
+	file := writeConfig(t, "rules: r\nplaintext: true\ncache_size: 5\n")
+	if _, err := parse(t, "--config", file); err == nil || !strings.Contains(err.Error(), "cache_size") {
+		t.Fatalf("error %v, want the unknown key named", err)
+	}
+}
+
+func TestParseDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{"14d": 14 * 24 * time.Hour, "0d": 0, "72h": 72 * time.Hour, "90m": 90 * time.Minute} {
+		if got, err := ParseDays(in); err != nil || got != want {
+			t.Errorf("ParseDays(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "d", "-1d", "1w", "x"} {
+		if _, err := ParseDays(in); err == nil {
+			t.Errorf("ParseDays(%q) accepted", in)
+		}
+	}
+}
