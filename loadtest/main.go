@@ -206,10 +206,14 @@ func startNoop() (*proc, error) {
 	return start(exec.Command(self, "noop", "--addr", "127.0.0.1:0"), false)
 }
 
-func startServer(bin, rulesFile, dir string, cacheSize int, auditDSN string) (*proc, error) {
+// startServer runs egress-authz; env is added to its environment only (e.g.
+// GOGC=200), so a tuning can be measured without changing the baseline's
+// or the load generator's.
+func startServer(bin, rulesFile, dir string, cacheSize int, auditDSN string, env []string) (*proc, error) {
 	args := []string{"serve", "--rules", rulesFile, "--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--plaintext", "--log-format", "json", "--cache-size", strconv.Itoa(cacheSize), "--data-dir", dir, "--audit", auditDSN}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout = io.Discard
 	return start(cmd, true)
 }
@@ -224,7 +228,12 @@ func compareCmd(args []string) error {
 	scenarios := fs.String("scenarios", "cache,nocache,open", "which scenarios: cache, nocache, open")
 	openShare := fs.Float64("open-share", 0.7, "open loop rate as a share of the baseline's closed-loop throughput")
 	out := fs.String("out", "loadtest/results", "directory for report.json, report.md and latency.svg")
+	envFlag := fs.String("server-env", "", "extra environment for egress-authz only, comma-separated (e.g. GOGC=200)")
 	_ = fs.Parse(args)
+	var env []string
+	if *envFlag != "" {
+		env = strings.Split(*envFlag, ",")
+	}
 
 	dir, err := os.MkdirTemp("", "egress-authz-loadtest-")
 	if err != nil {
@@ -259,7 +268,7 @@ func compareCmd(args []string) error {
 		if auditDSN == "sqlite" {
 			auditDSN = "sqlite:" + filepath.Join(dir, name, "decisions.db")
 		}
-		srv, err := startServer(*bin, rulesFile, filepath.Join(dir, name), cacheSize, auditDSN)
+		srv, err := startServer(*bin, rulesFile, filepath.Join(dir, name), cacheSize, auditDSN, env)
 		if err != nil {
 			return fmt.Errorf("%s: egress-authz: %w", name, err)
 		}
@@ -361,7 +370,7 @@ func memoryCmd(args []string) error {
 	if err := os.WriteFile(rulesFile, []byte(w.RulesYAML()), 0o644); err != nil {
 		return err
 	}
-	srv, err := startServer(*bin, rulesFile, dir, *cache, "none")
+	srv, err := startServer(*bin, rulesFile, dir, *cache, "none", nil)
 	if err != nil {
 		return err
 	}
