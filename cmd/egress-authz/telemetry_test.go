@@ -7,16 +7,12 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/testutil"
@@ -95,59 +91,8 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 	}
 }
 
-// otlpTraceCollector is an in-process OTLP/gRPC trace receiver.
-type otlpTraceCollector struct {
-	coltracepb.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	spans []*tracepb.Span
-}
-
-func (c *otlpTraceCollector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, rs := range req.GetResourceSpans() {
-		for _, ss := range rs.GetScopeSpans() {
-			c.spans = append(c.spans, ss.GetSpans()...)
-		}
-	}
-	return &coltracepb.ExportTraceServiceResponse{}, nil
-}
-
-func (c *otlpTraceCollector) received() []*tracepb.Span {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return append([]*tracepb.Span(nil), c.spans...)
-}
-
-// startOTLPCollector serves a trace receiver on 127.0.0.1:0 and points the
-// standard OpenTelemetry variables at it for the rest of the test.
-func startOTLPCollector(t *testing.T) *otlpTraceCollector {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &otlpTraceCollector{}
-	g := grpc.NewServer()
-	coltracepb.RegisterTraceServiceServer(g, c)
-	done := make(chan struct{})
-	go func() {
-		_ = g.Serve(lis)
-		close(done)
-	}()
-	t.Cleanup(func() {
-		g.Stop()
-		<-done
-	})
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
-	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") // empty means unset
-	t.Setenv("OTEL_TRACES_SAMPLER", "")
-	return c
-}
-
 func TestTracingSpanPerCheckWithTheRemoteParent(t *testing.T) {
-	collector := startOTLPCollector(t)
+	collector := testutil.StartTraceReceiver(t)
 	cfg := inprocConfig(t)
 	s := inprocStart(t, cfg)
 	client := authv3.NewAuthorizationClient(testutil.Dial(t, s.grpcAddr()))
@@ -183,7 +128,7 @@ func TestTracingSpanPerCheckWithTheRemoteParent(t *testing.T) {
 	}
 
 	spans := map[string]*tracepb.Span{} // by request id
-	for _, sp := range collector.received() {
+	for _, sp := range collector.Spans() {
 		attrs := map[string]string{}
 		for _, kv := range sp.GetAttributes() {
 			attrs[kv.GetKey()] = kv.GetValue().GetStringValue()
@@ -195,7 +140,7 @@ func TestTracingSpanPerCheckWithTheRemoteParent(t *testing.T) {
 		spans[id] = sp
 	}
 	if len(spans) != len(checks) {
-		t.Fatalf("collector received %d spans, want one per Check (%d)", len(collector.received()), len(checks))
+		t.Fatalf("collector received %d spans, want one per Check (%d)", len(collector.Spans()), len(checks))
 	}
 
 	traceIDs := map[string]string{} // request id -> trace id the span was exported with

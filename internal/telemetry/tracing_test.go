@@ -2,18 +2,14 @@ package telemetry_test
 
 import (
 	"context"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
 
 	"github.com/egress-authz/egress-authz/internal/telemetry"
+	"github.com/egress-authz/egress-authz/internal/testutil"
 )
 
 func TestTracingEnabledByTheStandardVariables(t *testing.T) {
@@ -32,55 +28,8 @@ func TestTracingEnabledByTheStandardVariables(t *testing.T) {
 	}
 }
 
-// otlpReceiver is an in-process OTLP/gRPC trace collector.
-type otlpReceiver struct {
-	coltracepb.UnimplementedTraceServiceServer
-	mu       sync.Mutex
-	spans    []*tracepb.Span
-	resource []*commonpb.KeyValue
-}
-
-func (r *otlpReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, rs := range req.GetResourceSpans() {
-		r.resource = rs.GetResource().GetAttributes()
-		for _, ss := range rs.GetScopeSpans() {
-			r.spans = append(r.spans, ss.GetSpans()...)
-		}
-	}
-	return &coltracepb.ExportTraceServiceResponse{}, nil
-}
-
-// startReceiver serves an OTLP trace receiver on 127.0.0.1:0 and points
-// the standard environment variables at it.
-func startReceiver(t *testing.T) *otlpReceiver {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &otlpReceiver{}
-	g := grpc.NewServer()
-	coltracepb.RegisterTraceServiceServer(g, r)
-	done := make(chan struct{})
-	go func() {
-		_ = g.Serve(lis)
-		close(done)
-	}()
-	t.Cleanup(func() {
-		g.Stop()
-		<-done
-	})
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://"+lis.Addr().String())
-	t.Setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
-	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "") // empty means unset
-	t.Setenv("OTEL_TRACES_SAMPLER", "")
-	return r
-}
-
 func TestNewTracerExportsByOTLPOnShutdown(t *testing.T) {
-	r := startReceiver(t)
+	r := testutil.StartTraceReceiver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tracer, shutdown, err := telemetry.NewTracer(ctx, "1.2.3")
@@ -99,12 +48,11 @@ func TestNewTracerExportsByOTLPOnShutdown(t *testing.T) {
 		t.Fatalf("shutdown: %v", err)
 	}
 
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.spans) != 1 {
-		t.Fatalf("receiver got %d spans, want 1", len(r.spans))
+	spans := r.Spans()
+	if len(spans) != 1 {
+		t.Fatalf("receiver got %d spans, want 1", len(spans))
 	}
-	s := r.spans[0]
+	s := spans[0]
 	if got := trace.TraceID(s.GetTraceId()); got != parent.TraceID() {
 		t.Errorf("trace id %s, want the parent's %s", got, parent.TraceID())
 	}
@@ -115,7 +63,7 @@ func TestNewTracerExportsByOTLPOnShutdown(t *testing.T) {
 		t.Errorf("span %q kind %v, want egress-authz.Check, server", s.GetName(), s.GetKind())
 	}
 	res := map[string]string{}
-	for _, kv := range r.resource {
+	for _, kv := range r.Resource() {
 		res[kv.GetKey()] = kv.GetValue().GetStringValue()
 	}
 	if res["service.name"] != "egress-authz" || res["service.version"] != "1.2.3" || res["service.instance.id"] == "" {
