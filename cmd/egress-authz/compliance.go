@@ -53,6 +53,22 @@ func parseAt(s string, now time.Time) (time.Time, error) {
 
 // loadTable loads and compiles the rule set at path. Why an invalid set is
 // invalid is printed to w (see printInvalid).
+// tableAt reads --at and loads the rule set at path for command cmd. When
+// the table is nil, the command stops with code (the problem is printed).
+func tableAt(cmd, path, at, format string, stdout, stderr io.Writer) (time.Time, *rules.Table, int) {
+	now, err := parseAt(at, time.Now().UTC())
+	if err != nil {
+		fmt.Fprintf(stderr, "egress-authz %s: --at %v\n", cmd, err)
+		return now, nil, exitUsage
+	}
+	table, ok := loadTable(path, format, stdout)
+	if !ok {
+		fmt.Fprintf(stderr, "egress-authz %s: the rule set %s is invalid (errors above)\n", cmd, path)
+		return now, nil, exitFail
+	}
+	return now, table, exitOK
+}
+
 func loadTable(path, format string, w io.Writer) (*rules.Table, bool) {
 	t, err := compileSet(path)
 	if err != nil {
@@ -181,15 +197,9 @@ Flags:
 		fs.Usage()
 		return exitUsage
 	}
-	now, err := parseAt(*at, time.Now().UTC())
-	if err != nil {
-		fmt.Fprintln(stderr, "egress-authz rules test: --at", err)
-		return exitUsage
-	}
-	table, ok := loadTable(fs.Arg(0), *format, stdout)
-	if !ok {
-		fmt.Fprintf(stderr, "egress-authz rules test: the rule set %s is invalid (errors above)\n", fs.Arg(0))
-		return exitFail
+	now, table, code := tableAt("rules test", fs.Arg(0), *at, *format, stdout, stderr)
+	if table == nil {
+		return code
 	}
 	data, err := os.ReadFile(*casesPath)
 	if err != nil {
@@ -404,15 +414,9 @@ Flags:
 		fs.Usage()
 		return exitUsage
 	}
-	now, err := parseAt(*at, time.Now().UTC())
-	if err != nil {
-		fmt.Fprintln(stderr, "egress-authz rules explain: --at", err)
-		return exitUsage
-	}
-	table, ok := loadTable(fs.Arg(0), *format, stdout)
-	if !ok {
-		fmt.Fprintf(stderr, "egress-authz rules explain: the rule set %s is invalid (errors above)\n", fs.Arg(0))
-		return exitFail
+	now, table, code := tableAt("rules explain", fs.Arg(0), *at, *format, stdout, stderr)
+	if table == nil {
+		return code
 	}
 	e := table.Explain(req, now)
 	full := e
