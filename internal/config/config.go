@@ -29,7 +29,7 @@ type Config struct {
 	AuditOverflow  string        `yaml:"audit-overflow"`
 	AuditKeepQuery bool          `yaml:"audit-keep-query"`
 	AuditBuffer    uint64        `yaml:"audit-buffer"`
-	AuditRetention time.Duration `yaml:"audit-retention"`
+	AuditRetention Days          `yaml:"audit-retention"`
 	DataDir        string        `yaml:"data-dir"`
 	Plaintext      bool          `yaml:"plaintext"`
 	TLSCert        string        `yaml:"tls-cert"`
@@ -228,17 +228,38 @@ func (c *Config) String() string {
 		" plaintext=" + strconv.FormatBool(c.Plaintext)
 }
 
-// daysFlag is a duration flag that also takes days ("90d").
-type daysFlag struct{ d *time.Duration }
+// Days is a duration written in days ("400d") or in Go's units ("72h"),
+// as ParseDays reads it, in the --config file as on the command line.
+// (yaml.v3 reads a time.Duration with time.ParseDuration, which has no
+// days.)
+type Days time.Duration
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (d *Days) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := ParseDays(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Days(v)
+	return nil
+}
+
+// daysFlag is a Days flag.
+type daysFlag struct{ d *Days }
 
 func (f daysFlag) String() string {
 	if f.d == nil || *f.d == 0 {
 		return "0"
 	}
-	if *f.d%(24*time.Hour) == 0 {
-		return strconv.Itoa(int(*f.d/(24*time.Hour))) + "d"
+	d := time.Duration(*f.d)
+	if d%(24*time.Hour) == 0 {
+		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
 	}
-	return f.d.String()
+	return d.String()
 }
 
 func (f daysFlag) Set(s string) error {
@@ -246,7 +267,7 @@ func (f daysFlag) Set(s string) error {
 	if err != nil {
 		return err
 	}
-	*f.d = d
+	*f.d = Days(d)
 	return nil
 }
 

@@ -57,7 +57,7 @@ check-timeout: 500ms
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Rules != "/etc/egress-authz/rules" || c.GRPCAddr != "127.0.0.1:7000" || !c.Plaintext || c.CheckTimeout != 500*time.Millisecond || c.AuditRetention != 400*24*time.Hour {
+	if c.Rules != "/etc/egress-authz/rules" || c.GRPCAddr != "127.0.0.1:7000" || !c.Plaintext || c.CheckTimeout != 500*time.Millisecond || time.Duration(c.AuditRetention) != 400*24*time.Hour {
 		t.Fatalf("file values not applied: %+v", c)
 	}
 	if c.CacheSize != 7 || !reflect.DeepEqual(c.Audit, []string{"stdout"}) {
@@ -90,6 +90,23 @@ func TestInvalidSettingsNameTheFlag(t *testing.T) {
 				t.Fatalf("error %v, want one mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestConfigFileTakesRetentionInDays(t *testing.T) {
+	for in, want := range map[string]time.Duration{"400d": 400 * 24 * time.Hour, "72h": 72 * time.Hour, "0": 0} {
+		file := writeConfig(t, "rules: r\nplaintext: true\naudit-retention: "+in+"\n")
+		c, err := parse(t, "--config", file)
+		if err != nil {
+			t.Fatalf("audit-retention: %s: %v", in, err)
+		}
+		if got := time.Duration(c.AuditRetention); got != want {
+			t.Errorf("audit-retention: %s gave %v, want %v", in, got, want)
+		}
+	}
+	file := writeConfig(t, "rules: r\nplaintext: true\naudit-retention: soon\n")
+	if _, err := parse(t, "--config", file); err == nil || !strings.Contains(err.Error(), "duration") {
+		t.Errorf("audit-retention: soon: error %v, want one saying it is not a duration", err)
 	}
 }
 
