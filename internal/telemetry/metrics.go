@@ -3,13 +3,16 @@
 // Metrics use the Prometheus client library rather than OpenTelemetry's
 // Prometheus exporter: on the Check path a counter increment must cost a
 // few nanoseconds with no allocation, and every label value the Check path
-// uses is bound once, at start-up, to a counter of its own. Labels are
+// uses is bound once to a counter of its own: at start-up, or for a dry-run
+// rule the first time it is seen in its rule set. Labels are
 // bounded: decision × reason (fixed sets), dry-run rule ids (bounded by the
 // rule set), sink names; never principals, hosts or paths.
 package telemetry
 
 import (
 	"net/http"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +33,8 @@ type Metrics struct {
 	cacheHit  prometheus.Counter
 	cacheMiss prometheus.Counter
 	dryRun    *prometheus.CounterVec
+	dryRunSet atomic.Pointer[dryRunCounters]                // bound counters of the latest rule set seen
+	bind      func(rule, outcome string) prometheus.Counter // dryRun.WithLabelValues; counted in tests
 	refused   *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 }
@@ -77,6 +82,7 @@ func NewMetrics() *Metrics {
 		Help: "Would-be outcomes of matching dry-run rules, by rule and outcome (allow or deny).",
 	}, []string{"rule", "outcome"})
 	f(m.dryRun)
+	m.bind = func(rule, outcome string) prometheus.Counter { return m.dryRun.WithLabelValues(rule, outcome) }
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egress_authz_refused_clients_total",
 		Help: "gRPC callers refused at the TLS handshake, by reason.",
@@ -105,13 +111,54 @@ func (m *Metrics) Checked(d *rules.Decision, elapsed time.Duration) {
 			m.cacheMiss.Inc()
 		}
 	}
-	for _, o := range d.DryRun {
-		outcome := "deny"
-		if o.Allow {
-			outcome = "allow"
+	if len(d.DryRun) > 0 {
+		set := m.dryRunCounters(d.Version)
+		for _, o := range d.DryRun {
+			set.counter(m.bind, o).Inc()
 		}
-		m.dryRun.WithLabelValues(o.Rule.ID, outcome).Inc()
 	}
+}
+
+// dryRunCounters binds the dry-run counters of one rule set, per outcome
+// and rule (keyed by the compiled rule's pointer, so each map is bounded by
+// the rule set). Binding with WithLabelValues hashes the labels and takes a
+// lock; once bound, a Check only loads from a map.
+type dryRunCounters struct {
+	version     string
+	allow, deny sync.Map // *rules.Rule -> prometheus.Counter
+}
+
+// dryRunCounters returns the bound counters of the rule set version. A new
+// version replaces the set, dropping the bindings of the old rules (their
+// series stay in the CounterVec, and are bound again if they come back).
+// Around a reload, Checks decided by the old and the new set may replace
+// it back and forth a few times; that only costs re-binding.
+func (m *Metrics) dryRunCounters(version string) *dryRunCounters {
+	set := m.dryRunSet.Load()
+	if set != nil && set.version == version {
+		return set
+	}
+	fresh := &dryRunCounters{version: version}
+	if m.dryRunSet.CompareAndSwap(set, fresh) {
+		return fresh
+	}
+	if set = m.dryRunSet.Load(); set.version == version {
+		return set
+	}
+	return fresh // lost a race with another version: bind in a set of our own
+}
+
+func (s *dryRunCounters) counter(bind func(rule, outcome string) prometheus.Counter, o rules.Outcome) prometheus.Counter {
+	bound, outcome := &s.deny, "deny"
+	if o.Allow {
+		bound, outcome = &s.allow, "allow"
+	}
+	if c, ok := bound.Load(o.Rule); ok {
+		return c.(prometheus.Counter)
+	}
+	c := bind(o.Rule.ID, outcome)
+	bound.Store(o.Rule, c)
+	return c
 }
 
 // Refused counts a caller refused at the TLS handshake.

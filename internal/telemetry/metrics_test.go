@@ -210,8 +210,51 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 // The package promises that counting a Check costs no allocation.
 func TestCheckedDoesNotAllocate(t *testing.T) {
 	m := telemetry.NewMetrics()
-	d := rules.Decision{Allow: true, Reason: rules.ReasonAllowed, Cached: true}
-	if n := testing.AllocsPerRun(1000, func() { m.Checked(&d, time.Microsecond) }); n != 0 {
-		t.Errorf("Checked allocates %v times per call, want 0", n)
+	trial, other := &rules.Rule{ID: "fraud-vendor-trial"}, &rules.Rule{ID: "other-trial"}
+	for _, tc := range []struct {
+		name string
+		d    rules.Decision
+	}{
+		{"allow", rules.Decision{Allow: true, Reason: rules.ReasonAllowed, Cached: true, Version: "v1"}},
+		{"dry_run_outcomes", rules.Decision{Reason: rules.ReasonNoMatchingRule, Version: "v1",
+			DryRun: []rules.Outcome{{Rule: trial, Allow: true}, {Rule: other}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if n := testing.AllocsPerRun(1000, func() { m.Checked(&tc.d, time.Microsecond) }); n != 0 {
+				t.Errorf("Checked allocates %v times per call, want 0", n)
+			}
+		})
 	}
+}
+
+// A new rule set version rebinds its rules' counters; counts carry on
+// across versions for a rule id that stays.
+func TestDryRunCountsAcrossRuleSetVersions(t *testing.T) {
+	m := telemetry.NewMetrics()
+	for _, version := range []string{"v1", "v2", "v1", "v2"} {
+		d := rules.Decision{Reason: rules.ReasonNoMatchingRule, Version: version,
+			DryRun: []rules.Outcome{{Rule: &rules.Rule{ID: "trial"}, Allow: true}, {Rule: &rules.Rule{ID: "trial-" + version}}}}
+		m.Checked(&d, time.Microsecond)
+	}
+	fams, _ := scrape(t, m)
+	for _, tc := range []struct {
+		rule, outcome string
+		want          float64
+	}{{"trial", "allow", 4}, {"trial-v1", "deny", 2}, {"trial-v2", "deny", 2}} {
+		if got := value(t, fams, "egress_authz_dry_run_outcomes_total", "rule", tc.rule, "outcome", tc.outcome); got != tc.want {
+			t.Errorf("dry-run %s %s: %v, want %v", tc.rule, tc.outcome, got, tc.want)
+		}
+	}
+}
+
+func BenchmarkCheckedDryRun(b *testing.B) {
+	m := telemetry.NewMetrics()
+	d := rules.Decision{Reason: rules.ReasonNoMatchingRule, Version: "v1",
+		DryRun: []rules.Outcome{{Rule: &rules.Rule{ID: "fraud-vendor-trial"}, Allow: true}}}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			m.Checked(&d, time.Microsecond)
+		}
+	})
 }
