@@ -48,9 +48,14 @@ type Reloader struct {
 	live *Live
 	opts ReloaderOptions
 
-	mu     sync.Mutex // serializes reloads and guards status
+	mu     sync.Mutex // serializes reloads and guards the fields below
 	status Status
-	failed string // version of the last invalid set, not parsed again
+	// failing is set while status.LastError describes the files: the last
+	// attempt could not read them, or read an invalid set, whose version
+	// failedVersion then holds so that it is not parsed again ("" when the
+	// files could not be read).
+	failing       bool
+	failedVersion string
 }
 
 // NewReloader returns a Reloader for live, which serves the set loaded from
@@ -108,20 +113,26 @@ func (r *Reloader) reload() (swapped, changed bool, err error) {
 	defer r.mu.Unlock()
 	srcs, err := ReadSources(r.path)
 	version := ""
-	if err == nil {
+	if err != nil {
+		if r.failing && r.failedVersion == "" && r.status.LastError == err.Error() {
+			// The same read error as last time (the files are still
+			// missing, say): already reported, counted and logged.
+			return false, false, err
+		}
+	} else {
 		version = Version(srcs...)
 		if version == r.live.Table().Version() {
-			if r.failed == "" {
+			if !r.failing {
 				return false, false, nil
 			}
-			// The invalid set was reverted to the one served: the error
-			// shown no longer describes the files.
-			r.failed = ""
+			// The files are back to the set served, after an invalid set
+			// or a failed read: the error shown no longer describes them.
+			r.failing, r.failedVersion = false, ""
 			r.status.LastError, r.status.LastErrorAt = "", time.Time{}
-			r.opts.Logger.Info("rule files reverted to the served rule set", "path", r.path, "version", version)
+			r.opts.Logger.Info("rule files match the served rule set again", "path", r.path, "version", version)
 			return false, true, nil
 		}
-		if version == r.failed {
+		if r.failing && version == r.failedVersion {
 			return false, false, nil
 		}
 	}
@@ -134,7 +145,7 @@ func (r *Reloader) reload() (swapped, changed bool, err error) {
 	}
 	r.status.Reloads++
 	if err != nil {
-		r.failed = version
+		r.failing, r.failedVersion = true, version
 		r.status.Failures++
 		r.status.LastError = err.Error()
 		r.status.LastErrorAt = r.live.now()
@@ -143,7 +154,7 @@ func (r *Reloader) reload() (swapped, changed bool, err error) {
 		return false, true, err
 	}
 	r.live.Swap(t)
-	r.failed = ""
+	r.failing, r.failedVersion = false, ""
 	r.status.LastError, r.status.LastErrorAt = "", time.Time{}
 	r.noteActive()
 	r.opts.Logger.Info("rules reloaded", "path", r.path, "version", t.Version(),

@@ -1,9 +1,11 @@
 package rules
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -509,4 +511,79 @@ func TestReloaderStatus(t *testing.T) {
 	if got := r.Status().NextExpiry; !got.Equal(time.Date(2027, 6, 1, 0, 0, 0, 0, time.UTC)) {
 		t.Errorf("NextExpiry at 2027-01-01 00:00 = %v, want 2027-06-01", got)
 	}
+}
+
+// TestReloaderRecoversFromAReadError: when the rule files cannot be read
+// for a while (an editor's save by rename, a ConfigMap swap) and come back
+// unchanged, the error shown is cleared and OnReload hears of it; a read
+// error that persists is reported, counted and logged once.
+func TestReloaderRecoversFromAReadError(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "rules.yaml", ruleSet("v1", "allow"))
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(&lockedWriter{mu: &logMu, w: &logs}, nil))
+	live, r, hook := newReloader(t, path, ReloaderOptions{Logger: logger})
+	errorLines := func() int {
+		logMu.Lock()
+		defer logMu.Unlock()
+		return strings.Count(logs.String(), "level=ERROR")
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if swapped, err := r.Reload(); swapped || err == nil {
+			t.Errorf("Reload %d with the file missing = %v, %v; want false and an error", i+1, swapped, err)
+		}
+	}
+	st := r.Status()
+	if st.LastError == "" || st.LastErrorAt.IsZero() || st.Failures != 1 || st.Reloads != 1 {
+		t.Errorf("file missing: last error %q at %v, %d failures, %d reloads; want the error, once", st.LastError, st.LastErrorAt, st.Failures, st.Reloads)
+	}
+	if n := errorLines(); n != 1 {
+		t.Errorf("file missing for three reloads: %d error lines logged, want 1", n)
+	}
+	if errs := hook.get(); len(errs) != 1 || errs[0] == nil {
+		t.Errorf("OnReload calls: %v, want one with the error", errs)
+	}
+
+	writeFile(t, dir, "rules.yaml", ruleSet("v1", "allow"))
+	if swapped, err := r.Reload(); swapped || err != nil {
+		t.Errorf("Reload with the same file back = %v, %v; want false, nil", swapped, err)
+	}
+	checkServing(t, live, r, []string{path})
+	if errs := hook.get(); len(errs) != 2 || errs[1] != nil {
+		t.Errorf("OnReload calls: %v, want a second one with nil", errs)
+	}
+	if g, _ := live.Generation(); g != 1 {
+		t.Errorf("generation %d, want 1: nothing changed", g)
+	}
+
+	// Missing again: reported again, since it was cleared in between.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reload(); err == nil {
+		t.Errorf("Reload with the file missing again: nil error")
+	}
+	if st := r.Status(); st.LastError == "" || st.Failures != 2 {
+		t.Errorf("file missing again: last error %q, %d failures; want the error, 2", st.LastError, st.Failures)
+	}
+	if n := errorLines(); n != 2 {
+		t.Errorf("%d error lines logged, want 2", n)
+	}
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
