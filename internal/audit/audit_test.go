@@ -693,3 +693,134 @@ func TestCanonicalRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// blockedCursor is a sink that is down at start-up: Cursor never answers
+// until released.
+type blockedCursor struct {
+	Sink
+	release chan struct{}
+}
+
+func (b blockedCursor) Cursor(ctx context.Context, writer string) (uint64, error) {
+	select {
+	case <-b.release:
+		return b.Sink.Cursor(ctx, writer)
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// TestRestartWithASinkDownStillRecords: after a restart, a sink that has
+// not answered yet must not make the writer refuse records that the log
+// has room for (every earlier record was stored).
+func TestRestartWithASinkDownStillRecords(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, walDir := filepath.Join(dir, "d.db"), filepath.Join(dir, "wal")
+	st, _ := OpenSQLite(context.Background(), dbPath)
+	w, err := Open(Options{Dir: walDir, SegmentRecords: 5}, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i++ {
+		record(t, w, sample(i))
+	}
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st2, _ := OpenSQLite(context.Background(), dbPath)
+	down := blockedCursor{Sink: st2, release: make(chan struct{})}
+	w2, err := Open(Options{Dir: walDir, Buffer: 10}, down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 30; i < 33; i++ {
+		if err := w2.Record(context.Background(), []Record{sample(i)}); err != nil {
+			t.Fatalf("record %d refused while the sink was still starting: %v", i, err)
+		}
+	}
+	close(down.release)
+	if err := w2.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := OpenSQLite(context.Background(), dbPath)
+	defer r.Close()
+	if v, err := Verify(context.Background(), r); err != nil || !v.OK() || v.Records != 33 {
+		t.Fatalf("%+v %v", v, err)
+	}
+}
+
+// countingSink counts the records it stores.
+type countingSink struct {
+	Sink
+	n atomic.Int64
+}
+
+func (c *countingSink) Write(ctx context.Context, recs []Record) error {
+	if err := c.Sink.Write(ctx, recs); err != nil {
+		return err
+	}
+	c.n.Add(int64(len(recs)))
+	return nil
+}
+
+// TestSinksSeeOnlyFsyncedRecords: a store must never hold a record the
+// log could lose to a power cut, or after one the writer would reuse its
+// sequence number. With a sync interval of an hour, nothing reaches the
+// sink until Close fsyncs the log.
+func TestSinksSeeOnlyFsyncedRecords(t *testing.T) {
+	cs := &countingSink{}
+	f := newFixture(t, Options{SyncInterval: time.Hour, Linger: -1}, func(s Sink) Sink { cs.Sink = s; return cs })
+	for i := 0; i < 20; i++ {
+		record(t, f.w, sample(i))
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := cs.n.Load(); n != 0 {
+		t.Fatalf("the sink stored %d records before the log was fsynced", n)
+	}
+	f.drain(t)
+	if n := cs.n.Load(); n != 20 {
+		t.Fatalf("after Close the sink has %d records, want 20", n)
+	}
+}
+
+// TestRecoveryDropsEmptySegments: an empty segment left by a crash right
+// after a rotation, or after a failed write, must not stall a sink.
+func TestRecoveryDropsEmptySegments(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, walDir := filepath.Join(dir, "d.db"), filepath.Join(dir, "wal")
+	st, _ := OpenSQLite(context.Background(), dbPath)
+	fl := &flaky{Sink: st}
+	fl.fails.Store(1 << 30) // nothing stored in the first run
+	w, err := Open(Options{Dir: walDir, SegmentRecords: 5}, fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 12; i++ {
+		record(t, w, sample(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_ = w.Close(ctx)
+	cancel()
+	// Stray empty segments: one inside the log, one after its end.
+	for _, first := range []uint64{3, 13} {
+		if err := os.WriteFile(filepath.Join(walDir, segmentName(first)), nil, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st2, _ := OpenSQLite(context.Background(), dbPath)
+	w2, err := Open(Options{Dir: walDir, SegmentRecords: 5}, st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	record(t, w2, sample(12))
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w2.Close(ctx); err != nil {
+		t.Fatalf("the sink did not get every record: %v", err)
+	}
+	r, _ := OpenSQLite(context.Background(), dbPath)
+	defer r.Close()
+	if v, err := Verify(context.Background(), r); err != nil || !v.OK() || v.Records != 13 {
+		t.Fatalf("%+v %v", v, err)
+	}
+}

@@ -75,7 +75,9 @@ type Options struct {
 	// negative writes as soon as records arrive.
 	Linger time.Duration
 	// SyncInterval is how often the log is fsynced, bounding what a power
-	// loss (not a process crash, which loses nothing) can take. Default 1 s.
+	// loss (not a process crash, which loses nothing) can take. Sinks are
+	// fed only records that are fsynced, so that no store can ever hold a
+	// record the log lost. Default 200 ms.
 	SyncInterval time.Duration
 	// Logger for sink failures; default slog.Default().
 	Logger *slog.Logger
@@ -100,12 +102,14 @@ type Writer struct {
 	prev     string // hash of record seq
 	head     *os.File
 	headLeft int      // records the head segment still takes
+	headSize int64    // bytes of whole frames in the head segment
 	segs     []uint64 // first sequence numbers of the segment files
 	buf      []byte
-	closed   bool
+	closed   atomic.Bool
 	room     chan struct{} // closed and replaced whenever a sink progresses
 
 	written   atomic.Uint64 // published: every record <= written is in the log
+	synced    atomic.Uint64 // published: every record <= synced is fsynced; sinks read up to it
 	overflows atomic.Uint64
 	runners   []*runner
 	stopSync  chan struct{}
@@ -131,7 +135,13 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 		opts.Linger = 200 * time.Millisecond
 	}
 	if opts.SyncInterval <= 0 {
-		opts.SyncInterval = time.Second
+		opts.SyncInterval = 200 * time.Millisecond
+	}
+	// Before a sink reports its position, every record of the log counts
+	// as waiting for it; segments must therefore be well inside the buffer,
+	// or a restart would refuse records until the sinks answered.
+	if uint64(opts.SegmentRecords) > opts.Buffer/2 {
+		opts.SegmentRecords = int(max(1, opts.Buffer/2))
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -155,6 +165,12 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 	for _, s := range sinks {
 		r := &runner{w: w, sink: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 		w.runners = append(w.runners, r)
+	}
+	// Until a sink reports its position, count every record still in the
+	// log as waiting for it: a lower bound that never refuses a record the
+	// log has room for, whatever the sink's state.
+	for _, r := range w.runners {
+		r.stored.Store(w.segs[0] - 1)
 	}
 	for _, r := range w.runners {
 		go r.run()
@@ -208,13 +224,28 @@ func (w *Writer) recover() error {
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	w.segs = segs
+	// Empty segments (made just before a crash, or left by a failed
+	// write) hold nothing; a reader looking for a record by segment name
+	// would stop in one of them.
+	w.segs = segs[:0:0]
+	for _, first := range segs {
+		path := filepath.Join(w.opts.Dir, segmentName(first))
+		if st, err := os.Stat(path); err == nil && st.Size() == 0 {
+			_ = os.Remove(path)
+			continue
+		}
+		w.segs = append(w.segs, first)
+	}
+	segs = append([]uint64(nil), w.segs...)
 	for i := len(segs) - 1; i >= 0; i-- {
 		last, n, err := recoverSegment(filepath.Join(w.opts.Dir, segmentName(segs[i])))
 		if err != nil {
 			return fmt.Errorf("audit: recover write-ahead log: %w", err)
 		}
 		if n == 0 {
+			// Only a torn frame: as empty as an empty file.
+			_ = os.Remove(filepath.Join(w.opts.Dir, segmentName(segs[i])))
+			w.segs = append(w.segs[:i:i], w.segs[i+1:]...)
 			continue
 		}
 		if last.Writer != w.id {
@@ -227,6 +258,11 @@ func (w *Writer) recover() error {
 			if err != nil {
 				return fmt.Errorf("audit: %w", err)
 			}
+			st, err := w.head.Stat()
+			if err != nil {
+				return fmt.Errorf("audit: %w", err)
+			}
+			w.headSize = st.Size()
 		}
 		break
 	}
@@ -242,13 +278,17 @@ func (w *Writer) recover() error {
 		}
 	}
 	w.written.Store(w.seq)
+	w.synced.Store(w.seq) // what recovery read is what the disk holds
 	return nil
 }
 
-// rotate starts a new head segment for the records after w.seq.
+// rotate starts a new head segment for the records after w.seq. The old
+// head is fsynced first, so every record written so far is durable.
 func (w *Writer) rotate() error {
 	if w.head != nil {
-		_ = w.head.Sync()
+		if err := w.head.Sync(); err == nil {
+			w.publishSynced(w.seq)
+		}
 		_ = w.head.Close()
 	}
 	first := w.seq + 1
@@ -256,7 +296,7 @@ func (w *Writer) rotate() error {
 	if err != nil {
 		return fmt.Errorf("audit: new write-ahead segment: %w", err)
 	}
-	w.head, w.headLeft = f, w.opts.SegmentRecords
+	w.head, w.headLeft, w.headSize = f, w.opts.SegmentRecords, 0
 	if len(w.segs) == 0 || w.segs[len(w.segs)-1] != first {
 		w.segs = append(w.segs, first)
 	}
@@ -273,7 +313,7 @@ func (w *Writer) Record(ctx context.Context, recs []Record) error {
 	}
 	w.mu.Lock()
 	for {
-		if w.closed {
+		if w.closed.Load() {
 			w.mu.Unlock()
 			return fmt.Errorf("%w: closing", ErrUnavailable)
 		}
@@ -331,20 +371,52 @@ func (w *Writer) appendLocked(recs []Record) error {
 	}
 	w.buf = buf
 	if _, err := w.head.Write(buf); err != nil {
-		// The segment may now end in a torn frame; start a fresh one so
-		// the next record is not appended after garbage.
-		_ = w.rotate()
+		// A short write may have left whole frames of records that were
+		// never acknowledged: cut the segment back to its last good frame.
+		// Only if that fails, start a fresh segment (the old one then
+		// ends in frames that recovery would take for records).
+		if terr := w.head.Truncate(w.headSize); terr != nil {
+			_ = w.rotate()
+		}
 		return fmt.Errorf("%w: write-ahead log: %v", ErrUnavailable, err)
 	}
 	w.seq, w.prev = seq, prev
 	w.headLeft -= len(recs)
+	w.headSize += int64(len(buf))
 	return nil
 }
 
-func (w *Writer) isClosed() bool {
+func (w *Writer) isClosed() bool { return w.closed.Load() }
+
+// publishSynced records that every record up to seq is fsynced and wakes
+// the sinks, which read only that far.
+func (w *Writer) publishSynced(seq uint64) {
+	for {
+		old := w.synced.Load()
+		if seq <= old || w.synced.CompareAndSwap(old, seq) {
+			break
+		}
+	}
+	for _, r := range w.runners {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sync fsyncs the head segment and publishes what it made durable. A
+// rotation that raced it fsynced the records itself.
+func (w *Writer) sync() {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.closed
+	f, seq := w.head, w.seq
+	w.mu.Unlock()
+	if seq <= w.synced.Load() || f == nil {
+		return
+	}
+	if f.Sync() == nil {
+		w.publishSynced(seq)
+	}
 }
 
 // minStored is the highest sequence number every sink has stored.
@@ -384,16 +456,20 @@ func (w *Writer) Stats() Stats {
 // progressed is called by a runner after storing records: it wakes writers
 // waiting for room and removes segments every sink is done with.
 func (w *Writer) progressed() {
+	var done []uint64
 	w.mu.Lock()
 	close(w.room)
 	w.room = make(chan struct{})
-	done := w.minStored()
+	stored := w.minStored()
 	// Segment i holds records segs[i] .. segs[i+1]-1; the head is kept.
-	for len(w.segs) > 1 && w.segs[1]-1 <= done {
-		_ = os.Remove(filepath.Join(w.opts.Dir, segmentName(w.segs[0])))
+	for len(w.segs) > 1 && w.segs[1]-1 <= stored {
+		done = append(done, w.segs[0])
 		w.segs = w.segs[1:]
 	}
 	w.mu.Unlock()
+	for _, first := range done { // no file I/O under the lock every Check takes
+		_ = os.Remove(filepath.Join(w.opts.Dir, segmentName(first)))
+	}
 }
 
 func (w *Writer) syncLoop() {
@@ -405,10 +481,7 @@ func (w *Writer) syncLoop() {
 		case <-w.stopSync:
 			return
 		case <-t.C:
-			w.mu.Lock()
-			f := w.head
-			w.mu.Unlock()
-			_ = f.Sync() // may race a rotation that closed f: harmless
+			w.sync()
 		}
 	}
 }
@@ -418,13 +491,14 @@ func (w *Writer) syncLoop() {
 // stay in the write-ahead log and are stored after the next Open.
 func (w *Writer) Close(ctx context.Context) error {
 	w.mu.Lock()
-	if w.closed {
+	if w.closed.Load() {
 		w.mu.Unlock()
 		return nil
 	}
-	w.closed = true
+	w.closed.Store(true)
 	target := w.seq
 	w.mu.Unlock()
+	w.sync() // the sinks may take everything now
 
 	var err error
 	for _, r := range w.runners {
@@ -504,7 +578,12 @@ func (r *runner) run() {
 	}
 	r.failing.Store(false)
 	if w := r.w.written.Load(); cursor > w {
-		cursor = w // the sink has records this log lost; start after the log's end
+		// The store holds records this log does not: its directory was
+		// replaced, or a disk lost what it had fsynced. New records would
+		// reuse those sequence numbers and break the chain.
+		log.Error("decision-log sink is ahead of the write-ahead log; new records will reuse its sequence numbers and audit verify will report the fork",
+			"writer", r.w.id, "sink_seq", cursor, "log_seq", w)
+		cursor = w
 	}
 	r.w.mu.Lock()
 	oldest := r.w.segs[0]
@@ -520,7 +599,7 @@ func (r *runner) run() {
 	batch := make([]Record, 0, r.w.opts.BatchSize)
 	var lastWrite time.Time
 	for {
-		target := r.w.written.Load()
+		target := r.w.synced.Load()
 		if r.stored.Load() >= target {
 			select {
 			case <-r.stop:
