@@ -78,6 +78,9 @@ type Server struct {
 	opts    Options
 	idPfx   string
 	idSeq   atomic.Uint64
+	// info is what checkHandler hands an interceptor: immutable, so built
+	// once rather than allocated per call.
+	info grpc.UnaryServerInfo
 
 	templates atomic.Pointer[templates] // encoded allow responses of the current rule-set version
 }
@@ -92,7 +95,9 @@ func NewServer(d Decider, opts Options) *Server {
 	}
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return &Server{decider: d, opts: opts, idPfx: "ea-" + hex.EncodeToString(b[:]) + "-"}
+	s := &Server{decider: d, opts: opts, idPfx: "ea-" + hex.EncodeToString(b[:]) + "-"}
+	s.info = grpc.UnaryServerInfo{Server: s, FullMethod: authv3.Authorization_Check_FullMethodName}
+	return s
 }
 
 // Register registers the Authorization service on g. g should be built with
@@ -120,8 +125,7 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 	if interceptor == nil {
 		return s.wire(s.check(ctx, &f.req, f.invalid)), nil
 	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
-	return interceptor(ctx, &f.req, info, func(ctx context.Context, req any) (any, error) {
+	return interceptor(ctx, &f.req, &s.info, func(ctx context.Context, req any) (any, error) {
 		return s.wire(s.check(ctx, req.(*authv3.CheckRequest), f.invalid)), nil
 	})
 }
