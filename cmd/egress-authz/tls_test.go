@@ -671,16 +671,16 @@ func TestAdminMTLSRequiresAClientCertificate(t *testing.T) {
 		return &http.Client{Transport: tr}
 	}
 
+	// A certificate that is presented must be an allowed SVID.
 	for _, tc := range []struct {
 		name   string
 		client *testutil.Cert
 	}{
-		{"no_client_certificate", nil},
 		{"other_spiffe_id", p.ca.SVID(t, curiousID)},
 		{"non_spiffe_certificate", p.ca.Issue(t, testutil.CertOptions{CommonName: "admin"})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for _, path := range []string{"/v1/decisions", "/metrics"} {
+			for _, path := range []string{"/v1/decisions", "/metrics", "/healthz"} {
 				code, _, body, err := adminTry(client(tc.client), base+path, nil)
 				if err == nil {
 					t.Errorf("GET %s: %d, want the TLS handshake refused\n%s", path, code, body)
@@ -688,13 +688,35 @@ func TestAdminMTLSRequiresAClientCertificate(t *testing.T) {
 			}
 		})
 	}
+
+	// No certificate at all, as the kubelet's probes: the handshake
+	// completes, the probes and the static page answer, nothing else does.
+	t.Run("no_client_certificate", func(t *testing.T) {
+		anon := client(nil)
+		for _, tc := range []struct {
+			path string
+			want int
+		}{
+			{"/healthz", http.StatusOK},
+			{"/readyz", http.StatusOK},
+			{"/ui/", http.StatusOK},
+			{"/v1/decisions", http.StatusForbidden},
+			{"/v1/verify", http.StatusForbidden},
+			{"/v1/rules", http.StatusForbidden},
+			{"/metrics", http.StatusForbidden},
+		} {
+			if code, _, body := adminGet(t, anon, base+tc.path, nil); code != tc.want {
+				t.Errorf("GET %s without a client certificate: %d, want %d\n%s", tc.path, code, tc.want, body)
+			}
+		}
+	})
 	// Plain HTTP is not served either.
 	if code, _, _, err := adminTry(nil, "http://127.0.0.1:"+port+"/v1/decisions", nil); err == nil && code == http.StatusOK {
 		t.Error("plain HTTP GET /v1/decisions answered 200")
 	}
 
 	gw := client(p.ca.SVID(t, gatewayID))
-	for _, path := range []string{"/v1/decisions", "/metrics", "/healthz"} {
+	for _, path := range []string{"/v1/decisions", "/v1/verify", "/v1/rules", "/metrics", "/healthz", "/readyz", "/ui/"} {
 		if code, _, body := adminGet(t, gw, base+path, nil); code != http.StatusOK {
 			t.Errorf("GET %s with an allowed client certificate: %d\n%s", path, code, body)
 		}

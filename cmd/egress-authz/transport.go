@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -67,7 +68,8 @@ func isLoopback(addr string) bool {
 // certificate (--admin-mtls), and start-up fails when neither is set:
 // /v1/decisions holds personal data. /healthz and /readyz stay open for
 // the kubelet's probes, and so does the static /ui/ page, whose data
-// requests carry the token; none of them reveal anything.
+// requests carry the token or the browser's certificate; none of them
+// reveal anything. With both set, a request needs both.
 func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 	if isLoopback(s.cfg.AdminAddr) && s.cfg.AdminTokenFile == "" && !s.cfg.AdminMTLS {
 		return h, nil, nil
@@ -77,7 +79,8 @@ func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 		if s.tls == nil {
 			return nil, nil, errors.New("--admin-mtls needs the gRPC mTLS identity (--tls-* or --spiffe-socket)")
 		}
-		tlsCfg = s.tls.ServerConfig()
+		tlsCfg = optionalClientCert(s.tls.ServerConfig())
+		h = requireClientCert(h)
 	}
 	if s.cfg.AdminTokenFile == "" {
 		if tlsCfg == nil {
@@ -95,7 +98,7 @@ func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 	}
 	want := []byte("Bearer " + token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" || r.URL.Path == "/ui/" {
+		if openAdminPath(r.URL.Path) {
 			h.ServeHTTP(w, r)
 			return
 		}
@@ -106,4 +109,42 @@ func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 		}
 		h.ServeHTTP(w, r)
 	}), tlsCfg, nil
+}
+
+// openAdminPath reports whether path is served without credentials: the
+// kubelet's probes and the static auditors' page.
+func openAdminPath(path string) bool {
+	return path == "/healthz" || path == "/readyz" || path == "/ui/"
+}
+
+// optionalClientCert returns the admin listener's TLS configuration: the
+// gRPC server's, except that a client certificate is asked for rather than
+// required, so that the kubelet's probes (which present none) complete the
+// handshake. A certificate that is presented is verified as gRPC callers'
+// are (an SVID of the bundle, on --allowed-clients), and refused at the
+// handshake otherwise; requireClientCert then turns away requests without
+// one.
+func optionalClientCert(grpcCfg *tls.Config) *tls.Config {
+	cfg := grpcCfg.Clone()
+	cfg.ClientAuth = tls.RequestClientCert
+	verify := grpcCfg.VerifyPeerCertificate
+	cfg.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+		if len(raw) == 0 {
+			return nil
+		}
+		return verify(raw, chains)
+	}
+	return cfg
+}
+
+// requireClientCert refuses requests whose connection presented no
+// (verified) client certificate, except on the open paths.
+func requireClientCert(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !openAdminPath(r.URL.Path) && (r.TLS == nil || len(r.TLS.PeerCertificates) == 0) {
+			http.Error(w, "a client certificate is required", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
