@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
 	"github.com/egress-authz/egress-authz/internal/testutil"
 )
@@ -159,4 +162,27 @@ func requestIDs(p queryPage) string {
 		ids = append(ids, r.RequestID)
 	}
 	return strings.Join(ids, " ")
+}
+
+// The admin queries read the decision log through a store of their own,
+// so that a long export or verify cannot take the connections the sink
+// writes through. Closing the writer (and with it the sink) leaves the
+// query store open.
+func TestAdminQueriesHaveTheirOwnStore(t *testing.T) {
+	s, err := newServer(inprocConfig(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.grpcLn.Close()
+	s.adminLn.Close()
+	defer s.close(context.Background())
+	if s.store == nil {
+		t.Fatal("no query store for an SQLite decision log")
+	}
+	if err := s.auditWriter.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.store.Query(context.Background(), audit.Filter{Limit: 1}, func(*audit.Record) error { return nil }); err != nil {
+		t.Errorf("query after the sink closed: %v; want the query store to be a separate connection pool", err)
+	}
 }

@@ -28,9 +28,13 @@ func (s *server) openAudit() (authz.Recorder, error) {
 	}
 	ctx := context.Background()
 	var sinks []audit.Sink
+	var query audit.Store
 	closeAll := func() {
 		for _, sk := range sinks {
 			sk.Close()
+		}
+		if query != nil {
+			query.Close()
 		}
 	}
 	for _, dsn := range s.cfg.Audit {
@@ -57,8 +61,17 @@ func (s *server) openAudit() (authz.Recorder, error) {
 				closeAll()
 				return nil, fmt.Errorf("--audit %q: cannot be written to", dsn)
 			}
-			if s.store == nil {
-				s.store = st
+			if query == nil {
+				// The admin queries (/v1/decisions, /v1/verify, /ui/) get
+				// a connection pool of their own: a long export or a
+				// verify of the whole log must not take the connections
+				// the sink writes through, or the write-ahead log backs
+				// up until Checks are denied as audit-unavailable.
+				if query, err = audit.OpenStore(ctx, dsn); err != nil {
+					sk.Close()
+					closeAll()
+					return nil, fmt.Errorf("--audit: open for queries: %w", err)
+				}
 			}
 			sink = sk
 		}
@@ -80,6 +93,10 @@ func (s *server) openAudit() (authz.Recorder, error) {
 	}
 	s.auditWriter = w
 	s.closers = append(s.closers, w.Close)
+	if query != nil {
+		s.store = query
+		s.closers = append(s.closers, func(context.Context) error { return query.Close() })
+	}
 	return w, nil
 }
 

@@ -91,7 +91,7 @@ type server struct {
 	closers  []func(context.Context) error // run in order at shutdown, after gRPC stopped
 
 	auditWriter *audit.Writer // nil with --audit none
-	store       audit.Store   // the first queryable decision log, for /v1/decisions
+	store       audit.Store   // the first queryable decision log, opened apart from its sink, for /v1/decisions
 	metrics     *telemetry.Metrics
 	tls         *spiffetls.Source // nil with --plaintext
 }
