@@ -85,6 +85,33 @@ func TestAdminHTTP(t *testing.T) {
 		}
 	})
 
+	t.Run("invalid_cursor_is_a_bad_request", func(t *testing.T) {
+		for _, c := range []string{"not-a-cursor!", "Zm9v"} { // not base64; base64 of "foo"
+			if resp, body := httpGet(t, base+"/v1/decisions?cursor="+url.QueryEscape(c), nil); resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("GET /v1/decisions?cursor=%s: %s, want 400\n%s", c, resp.Status, body)
+			}
+		}
+	})
+
+	t.Run("cli_csv_prints_the_cursor_on_stderr", func(t *testing.T) {
+		query := func(args ...string) (string, string) {
+			r := runCLI(t, dir, append([]string{"audit", "query", "--audit", "sqlite:" + srv.dbPath(), "--format", "csv", "--limit", "2"}, args...)...)
+			if r.code != exitOK {
+				t.Fatalf("audit query: %s", r)
+			}
+			return r.stdout, r.stderr
+		}
+		out, errOut := query()
+		cursor, ok := strings.CutPrefix(strings.TrimSpace(errOut), "more: --cursor ")
+		if !ok || cursor == "" || strings.Contains(out, cursor) {
+			t.Fatalf("page 1: stderr %q, want \"more: --cursor C\" (and C not in the CSV)", errOut)
+		}
+		out, errOut = query("--cursor", cursor)
+		if rows, err := csv.NewReader(strings.NewReader(out)).ReadAll(); err != nil || len(rows) != 2 || errOut != "" {
+			t.Errorf("page 2: %d rows (%v), stderr %q; want a header and one record, and no cursor", len(rows), err, errOut)
+		}
+	})
+
 	t.Run("filter_by_decision", func(t *testing.T) {
 		_, body := httpGet(t, base+"/v1/decisions?decision=deny", nil)
 		if got := requestIDs(decodePage(t, "deny", body)); got != "admin-2" {

@@ -203,6 +203,10 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "egress-authz audit query:", err)
 		return exitFail
 	}
+	if *format == "csv" && next != "" {
+		// CSV has no place for the cursor; keep stdout a clean file.
+		fmt.Fprintln(stderr, "more: --cursor", next)
+	}
 	return exitOK
 }
 

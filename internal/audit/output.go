@@ -129,6 +129,8 @@ func (e *ndjsonEncoder) Close(next string) error {
 	return nil
 }
 
+// csvEncoder drops the next page's cursor: CSV has no place for it. The
+// HTTP handler sends it as a trailer; audit query prints it on stderr.
 type csvEncoder struct{ w *csv.Writer }
 
 func (e *csvEncoder) Encode(r *Record) error { return e.w.Write(csvRow(r)) }
@@ -243,6 +245,9 @@ func Handler(s Store, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		f, err := FilterFromQuery(q.Get, now())
+		if err == nil && f.Cursor != "" {
+			_, _, _, err = decodeCursor(f.Cursor)
+		}
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
