@@ -113,7 +113,7 @@ func (s *server) adminExtras() map[string]http.Handler {
 	extras := map[string]http.Handler{"GET /v1/explain": admin.ExplainHandler(s.live.Table, time.Now)}
 	if s.store != nil {
 		extras["GET /v1/decisions"] = audit.Handler(s.store, time.Now)
-		extras["GET /v1/verify"] = admin.VerifyHandler(s.store)
+		extras["GET /v1/verify"] = admin.VerifyHandler(s.store, time.Now)
 		extras["GET /ui/"] = admin.UIHandler()
 	}
 	return extras

@@ -4,6 +4,10 @@ import (
 	"context"
 	"embed"
 	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
@@ -29,17 +33,73 @@ func UIHandler() http.Handler {
 	})
 }
 
+// VerifyReport is a Verification as GET /v1/verify and audit verify
+// --format json print it.
+type VerifyReport struct {
+	OK      bool              `json:"ok"`
+	Records int               `json:"records"`
+	Writers map[string]uint64 `json:"writers"` // writer -> last sequence number
+	Breaks  []audit.Break     `json:"breaks"`  // the first break of each broken chain
+}
+
+// NewVerifyReport returns the report of v.
+func NewVerifyReport(v *audit.Verification) VerifyReport {
+	return VerifyReport{OK: v.OK(), Records: v.Records, Writers: v.Writers, Breaks: v.Breaks}
+}
+
+// VerifyReuse is how long a verification answers later GET /v1/verify
+// requests.
+const VerifyReuse = 5 * time.Second
+
 // VerifyHandler serves GET /v1/verify: the result of checking every hash
-// chain of the decision log, {"ok", "records", "writers", "breaks"}.
-func VerifyHandler(s audit.Store) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithCancel(r.Context())
-		defer cancel()
-		v, err := audit.Verify(ctx, s)
+// chain of the decision log, as a VerifyReport. Verifying reads the whole
+// log, so concurrent requests share one run, and its result answers the
+// requests of the next VerifyReuse too. A request that goes away does not
+// stop a run others may be waiting for. now is the clock.
+func VerifyHandler(s audit.Store, now func() time.Time) http.Handler {
+	return &verifier{store: s, now: now}
+}
+
+type verifier struct {
+	store audit.Store
+	now   func() time.Time
+	runs  singleflight.Group
+
+	mu   sync.Mutex
+	last *VerifyReport
+	at   time.Time
+}
+
+func (v *verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	v.mu.Lock()
+	last := v.last
+	if last != nil && v.now().Sub(v.at) >= VerifyReuse {
+		last = nil
+	}
+	v.mu.Unlock()
+	if last != nil {
+		WriteJSON(w, http.StatusOK, last)
+		return
+	}
+	ctx := context.WithoutCancel(r.Context())
+	ch := v.runs.DoChan("verify", func() (any, error) {
+		ver, err := audit.Verify(ctx, v.store)
 		if err != nil {
-			http.Error(w, "verify: "+err.Error(), http.StatusInternalServerError)
+			return nil, err
+		}
+		rep := NewVerifyReport(ver)
+		v.mu.Lock()
+		v.last, v.at = &rep, v.now()
+		v.mu.Unlock()
+		return &rep, nil
+	})
+	select {
+	case <-r.Context().Done():
+	case res := <-ch:
+		if res.Err != nil {
+			http.Error(w, "verify: "+res.Err.Error(), http.StatusInternalServerError)
 			return
 		}
-		WriteJSON(w, http.StatusOK, map[string]any{"ok": v.OK(), "records": v.Records, "writers": v.Writers, "breaks": v.Breaks})
-	})
+		WriteJSON(w, http.StatusOK, res.Val)
+	}
 }

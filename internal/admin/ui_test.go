@@ -1,0 +1,121 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+)
+
+// chainStore is a decision log of one intact record whose Chains calls
+// are counted and wait for release.
+type chainStore struct {
+	calls   atomic.Int32
+	release chan struct{}
+}
+
+func (s *chainStore) Query(context.Context, audit.Filter, func(*audit.Record) error) (string, error) {
+	return "", nil
+}
+
+func (s *chainStore) Chains(ctx context.Context, fn func(*audit.Record) error) error {
+	s.calls.Add(1)
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	r := audit.Record{Writer: "w1", Seq: 1, Decision: audit.Allow, Time: time.Unix(0, 0).UTC()}
+	r.Hash = audit.ComputeHash(&r)
+	return fn(&r)
+}
+
+func (s *chainStore) Close() error { return nil }
+
+func TestVerifyHandlerSharesOneRun(t *testing.T) {
+	st := &chainStore{release: make(chan struct{})}
+	var mu sync.Mutex
+	clock := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
+	srv := httptest.NewServer(VerifyHandler(st, now))
+	defer srv.Close()
+	get := func() VerifyReport {
+		t.Helper()
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Error(err)
+			return VerifyReport{}
+		}
+		defer resp.Body.Close()
+		var rep VerifyReport
+		if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&rep) != nil {
+			t.Errorf("GET /v1/verify: %s", resp.Status)
+		}
+		return rep
+	}
+
+	// Concurrent requests wait for one run.
+	const n = 8
+	var wg sync.WaitGroup
+	reps := make([]VerifyReport, n)
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); reps[i] = get() }()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.calls.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // let the other requests join the run
+	close(st.release)
+	wg.Wait()
+	if got := st.calls.Load(); got != 1 {
+		t.Errorf("%d concurrent requests ran %d verifications, want 1", n, got)
+	}
+	for i, rep := range reps {
+		if !rep.OK || rep.Records != 1 || rep.Writers["w1"] != 1 {
+			t.Errorf("request %d: %+v, want an intact chain of one record", i, rep)
+		}
+	}
+
+	// The result answers for a few seconds, then a request runs again.
+	advance(VerifyReuse - time.Second)
+	get()
+	if got := st.calls.Load(); got != 1 {
+		t.Errorf("%d verifications for a request %s after the last one, want the result reused", got, VerifyReuse-time.Second)
+	}
+	advance(time.Second)
+	get()
+	if got := st.calls.Load(); got != 2 {
+		t.Errorf("%d verifications for a request %s after the last one, want a new run", got, VerifyReuse)
+	}
+}
+
+// The auditors' page verifies the chains once when it loads and when asked,
+// not on every search, and its CSV export stays bounded.
+func TestUIVerifiesOnLoadAndOnDemand(t *testing.T) {
+	rec := httptest.NewRecorder()
+	UIHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/ui/", nil))
+	page := rec.Body.String()
+	for _, want := range []string{`id="verify-chains"`, `getElementById("verify-chains").addEventListener("click"`, `p.set("limit", "100000")`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("the page lacks %s", want)
+		}
+	}
+	submit := page[strings.Index(page, `form.addEventListener("submit"`):]
+	submit = submit[:strings.Index(submit, "\n")]
+	if strings.Contains(submit, "verify()") {
+		t.Errorf("a search verifies the chains again: %s", submit)
+	}
+	if strings.Contains(page, `p.delete("limit")`) {
+		t.Error("the CSV export drops the limit: an unbounded export")
+	}
+}
