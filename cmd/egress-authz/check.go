@@ -67,6 +67,10 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		return exitUsage
 	}
+	if *port == 0 || *port > 65535 {
+		fmt.Fprintf(stderr, "egress-authz check: --port %d: want 1..65535\n", *port)
+		return exitUsage
+	}
 	var cr *authv3.CheckRequest
 	switch {
 	case *sni != "" && fs.NArg() == 0:

@@ -511,6 +511,8 @@ func TestTLSCheckCommandWithClientCertificate(t *testing.T) {
 		{"bad_server_id", append([]string{"--addr", s.grpcAddr(), "--server-id", "egress-authz", "--principal", paymentsCaller, "https://api.example.com/"}, tlsFlags...), exitUsage, "", "--server-id"},
 		{"client_not_allowed", []string{"--addr", s.grpcAddr(), "--tls-cert", otherCert, "--tls-key", otherKey, "--tls-ca", p.caFile, "--principal", paymentsCaller, "https://api.example.com/"}, exitFail, "", "Unavailable"},
 		{"no_client_certificate", []string{"--addr", s.grpcAddr(), "--principal", paymentsCaller, "https://api.example.com/"}, exitFail, "", "Unavailable"},
+		{"sni_port_out_of_range", append([]string{"--addr", s.grpcAddr(), "--principal", paymentsCaller, "--sni", "api.example.com", "--port", "65979"}, tlsFlags...), exitUsage, "", "--port 65979"}, // 443 + 65536
+		{"sni_port_zero", append([]string{"--addr", s.grpcAddr(), "--principal", paymentsCaller, "--sni", "api.example.com", "--port", "0"}, tlsFlags...), exitUsage, "", "--port 0"},
 		{"incomplete_tls_flags", []string{"--addr", s.grpcAddr(), "--tls-cert", gwCert, "--tls-ca", p.caFile, "--principal", paymentsCaller, "https://api.example.com/"}, exitUsage, "", "go together"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
