@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/egress-authz/egress-authz/internal/checkreq"
+	"github.com/egress-authz/egress-authz/internal/spiffetls"
 )
 
 // headerFlag collects repeated -H "name: value" flags.
@@ -188,19 +188,13 @@ func (c tlsClient) credentials() (credentials.TransportCredentials, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--tls-ca: %w", err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pemBytes) {
-		return nil, fmt.Errorf("--tls-ca %s: no certificates", c.ca)
+	cas, err := spiffetls.ParseCAs(pemBytes)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-ca %s: %w", c.ca, err)
 	}
-	var cas []*x509.Certificate
-	for rest := pemBytes; ; {
-		var block *pem.Block
-		if block, rest = pem.Decode(rest); block == nil {
-			break
-		}
-		if ca, err := x509.ParseCertificate(block.Bytes); err == nil {
-			cas = append(cas, ca)
-		}
+	pool := x509.NewCertPool()
+	for _, ca := range cas {
+		pool.AddCert(ca)
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{pair}, RootCAs: pool}
 	if c.serverID != "" {

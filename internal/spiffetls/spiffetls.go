@@ -186,11 +186,24 @@ func (fs *fileSource) reload() error {
 	if err != nil {
 		return fmt.Errorf("--tls-ca: %w", err)
 	}
+	cas, err := ParseCAs(pemBytes)
+	if err != nil {
+		return fmt.Errorf("--tls-ca %s: %w", fs.opts.CAFile, err)
+	}
+	fs.mu.Lock()
+	fs.cert, fs.cas, fs.stamp = &cert, cas, stamp
+	fs.mu.Unlock()
+	return nil
+}
+
+// ParseCAs reads a PEM CA bundle: every CERTIFICATE block, in order;
+// other blocks are skipped. A certificate that does not parse, or a bundle
+// without any, is an error.
+func ParseCAs(pemBytes []byte) ([]*x509.Certificate, error) {
 	var cas []*x509.Certificate
 	for rest := pemBytes; ; {
 		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
+		if block, rest = pem.Decode(rest); block == nil {
 			break
 		}
 		if block.Type != "CERTIFICATE" {
@@ -198,17 +211,14 @@ func (fs *fileSource) reload() error {
 		}
 		c, err := x509.ParseCertificate(block.Bytes)
 		if err != nil {
-			return fmt.Errorf("--tls-ca: %w", err)
+			return nil, err
 		}
 		cas = append(cas, c)
 	}
 	if len(cas) == 0 {
-		return fmt.Errorf("--tls-ca %s: no certificates", fs.opts.CAFile)
+		return nil, errors.New("no certificates")
 	}
-	fs.mu.Lock()
-	fs.cert, fs.cas, fs.stamp = &cert, cas, stamp
-	fs.mu.Unlock()
-	return nil
+	return cas, nil
 }
 
 func (fs *fileSource) maybeReload() {

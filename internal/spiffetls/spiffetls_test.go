@@ -412,3 +412,44 @@ func TestWorkloadAPIUnreachableFailsWithinTheContext(t *testing.T) {
 		t.Errorf("Open returned after %s, want soon after its context ended", d)
 	}
 }
+
+func TestParseCAs(t *testing.T) {
+	a, b := testutil.NewCA(t, "a"), testutil.NewCA(t, "b")
+	key := []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+	broken := []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+	join := func(parts ...[]byte) []byte {
+		var out []byte
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		pem     []byte
+		want    int
+		wantErr string
+	}{
+		{"two_certificates_and_a_key", join(a.CertPEM(), key, b.CertPEM()), 2, ""},
+		{"one_certificate", a.CertPEM(), 1, ""},
+		{"empty", nil, 0, "no certificates"},
+		{"only_a_key", key, 0, "no certificates"},
+		{"unparsable_certificate", join(a.CertPEM(), broken), 0, "x509"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cas, err := spiffetls.ParseCAs(tc.pem)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("error %v, want one mentioning %q", err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || len(cas) != tc.want {
+				t.Fatalf("%d certificates, %v; want %d", len(cas), err, tc.want)
+			}
+			if cas[0].Subject.CommonName != "a" {
+				t.Errorf("first certificate %q, want the bundle's order", cas[0].Subject.CommonName)
+			}
+		})
+	}
+}
