@@ -237,7 +237,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitFail
 	}
 	if *format == "json" {
-		printJSON(stdout, map[string]any{"ok": v.OK(), "records": v.Records, "writers": v.Writers, "breaks": v.Breaks})
+		printJSON(stdout, admin.NewVerifyReport(v))
 	} else if v.OK() {
 		fmt.Fprintf(stdout, "OK: %s in %s intact\n", plural(v.Records, "record"), plural(len(v.Writers), "chain"))
 	} else {

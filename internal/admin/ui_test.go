@@ -119,3 +119,17 @@ func TestUIVerifiesOnLoadAndOnDemand(t *testing.T) {
 		t.Error("the CSV export drops the limit: an unbounded export")
 	}
 }
+
+// GET /v1/verify and audit verify --format json print the same report.
+func TestVerifyReportJSON(t *testing.T) {
+	v := &audit.Verification{Records: 3, Writers: map[string]uint64{"w1": 3},
+		Breaks: []audit.Break{{Writer: "w1", Seq: 2, Problem: "edited: its content does not match its hash"}}}
+	b, err := json.Marshal(NewVerifyReport(v))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"ok":false,"records":3,"writers":{"w1":3},"breaks":[{"writer":"w1","seq":2,"problem":"edited: its content does not match its hash"}]}`
+	if string(b) != want {
+		t.Errorf("report %s\nwant   %s", b, want)
+	}
+}
