@@ -133,20 +133,14 @@ func printInvalid(w io.Writer, format string, err error) {
 
 // ---- rules test ----
 
-type caseOutcome struct {
-	Decision string `json:"decision"`
-	Rule     string `json:"rule"`
-	Reason   string `json:"reason,omitempty"`
-}
-
 type caseResult struct {
-	Name     string      `json:"name"`
-	Pos      string      `json:"pos"`
-	Passed   bool        `json:"passed"`
-	Request  caseRequest `json:"request"`
-	Expected caseOutcome `json:"expected"`
-	Got      caseOutcome `json:"got"`
-	Problems []string    `json:"problems,omitempty"`
+	Name     string         `json:"name"`
+	Pos      string         `json:"pos"`
+	Passed   bool           `json:"passed"`
+	Request  caseRequest    `json:"request"`
+	Expected replay.Outcome `json:"expected"`
+	Got      replay.Outcome `json:"got"`
+	Problems []string       `json:"problems,omitempty"`
 }
 
 type caseRequest struct {
@@ -242,8 +236,8 @@ Flags:
 		d := table.Decide(reqs[i], when)
 		res := caseResult{Name: c.Name, Pos: c.Pos.String(),
 			Request:  caseRequest{Principal: c.Principal, Method: reqs[i].Method, URL: c.URL, SNI: c.SNI},
-			Expected: caseOutcome{Decision: string(c.Expect), Rule: c.Rule, Reason: string(c.Reason)},
-			Got:      outcomeOf(&d),
+			Expected: replay.Outcome{Decision: string(c.Expect), Rule: c.Rule, Reason: c.Reason},
+			Got:      replay.OutcomeOf(&d),
 		}
 		if c.SNI != "" {
 			res.Request.Port = c.Port
@@ -286,17 +280,6 @@ Flags:
 	return exitOK
 }
 
-func outcomeOf(d *rules.Decision) caseOutcome {
-	o := caseOutcome{Decision: "deny", Reason: string(d.Reason)}
-	if d.Allow {
-		o.Decision = "allow"
-	}
-	if d.Rule != nil {
-		o.Rule = d.Rule.ID
-	}
-	return o
-}
-
 func describeCase(c *rules.Case, req rules.Request) string {
 	who := c.Principal
 	if who == "" {
@@ -322,12 +305,12 @@ func describeExpected(c *rules.Case) string {
 	return s
 }
 
-func describeOutcome(o caseOutcome) string {
+func describeOutcome(o replay.Outcome) string {
 	s := o.Decision
 	if o.Rule != "" {
 		s += " by " + o.Rule
 	}
-	return s + " (" + o.Reason + ")"
+	return s + " (" + string(o.Reason) + ")"
 }
 
 // explainCommand is the command that shows why a case's request gets the

@@ -41,7 +41,7 @@ func Request(r *audit.Record) (rules.Request, bool) {
 type Outcome struct {
 	Decision string       `json:"decision"`
 	Rule     string       `json:"rule"`
-	Reason   rules.Reason `json:"reason"`
+	Reason   rules.Reason `json:"reason,omitempty"`
 }
 
 func (o Outcome) String() string {
@@ -54,7 +54,8 @@ func (o Outcome) String() string {
 	return fmt.Sprintf("%s (%s)", o.Decision, o.Reason)
 }
 
-func outcomeOf(d *rules.Decision) Outcome {
+// OutcomeOf returns the short form of d.
+func OutcomeOf(d *rules.Decision) Outcome {
 	o := Outcome{Decision: audit.Deny, Reason: d.Reason}
 	if d.Allow {
 		o.Decision = audit.Allow
@@ -150,13 +151,13 @@ func Replay(ctx context.Context, s audit.Store, f audit.Filter, old, new *rules.
 		}
 		was := Outcome{Decision: r.Decision, Rule: r.Rule, Reason: rules.Reason(r.Reason)}
 		nd := new.Decide(req, now)
-		got := outcomeOf(&nd)
+		got := OutcomeOf(&nd)
 		if got == was {
 			rep.Unchanged++
 			return nil
 		}
 		cause := CauseChange
-		if od := old.Decide(req, now); outcomeOf(&od) != was {
+		if od := old.Decide(req, now); OutcomeOf(&od) != was {
 			cause = CauseBefore
 		}
 		k := key{principal: r.Principal, host: r.Host, port: r.Port, tls: req.SNI, method: r.Method,

@@ -116,3 +116,19 @@ func TestReplayTellsChangesFromEarlierDrift(t *testing.T) {
 		t.Errorf("window %s to %s", rep.From, rep.To)
 	}
 }
+
+func TestOutcomeOf(t *testing.T) {
+	rule := &rules.Rule{ID: "payments-stripe"}
+	for _, tc := range []struct {
+		d    rules.Decision
+		want Outcome
+	}{
+		{rules.Decision{Allow: true, Reason: rules.ReasonAllowed, Rule: rule}, Outcome{Decision: audit.Allow, Rule: "payments-stripe", Reason: rules.ReasonAllowed}},
+		{rules.Decision{Reason: rules.ReasonDeniedByRule, Rule: rule}, Outcome{Decision: audit.Deny, Rule: "payments-stripe", Reason: rules.ReasonDeniedByRule}},
+		{rules.Decision{Reason: rules.ReasonNoMatchingRule}, Outcome{Decision: audit.Deny, Reason: rules.ReasonNoMatchingRule}},
+	} {
+		if got := OutcomeOf(&tc.d); got != tc.want {
+			t.Errorf("OutcomeOf(%+v) = %+v, want %+v", tc.d, got, tc.want)
+		}
+	}
+}
