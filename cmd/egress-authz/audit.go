@@ -72,6 +72,7 @@ func (s *server) openAudit() (authz.Recorder, error) {
 					closeAll()
 					return nil, fmt.Errorf("--audit: open for queries: %w", err)
 				}
+				s.storeSink = sk.Name()
 			}
 			sink = sk
 		}
@@ -109,11 +110,24 @@ func (s *server) openStore(ctx context.Context, dsn string) (audit.Store, error)
 	return audit.OpenStore(ctx, dsn)
 }
 
+// storedHeads says how far this server's writer has stored its chain in
+// the queried store, for /v1/verify to notice a deleted tail.
+func (s *server) storedHeads() map[string]uint64 {
+	if s.auditWriter == nil {
+		return nil
+	}
+	n, ok := s.auditWriter.Stored(s.storeSink)
+	if !ok {
+		return nil
+	}
+	return map[string]uint64{s.auditWriter.ID(): n}
+}
+
 func (s *server) adminExtras() map[string]http.Handler {
 	extras := map[string]http.Handler{"GET /v1/explain": admin.ExplainHandler(s.live.Table, time.Now)}
 	if s.store != nil {
 		extras["GET /v1/decisions"] = audit.Handler(s.store, time.Now)
-		extras["GET /v1/verify"] = admin.VerifyHandler(s.store, time.Now)
+		extras["GET /v1/verify"] = admin.VerifyHandler(s.store, s.storedHeads, time.Now)
 		extras["GET /ui/"] = admin.UIHandler()
 	}
 	return extras

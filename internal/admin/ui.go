@@ -56,12 +56,17 @@ const VerifyReuse = 5 * time.Second
 // log, so concurrent requests share one run, and its result answers the
 // requests of the next VerifyReuse too. A request that goes away does not
 // stop a run others may be waiting for. now is the clock.
-func VerifyHandler(s audit.Store, now func() time.Time) http.Handler {
-	return &verifier{store: s, now: now}
+//
+// heads, when not nil, says how far the running writer has stored each of
+// its chains in s, so that a deleted tail is reported too (see
+// audit.Verification.CheckHeads).
+func VerifyHandler(s audit.Store, heads func() map[string]uint64, now func() time.Time) http.Handler {
+	return &verifier{store: s, heads: heads, now: now}
 }
 
 type verifier struct {
 	store audit.Store
+	heads func() map[string]uint64
 	now   func() time.Time
 	runs  singleflight.Group
 
@@ -83,10 +88,15 @@ func (v *verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithoutCancel(r.Context())
 	ch := v.runs.DoChan("verify", func() (any, error) {
+		var heads map[string]uint64
+		if v.heads != nil {
+			heads = v.heads() // before the scan: heads only grow
+		}
 		ver, err := audit.Verify(ctx, v.store)
 		if err != nil {
 			return nil, err
 		}
+		ver.CheckHeads(heads)
 		rep := NewVerifyReport(ver)
 		v.mu.Lock()
 		v.last, v.at = &rep, v.now()

@@ -45,7 +45,7 @@ func TestVerifyHandlerSharesOneRun(t *testing.T) {
 	clock := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
 	advance := func(d time.Duration) { mu.Lock(); clock = clock.Add(d); mu.Unlock() }
-	srv := httptest.NewServer(VerifyHandler(st, now))
+	srv := httptest.NewServer(VerifyHandler(st, nil, now))
 	defer srv.Close()
 	get := func() VerifyReport {
 		t.Helper()

@@ -824,3 +824,41 @@ func TestRecoveryDropsEmptySegments(t *testing.T) {
 		t.Fatalf("%+v %v", v, err)
 	}
 }
+
+// TestCheckHeadsFindsADeletedTail: deleting the last records of a chain
+// leaves an internally consistent chain; only the writer's knowledge of
+// how far it stored shows the loss.
+func TestCheckHeadsFindsADeletedTail(t *testing.T) {
+	f := newFixture(t, Options{Linger: -1, SyncInterval: 10 * time.Millisecond})
+	for i := 1; i <= 10; i++ {
+		record(t, f.w, sample(i))
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if n, _ := f.w.Stored("sqlite"); n == 10 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sink did not store the records")
+		}
+	}
+	head, _ := f.w.Stored("sqlite")
+	heads := map[string]uint64{f.w.ID(): head}
+	tamper(t, f, "DELETE FROM decisions WHERE seq >= 9")
+	v, err := Verify(context.Background(), f.reader(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.OK() {
+		t.Fatalf("a deleted tail leaves an internally consistent chain; verify said %+v", v.Breaks)
+	}
+	v.CheckHeads(heads)
+	if v.OK() || v.Breaks[0].Seq != 9 || !strings.Contains(v.Breaks[0].Problem, "records 9..10 at the end") {
+		t.Fatalf("deleted tail not reported: %+v", v.Breaks)
+	}
+	tamper(t, f, "DELETE FROM decisions")
+	v, _ = Verify(context.Background(), f.reader(t))
+	v.CheckHeads(heads)
+	if v.OK() || !strings.Contains(v.Breaks[0].Problem, "whole chain") {
+		t.Fatalf("deleted chain not reported: %+v", v.Breaks)
+	}
+}

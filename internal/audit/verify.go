@@ -105,6 +105,27 @@ func Verify(ctx context.Context, s Store) (*Verification, error) {
 	return v, nil
 }
 
+// CheckHeads adds a break for each writer whose chain in the store ends
+// before heads says it must: records at its end, or the whole chain, were
+// deleted. The store alone cannot show that (the last record of a chain
+// has no successor to vouch for it); a running writer knows how far each
+// sink stored its chain. heads must be read before the store is scanned,
+// since they only grow.
+func (v *Verification) CheckHeads(heads map[string]uint64) {
+	for writer, head := range heads {
+		last := v.Writers[writer]
+		if head == 0 || last >= head {
+			continue
+		}
+		problem := fmt.Sprintf("records %d..%d at the end of the chain were deleted (the writer stored up to %d)", last+1, head, head)
+		if last == 0 {
+			problem = fmt.Sprintf("the whole chain (records 1..%d) was deleted", head)
+		}
+		v.Breaks = append(v.Breaks, Break{Writer: writer, Seq: last + 1, Problem: problem})
+	}
+	sort.Slice(v.Breaks, func(i, j int) bool { return v.Breaks[i].Writer < v.Breaks[j].Writer })
+}
+
 // OpenStore opens the Store a DSN names (for reading, or as a sink with
 // default options; the server opens PostgreSQL with OpenPostgres to set a
 // retention): "sqlite:PATH" (or a path ending in

@@ -431,6 +431,17 @@ func (w *Writer) minStored() uint64 {
 	return m
 }
 
+// Stored returns how far the sink named sink has stored this writer's
+// chain (a lower bound until the sink has reported its position).
+func (w *Writer) Stored(sink string) (uint64, bool) {
+	for _, r := range w.runners {
+		if r.sink.Name() == sink {
+			return r.stored.Load(), true
+		}
+	}
+	return 0, false
+}
+
 // Stats is a snapshot of the writer for metrics.
 type Stats struct {
 	Written   uint64           // last sequence number written to the log
