@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fsnotify/fsnotify"
@@ -48,14 +49,28 @@ type Reloader struct {
 	live *Live
 	opts ReloaderOptions
 
-	mu     sync.Mutex // serializes reloads and guards the fields below
-	status Status
-	// failing is set while status.LastError describes the files: the last
+	// mu serializes reloads and guards the fields below. Status does not
+	// take it: a reload of a large set holds it for a second or more, and
+	// /readyz, /v1/rules and the metrics must not wait for that.
+	mu      sync.Mutex
+	history history // the working copy; published to pub when it changes
+	// failing is set while history.lastError describes the files: the last
 	// attempt could not read them, or read an invalid set, whose version
 	// failedVersion then holds so that it is not parsed again ("" when the
 	// files could not be read).
 	failing       bool
 	failedVersion string
+
+	pub atomic.Pointer[history] // what Status reports; never nil
+}
+
+// history is the part of a Status that reloads make; the rest describes
+// the table the Live serves and is read from it.
+type history struct {
+	lastError   string
+	lastErrorAt time.Time
+	reloads     uint64
+	failures    uint64
 }
 
 // NewReloader returns a Reloader for live, which serves the set loaded from
@@ -71,28 +86,36 @@ func NewReloader(path string, live *Live, opts ReloaderOptions) *Reloader {
 		opts.Logger = slog.Default()
 	}
 	r := &Reloader{path: path, live: live, opts: opts}
-	r.status.Path = path
-	r.noteActive()
+	r.publish()
 	return r
 }
 
-func (r *Reloader) noteActive() {
-	t := r.live.Table()
-	gen, at := r.live.Generation()
-	r.status.Version = t.Version()
-	r.status.Generation = gen
-	r.status.LoadedAt = at
-	r.status.Rules = len(t.Set().Rules)
-	r.status.Files = t.Set().Files
+// publish makes the working history the one Status reports. r.mu must be
+// held (or r not yet shared).
+func (r *Reloader) publish() {
+	h := r.history
+	r.pub.Store(&h)
 }
 
-// Status returns the state of the served rule set.
+// Status returns the state of the served rule set. It never waits for a
+// reload in progress. What it says of the rule set is read from the Live in
+// one load, so it always describes the table being served.
 func (r *Reloader) Status() Status {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	s := r.status
-	s.NextExpiry = r.live.Table().NextExpiry(r.live.now())
-	return s
+	h := r.pub.Load()
+	g := r.live.cur.Load()
+	return Status{
+		Path:        r.path,
+		Version:     g.table.Version(),
+		Generation:  g.n,
+		LoadedAt:    g.loaded,
+		Rules:       len(g.table.Set().Rules),
+		Files:       g.table.Set().Files,
+		NextExpiry:  g.table.NextExpiry(r.live.now()),
+		LastError:   h.lastError,
+		LastErrorAt: h.lastErrorAt,
+		Reloads:     h.reloads,
+		Failures:    h.failures,
+	}
 }
 
 // Reload reads the rule files and, when they changed and are valid, swaps
@@ -114,7 +137,7 @@ func (r *Reloader) reload() (swapped, changed bool, err error) {
 	srcs, err := ReadSources(r.path)
 	version := ""
 	if err != nil {
-		if r.failing && r.failedVersion == "" && r.status.LastError == err.Error() {
+		if r.failing && r.failedVersion == "" && r.history.lastError == err.Error() {
 			// The same read error as last time (the files are still
 			// missing, say): already reported, counted and logged.
 			return false, false, err
@@ -128,7 +151,8 @@ func (r *Reloader) reload() (swapped, changed bool, err error) {
 			// The files are back to the set served, after an invalid set
 			// or a failed read: the error shown no longer describes them.
 			r.failing, r.failedVersion = false, ""
-			r.status.LastError, r.status.LastErrorAt = "", time.Time{}
+			r.history.lastError, r.history.lastErrorAt = "", time.Time{}
+			r.publish()
 			r.opts.Logger.Info("rule files match the served rule set again", "path", r.path, "version", version)
 			return false, true, nil
 		}
@@ -143,22 +167,26 @@ func (r *Reloader) reload() (swapped, changed bool, err error) {
 			t, err = Compile(set)
 		}
 	}
-	r.status.Reloads++
+	r.history.reloads++
 	if err != nil {
 		r.failing, r.failedVersion = true, version
-		r.status.Failures++
-		r.status.LastError = err.Error()
-		r.status.LastErrorAt = r.live.now()
+		r.history.failures++
+		r.history.lastError = err.Error()
+		r.history.lastErrorAt = r.live.now()
+		r.publish()
 		r.opts.Logger.Error("rule reload failed; still serving the last good rule set",
 			"path", r.path, "version", r.live.Table().Version(), "error", err.Error())
 		return false, true, err
 	}
-	r.live.Swap(t)
+	// Published before the swap: the error is out of date already, and a
+	// caller that sees the new table served must not see it.
 	r.failing, r.failedVersion = false, ""
-	r.status.LastError, r.status.LastErrorAt = "", time.Time{}
-	r.noteActive()
+	r.history.lastError, r.history.lastErrorAt = "", time.Time{}
+	r.publish()
+	r.live.Swap(t)
+	gen, _ := r.live.Generation()
 	r.opts.Logger.Info("rules reloaded", "path", r.path, "version", t.Version(),
-		"rules", len(t.Set().Rules), "generation", r.status.Generation)
+		"rules", len(t.Set().Rules), "generation", gen)
 	return true, true, nil
 }
 
