@@ -108,8 +108,9 @@ func (g *generation) retire() {
 }
 
 // cacheKey is a generation and the request's 64-bit hash: cheap to hash
-// and compare inside the LRU. The entry keeps the whole request, compared
-// on a hit, so two requests that share a hash never share a decision.
+// and compare inside the LRU. The entry keeps the whole request (its query cut
+// off, see Decide), compared on a hit, so two requests that share a hash
+// never share a decision.
 type cacheKey struct {
 	gen   uint64
 	epoch uint64
@@ -174,24 +175,41 @@ func (l *Live) Generation() (uint64, time.Time) {
 	return g.n, g.loaded
 }
 
+// maxCachedRequest is the most bytes of strings a request may carry, its
+// query and fragment cut off, to have its decision cached. Larger requests
+// are rare and decided afresh each time, so that the cache's memory stays
+// bounded whatever headers callers send.
+const maxCachedRequest = 1024
+
 // Decide decides req with the active table, from the cache when it can.
 func (l *Live) Decide(req Request) Decision {
 	g := l.cur.Load()
 	if l.shards == nil {
 		return g.table.Decide(req, l.now())
 	}
-	shard, key := l.slot(g, req)
-	if e, ok := shard.Get(key); ok && e.req == req && (e.until == 0 || !g.checkClock.Load() || l.now().UnixNano() < e.until) {
+	// The key is req with the path's query and fragment cut off: Table.Decide
+	// ignores them (NormalizePath drops them first), so the decision is the
+	// same, and requests that differ only there share one entry instead of
+	// each keeping its own copy of the query. Requests larger than
+	// maxCachedRequest even so are decided afresh.
+	key := req
+	key.Path = withoutQuery(req.Path)
+	if len(key.Principal)+len(key.Host)+len(key.Method)+len(key.Path) > maxCachedRequest {
+		return g.table.Decide(req, l.now())
+	}
+	shard, hash := l.slot(g, key)
+	if e, ok := shard.Get(hash); ok && e.req == key && (e.until == 0 || !g.checkClock.Load() || l.now().UnixNano() < e.until) {
 		e.d.Cached = true
 		return e.d
 	}
-	v, _, shared := l.flight.Do(flightKey(g.n, &req), func() (any, error) {
+	v, _, shared := l.flight.Do(flightKey(g.n, &key), func() (any, error) {
+		own := key.clone()
 		now := l.now()
-		e := cacheEntry{req: req, d: g.table.Decide(req, now)}
+		e := cacheEntry{req: own, d: g.table.Decide(own, now)}
 		if next := g.table.NextExpiry(now); !next.IsZero() {
 			e.until = next.UnixNano()
 		}
-		shard.Add(key, e)
+		shard.Add(hash, e)
 		return e, nil
 	})
 	e := v.(cacheEntry)
@@ -202,6 +220,39 @@ func (l *Live) Decide(req Request) Decision {
 		return g.table.Decide(req, l.now())
 	}
 	return e.d
+}
+
+// withoutQuery returns path up to its query or fragment.
+func withoutQuery(path string) string {
+	for i := 0; i < len(path); i++ {
+		if c := path[i]; c == '?' || c == '#' {
+			return path[:i]
+		}
+	}
+	return path
+}
+
+// clone returns req with its strings copied into one new allocation, so
+// that a cache entry, and the decision made from it, keep none of the
+// caller's memory (req.Path may be a slice of a far longer target).
+func (req Request) clone() Request {
+	var b strings.Builder
+	b.Grow(len(req.Principal) + len(req.Host) + len(req.Method) + len(req.Path))
+	b.WriteString(req.Principal)
+	b.WriteString(req.Host)
+	b.WriteString(req.Method)
+	b.WriteString(req.Path)
+	s := b.String()
+	cut := func(n int) string {
+		v := s[:n]
+		s = s[n:]
+		return v
+	}
+	req.Principal = cut(len(req.Principal))
+	req.Host = cut(len(req.Host))
+	req.Method = cut(len(req.Method))
+	req.Path = cut(len(req.Path))
+	return req
 }
 
 // slot is where req's decision of generation gen is cached.

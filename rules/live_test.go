@@ -3,10 +3,12 @@ package rules
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 )
@@ -545,5 +547,104 @@ func TestLiveRealClockExpiry(t *testing.T) {
 	g := l.cur.Load()
 	if g.epoch.Load() != 1 || g.checkClock.Load() {
 		t.Fatalf("after the expiry: epoch %d, checkClock %v; want 1, false (no expiry left)", g.epoch.Load(), g.checkClock.Load())
+	}
+}
+
+// TestLiveCacheIgnoresTheQuery: requests that differ only in their query or
+// fragment share one cache entry, which keeps no query; each is given the
+// decision the table makes for it.
+func TestLiveCacheIgnoresTheQuery(t *testing.T) {
+	tab := compileYAML(t, liveRules)
+	for _, tc := range []struct {
+		name  string
+		paths []string
+	}{
+		{"allowed", []string{"/v1/charges", "/v1/charges?a=1", "/v1/charges?a=2&b=%zz", "/v1/charges#frag", "/v1/charges?q#f", "/v1/charges?\x00"}},
+		{"allowed_after_normalization", []string{"//v1/x/../charges?a=1", "//v1/x/../charges?a=2", "//v1/x/../charges#?"}},
+		{"denied_by_rule", []string{"/admin/users?x=1", "/admin/users?x=2"}},
+		{"unsafe_path", []string{"/v1/a%2Fb?x=1", "/v1/a%2Fb?x=2"}},
+		{"no_path_before_the_query", []string{"?a=1", "?a=2", "#a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := NewLive(tab, LiveOptions{CacheSize: 100, Now: func() time.Time { return testNow }})
+			for i, p := range tc.paths {
+				req := httpReq(checkout, "GET", "api.stripe.com", p)
+				want := tab.Decide(req, testNow)
+				for range 2 {
+					if d := l.Decide(req); !sameDecision(d, want) {
+						t.Errorf("path %q: %s,\nwant the table's %s", p, fmtDecision(d), fmtDecision(want))
+					} else if i > 0 && !d.Cached {
+						t.Errorf("path %q: not served from the entry of %q", p, tc.paths[0])
+					}
+				}
+			}
+			if n := cacheLen(l); n != 1 {
+				t.Errorf("cache holds %d entries, want 1", n)
+			}
+			for _, e := range l.shards[0].Values() {
+				if strings.ContainsAny(e.req.Path, "?#") {
+					t.Errorf("cache entry keeps the path %q", e.req.Path)
+				}
+			}
+		})
+	}
+}
+
+// TestLiveCacheKeepsNoneOfTheCallersMemory: an entry's request and decision
+// are copies, not slices of the caller's strings, which may hold a long
+// query (or sit in a larger buffer) that the entry would keep alive.
+func TestLiveCacheKeepsNoneOfTheCallersMemory(t *testing.T) {
+	l := NewLive(compileYAML(t, liveRules), LiveOptions{CacheSize: 100})
+	req := httpReq(checkout, "POST", "api.stripe.com", "/v1/charges?"+strings.Repeat("q", 60<<10))
+	if d := l.Decide(req); !d.Allow {
+		t.Fatalf("%s, want an allow", fmtDecision(d))
+	}
+	inside := func(s, in string) bool {
+		if len(s) == 0 {
+			return false
+		}
+		p, lo := uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(unsafe.Pointer(unsafe.StringData(in)))
+		return lo <= p && p < lo+uintptr(len(in))
+	}
+	n := 0
+	for _, s := range l.shards {
+		for _, e := range s.Values() {
+			n++
+			for _, v := range []string{e.req.Principal, e.req.Host, e.req.Method, e.req.Path, e.d.Path, e.d.Host, e.d.Identity.Namespace} {
+				for _, in := range []string{req.Principal, req.Host, req.Method, req.Path} {
+					if inside(v, in) {
+						t.Errorf("cache entry string %q points into the caller's %.20q...", v, in)
+					}
+				}
+			}
+		}
+	}
+	if n != 1 {
+		t.Errorf("cache holds %d entries, want 1", n)
+	}
+}
+
+// TestLiveDoesNotCacheLargeRequests: a request with more than
+// maxCachedRequest bytes of strings, its query aside, is decided afresh
+// each time and never kept.
+func TestLiveDoesNotCacheLargeRequests(t *testing.T) {
+	tab := compileYAML(t, liveRules)
+	l := NewLive(tab, LiveOptions{CacheSize: 100, Now: func() time.Time { return testNow }})
+	long := httpReq(checkout, "POST", "api.stripe.com", "/v1/"+strings.Repeat("a", maxCachedRequest))
+	for i := range 3 {
+		d := l.Decide(long)
+		if d.Cached || !sameDecision(d, tab.Decide(long, testNow)) {
+			t.Errorf("decision %d: %s, cached %v; want the table's, not cached", i+1, fmtDecision(d), d.Cached)
+		}
+	}
+	if n := cacheLen(l); n != 0 {
+		t.Errorf("cache holds %d entries, want none", n)
+	}
+	// At the limit, it is cached.
+	req := httpReq(checkout, "POST", "api.stripe.com", "/v1/")
+	req.Path += strings.Repeat("a", maxCachedRequest-len(req.Principal)-len(req.Host)-len(req.Method)-len(req.Path))
+	l.Decide(req)
+	if d := l.Decide(req); !d.Cached {
+		t.Errorf("a request of exactly %d bytes is not cached", maxCachedRequest)
 	}
 }
