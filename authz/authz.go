@@ -82,7 +82,7 @@ type Server struct {
 	// once rather than allocated per call.
 	info grpc.UnaryServerInfo
 
-	templates atomic.Pointer[templates] // encoded allow responses of the current rule-set version
+	templates atomic.Pointer[templateSets] // encoded allow responses of the current and previous rule-set versions
 }
 
 // NewServer returns a Server deciding with d.

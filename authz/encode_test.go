@@ -2,6 +2,8 @@ package authz
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -93,4 +95,57 @@ func compileTable(t *testing.T, name, yaml string) *rules.Table {
 		t.Fatal(err)
 	}
 	return table
+}
+
+// TestAllowTemplatesDuringAReload: while decisions of the old and the new
+// rule-set version are both in flight, each keeps finding its own
+// templates, and concurrent callers share one template per rule.
+func TestAllowTemplatesDuringAReload(t *testing.T) {
+	s := NewServer(rules.NewLive(compileTable(t, "r.yaml", "apiVersion: egress-authz/v1\nkind: RuleSet\ntrustDomains: [cluster.local]\nrules: []\n"), rules.LiveOptions{}), Options{})
+	rule := &rules.Rule{ID: "r", Action: rules.Allow}
+	decision := func(version string) *rules.Decision {
+		return &rules.Decision{Allow: true, Reason: rules.ReasonAllowed, Rule: rule, Version: version}
+	}
+	old := s.allowTemplate(decision("v1"), false)
+	var cur *template
+	for i := range 4 {
+		if got := s.allowTemplate(decision("v2"), false); cur == nil {
+			cur = got
+		} else if got != cur {
+			t.Errorf("round %d: the new version's template was made again", i)
+		}
+		if got := s.allowTemplate(decision("v1"), false); got != old {
+			t.Errorf("round %d: the old version's template was made again", i)
+		}
+	}
+
+	// A third version: the oldest set is released, the previous one kept.
+	third := s.allowTemplate(decision("v3"), false)
+	if got := s.allowTemplate(decision("v2"), false); got != cur {
+		t.Errorf("after v3: the v2 template was made again")
+	}
+	if got := s.allowTemplate(decision("v3"), false); got != third {
+		t.Errorf("after v3: the v3 template was made again")
+	}
+
+	const callers = 32
+	for round := range 20 {
+		version := fmt.Sprintf("c%d", round)
+		var wg sync.WaitGroup
+		got := make([]*template, callers)
+		start := make(chan struct{})
+		for i := range callers {
+			wg.Go(func() {
+				<-start
+				got[i] = s.allowTemplate(decision(version), i%2 == 0)
+			})
+		}
+		close(start)
+		wg.Wait()
+		for i := range got {
+			if want := s.allowTemplate(decision(version), i%2 == 0); got[i] != want {
+				t.Fatalf("version %s: caller %d got a template that was lost", version, i)
+			}
+		}
+	}
 }

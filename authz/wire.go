@@ -58,19 +58,43 @@ type templateKey struct {
 	sni  bool
 }
 
-// templates holds the templates of one rule-set version; a new version
-// starts a new set, so those of replaced rule sets are released.
+// templates holds the templates of one rule-set version.
 type templates struct {
 	version string
 	m       sync.Map // templateKey -> *template
 }
 
-func (s *Server) allowTemplate(d *rules.Decision, sni bool) *template {
-	ts := s.templates.Load()
-	if ts == nil || ts.version != d.Version {
-		ts = &templates{version: d.Version}
-		s.templates.Store(ts)
+// templateSets are the template sets of the current rule-set version and
+// of the one before it. During a reload, decisions of both versions are in
+// flight at once: keeping the previous set lets each find its templates
+// instead of replacing the shared set in turn. Older sets are released.
+type templateSets struct{ cur, prev *templates }
+
+// templatesFor returns the template set of version, starting one if it
+// has none.
+func (s *Server) templatesFor(version string) *templates {
+	for {
+		old := s.templates.Load()
+		next := &templateSets{cur: &templates{version: version}}
+		if old != nil {
+			if old.cur.version == version {
+				return old.cur
+			}
+			if old.prev != nil && old.prev.version == version {
+				return old.prev
+			}
+			next.prev = old.cur
+		}
+		// Only swapped in over the sets looked at: when another call got
+		// there first, look again rather than drop the set it made.
+		if s.templates.CompareAndSwap(old, next) {
+			return next.cur
+		}
 	}
+}
+
+func (s *Server) allowTemplate(d *rules.Decision, sni bool) *template {
+	ts := s.templatesFor(d.Version)
 	key := templateKey{rule: d.Rule, sni: sni}
 	if t, ok := ts.m.Load(key); ok {
 		return t.(*template)
