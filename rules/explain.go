@@ -67,18 +67,11 @@ func (t *Table) Explain(req Request, now time.Time) Explanation {
 	// The rules the host index offers for this host are exactly those
 	// whose hosts match it, as in Decide.
 	hostOK := make([]bool, len(t.rules))
-	mark := func(idxs []int32) {
+	t.candidates(d.Host, func(idxs []int32) {
 		for _, i := range idxs {
 			hostOK[i] = true
 		}
-	}
-	mark(t.exact[d.Host])
-	for i := 0; i < len(d.Host); i++ {
-		if d.Host[i] == '.' {
-			mark(t.suffix[d.Host[i:]])
-		}
-	}
-	mark(t.anyHost)
+	})
 
 	u := now.Unix()
 	e.Rules = make([]RuleCheck, len(t.rules))

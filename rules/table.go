@@ -248,13 +248,7 @@ func (t *Table) Decide(req Request, now time.Time) Decision {
 		d.Path = path
 	}
 	m := matcher{t: t, req: &req, d: &d, now: now.Unix(), deny: -1, allow: -1}
-	m.scan(t.exact[host])
-	for i := 0; i < len(host); i++ {
-		if host[i] == '.' {
-			m.scan(t.suffix[host[i:]])
-		}
-	}
-	m.scan(t.anyHost)
+	t.candidates(host, m.scan)
 	switch {
 	case m.deny >= 0:
 		d.Reason, d.Rule = ReasonDeniedByRule, t.rules[m.deny].rule
@@ -267,6 +261,21 @@ func (t *Table) Decide(req Request, now time.Time) Decision {
 		slices.SortFunc(d.DryRun, func(a, b Outcome) int { return a.index - b.index })
 	}
 	return d
+}
+
+// candidates calls fn with each list of rules, by index, that the host
+// index offers for host: those naming it exactly, those whose "*.x"
+// patterns match it (one list per parent domain), and those that match any
+// host. Together they are exactly the rules whose hosts match host, each
+// offered at least once. Decide and Explain both take their rules from it.
+func (t *Table) candidates(host string, fn func(idxs []int32)) {
+	fn(t.exact[host])
+	for i := 0; i < len(host); i++ {
+		if host[i] == '.' {
+			fn(t.suffix[host[i:]])
+		}
+	}
+	fn(t.anyHost)
 }
 
 type matcher struct {
@@ -330,9 +339,11 @@ func (c *compiled) matches(req *Request, d *Decision, now int64) bool {
 }
 
 // mismatch returns the first field of the rule that req does not match, or
-// fieldNone. Decide and Explain both judge a rule with it and with the
-// per-field checks it calls, so an explanation can never disagree with a
-// decision.
+// fieldNone; Decide judges a rule with it. Explain lists every field a rule
+// fails with misses, which calls the same per-field checks (liveAt, tlsOK,
+// portOK...), and takes the rules whose host matches from candidates as
+// Decide does, so an explanation cannot disagree with a decision on
+// whether a rule matched.
 func (c *compiled) mismatch(req *Request, d *Decision, now int64) field {
 	switch {
 	case !c.liveAt(now):

@@ -1552,3 +1552,45 @@ func TestDecideUntrustedDomainRecordsNoNamespace(t *testing.T) {
 		t.Fatalf("decision %+v: want untrusted-trust-domain with the trust domain only", d)
 	}
 }
+
+// TestTableCandidates: the host index offers for a host exactly the rules
+// whose hosts match it, which Decide and Explain both rely on.
+func TestTableCandidates(t *testing.T) {
+	tab := compileRules(t,
+		`- {id: exact, action: allow, to: {hosts: [api.stripe.com]}}`,
+		`- {id: wildcard, action: allow, to: {hosts: ["*.stripe.com"]}}`,
+		`- {id: deep-wildcard, action: allow, to: {hosts: ["*.b.stripe.com"]}}`,
+		`- {id: star, action: allow, to: {hosts: ["*"]}}`,
+		`- {id: no-hosts, action: allow, to: {ports: [443]}}`,
+		`- {id: both, action: allow, to: {hosts: [api.stripe.com, "*.stripe.com", stripe.com]}}`,
+		`- {id: other, action: allow, to: {hosts: [api.example.com]}}`,
+	)
+	for _, tc := range []struct {
+		host string
+		want []string
+	}{
+		{"api.stripe.com", []string{"exact", "wildcard", "star", "no-hosts", "both"}},
+		{"stripe.com", []string{"star", "no-hosts", "both"}},
+		{"a.b.stripe.com", []string{"wildcard", "deep-wildcard", "star", "no-hosts", "both"}},
+		{"api.example.com", []string{"star", "no-hosts", "other"}},
+		{"example.org", []string{"star", "no-hosts"}},
+	} {
+		t.Run(tc.host, func(t *testing.T) {
+			offered := map[int32]bool{}
+			tab.candidates(tc.host, func(idxs []int32) {
+				for _, i := range idxs {
+					offered[i] = true
+				}
+			})
+			var got []string
+			for i, c := range tab.rules {
+				if offered[int32(i)] {
+					got = append(got, c.rule.ID)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("rules offered for %s: %v, want %v", tc.host, got, tc.want)
+			}
+		})
+	}
+}
