@@ -184,7 +184,7 @@ func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid str
 			ruleID = d.Rule.ID
 		}
 		span.SetAttributes(
-			attribute.String("egress_authz.decision", decisionWord(d.Allow)),
+			attribute.String("egress_authz.decision", rules.DecisionWord(d.Allow)),
 			attribute.String("egress_authz.reason", string(d.Reason)),
 			attribute.String("egress_authz.rule", ruleID),
 			attribute.String("egress_authz.host", d.Host),
@@ -233,7 +233,7 @@ func (s *Server) records(start time.Time, req rules.Request, m meta, d *rules.De
 		Port:           port,
 		Method:         req.Method,
 		Path:           path,
-		Decision:       decisionWord(d.Allow),
+		Decision:       rules.DecisionWord(d.Allow),
 		Enforced:       true,
 		RuleSet:        d.Version,
 		Reason:         string(d.Reason),
@@ -246,7 +246,7 @@ func (s *Server) records(start time.Time, req rules.Request, m meta, d *rules.De
 	for _, o := range d.DryRun {
 		dr := rec
 		dr.Enforced = false
-		dr.Decision = decisionWord(o.Allow)
+		dr.Decision = rules.DecisionWord(o.Allow)
 		dr.Reason = "dry-run"
 		setRule(&dr, o.Rule)
 		recs = append(recs, dr)
@@ -260,11 +260,4 @@ func setRule(rec *audit.Record, r *rules.Rule) {
 		return
 	}
 	rec.Rule, rec.Owner, rec.Ticket = r.ID, r.Owner, r.Ticket
-}
-
-func decisionWord(allow bool) string {
-	if allow {
-		return audit.Allow
-	}
-	return audit.Deny
 }

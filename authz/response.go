@@ -33,7 +33,7 @@ func metadataFields(d *rules.Decision, requestID string) map[string]*structpb.Va
 		ruleID = d.Rule.ID
 	}
 	m := map[string]*structpb.Value{
-		"decision": structpb.NewStringValue(decisionWord(d.Allow)),
+		"decision": structpb.NewStringValue(rules.DecisionWord(d.Allow)),
 		"rule":     structpb.NewStringValue(ruleID),
 		"ruleset":  structpb.NewStringValue(d.Version),
 		"reason":   structpb.NewStringValue(string(d.Reason)),

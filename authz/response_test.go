@@ -39,7 +39,7 @@ func TestResponse(t *testing.T) {
 				t.Errorf("code %v, want %v", got, tc.wantCode)
 			}
 			md := resp.GetDynamicMetadata().GetFields()
-			wantMD := map[string]string{"decision": decisionWord(tc.d.Allow), "rule": tc.wantRule, "ruleset": "v1", "reason": string(tc.d.Reason), "request_id": `req-"1"<`}
+			wantMD := map[string]string{"decision": rules.DecisionWord(tc.d.Allow), "rule": tc.wantRule, "ruleset": "v1", "reason": string(tc.d.Reason), "request_id": `req-"1"<`}
 			if len(md) != len(wantMD) {
 				t.Errorf("metadata %v, want %v", md, wantMD)
 			}

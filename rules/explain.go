@@ -232,14 +232,14 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 		DryRun   []jsonDryRun `json:"dry_run"`
 		Rules    []jsonRule   `json:"rules"`
 	}{
-		Decision: decisionWord(d.Allow), Reason: d.Reason, Summary: e.Summary, RuleSet: d.Version,
+		Decision: DecisionWord(d.Allow), Reason: d.Reason, Summary: e.Summary, RuleSet: d.Version,
 		Request: requestJSON(&e.Request, d), DryRun: []jsonDryRun{}, Rules: []jsonRule{},
 	}
 	if d.Rule != nil {
 		v.Rule = d.Rule.ID
 	}
 	for _, o := range d.DryRun {
-		v.DryRun = append(v.DryRun, jsonDryRun{Rule: o.Rule.ID, Decision: decisionWord(o.Allow)})
+		v.DryRun = append(v.DryRun, jsonDryRun{Rule: o.Rule.ID, Decision: DecisionWord(o.Allow)})
 	}
 	for _, rc := range e.Rules {
 		v.Rules = append(v.Rules, jsonRule{ID: rc.Rule.ID, Pos: rc.Rule.Pos.String(), Action: rc.Rule.Action,
@@ -278,7 +278,9 @@ func requestJSON(req *Request, d *Decision) jsonRequest {
 	return j
 }
 
-func decisionWord(allow bool) string {
+// DecisionWord is how decision records, responses and explanations write
+// a decision or a dry-run outcome: "allow" or "deny".
+func DecisionWord(allow bool) string {
 	if allow {
 		return string(Allow)
 	}

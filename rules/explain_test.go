@@ -113,7 +113,7 @@ func TestExplain(t *testing.T) {
 			}
 			e := tab.Explain(tc.req, at)
 			d := tab.Decide(tc.req, at)
-			if got := decisionWord(e.Decision.Allow); got != tc.decision || ruleID(e.Decision) != tc.rule {
+			if got := DecisionWord(e.Decision.Allow); got != tc.decision || ruleID(e.Decision) != tc.rule {
 				t.Fatalf("decision %s by %q, want %s by %q", got, ruleID(e.Decision), tc.decision, tc.rule)
 			}
 			if e.Decision.Allow != d.Allow || e.Decision.Reason != d.Reason || ruleID(e.Decision) != ruleID(d) {
