@@ -227,8 +227,15 @@ loop:
 		case <-ctx.Done():
 			break loop
 		case <-hup:
+			// Reload logs a new failure itself; an unchanged invalid set
+			// is not reported again, so say here that it still stands.
 			if _, err := s.reloader.Reload(); err == nil {
-				s.log.Info("SIGHUP: rules checked", "version", s.live.Table().Version())
+				if st := s.reloader.Status(); st.LastError != "" {
+					s.log.Warn("SIGHUP: the rule files are still invalid; serving the last good set",
+						"version", st.Version, "error", st.LastError)
+				} else {
+					s.log.Info("SIGHUP: rules checked", "version", st.Version)
+				}
 			}
 		case err := <-errc:
 			runErr = err
