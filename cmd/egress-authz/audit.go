@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -180,11 +179,8 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	dryRun := fs.Bool("dry-run", false, "only dry-run rules' would-be outcomes")
 	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(audit.Formats, ", "))
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	f, err := audit.FilterFromQuery(func(k string) string {
 		if p, ok := params[k]; ok {
@@ -233,11 +229,8 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintln(stderr, "Usage: egress-authz audit verify [--audit DSN]\n\nChecks every writer's hash chain. Exit status 0 only if every chain is intact.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	st, err := openExistingStore(ctx, *dsn)
 	if err != nil {

@@ -61,11 +61,8 @@ func checkCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprintln(stderr, "Usage: egress-authz check --addr HOST:PORT --principal SPIFFE_ID [-X METHOD] URL\n       egress-authz check --addr HOST:PORT --principal SPIFFE_ID --sni HOST\n\nSends one real Check to a running server and prints decision, rule and reason.\nExit status: 0 allow, 3 deny, 1 error.\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	if *port == 0 || *port > 65535 {
 		fmt.Fprintf(stderr, "egress-authz check: --port %d: want 1..65535\n", *port)

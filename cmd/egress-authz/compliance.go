@@ -181,11 +181,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 1 || *casesPath == "" || !checkFormat("rules test", *format, stderr) {
 		fs.Usage()
@@ -369,11 +366,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	methodSet, portSet := false, false
 	fs.Visit(func(f *flag.Flag) {
@@ -540,11 +534,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 2 || !checkFormat("rules diff", *format, stderr) {
 		fs.Usage()
@@ -810,11 +801,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() != 0 || *from == "" || *namespace == "" || !checkFormat("rules suggest", *format, stderr) {
 		fs.Usage()

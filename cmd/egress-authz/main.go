@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -76,7 +77,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // parseArgs parses args with fs, letting flags follow positional arguments
 // ("explain URL -X POST"). Which flags take a value is read from fs
 // itself, so a bool flag never swallows the argument after it.
-func parseArgs(fs *flag.FlagSet, args []string) error {
+//
+// ok is false when the command must stop at once, with code: exit 0 after
+// -h (the flag set printed the usage), exit 2 for a bad flag (it printed
+// the error).
+func parseArgs(fs *flag.FlagSet, args []string) (code int, ok bool) {
 	var flags, pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -102,5 +107,12 @@ func parseArgs(fs *flag.FlagSet, args []string) error {
 			i++
 		}
 	}
-	return fs.Parse(append(append(flags, "--"), pos...))
+	switch err := fs.Parse(append(append(flags, "--"), pos...)); {
+	case err == nil:
+		return exitOK, true
+	case errors.Is(err, flag.ErrHelp):
+		return exitOK, false
+	default:
+		return exitUsage, false
+	}
 }

@@ -56,11 +56,8 @@ func lintCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "Usage: egress-authz rules lint [flags] PATH...\n\nValidates rule files or directories. Errors and warnings name file:line:col.\nExit status: 0 valid, 1 invalid (or warnings with --strict).\n\nFlags:")
 		fs.PrintDefaults()
 	}
-	if err := parseArgs(fs, args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
-		}
-		return exitUsage
+	if code, ok := parseArgs(fs, args); !ok {
+		return code
 	}
 	window, err := config.ParseDays(*warnExpiry)
 	if err != nil {
