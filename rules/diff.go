@@ -142,50 +142,11 @@ func Diff(old, new *Set, now time.Time) *SetDiff {
 		}
 	}
 
-	// Only rules that are not the same in both sets can change access: the
-	// others give the same access on both sides.
-	same := func(r *Rule, other map[string]*Rule) bool {
-		o, ok := other[r.ID]
-		return ok && len(ruleChanges(o, r)) == 0
-	}
-	oldIdx := accessIndex(old, now)
-	newIdx := accessIndex(new, now)
-	for _, r := range new.Rules {
-		if same(r, oldByID) {
-			continue
-		}
-		for _, a := range ruleAccess(r, new, now) {
-			idx := oldIdx.allows
-			if a.Action == Deny {
-				idx = oldIdx.denies
-			}
-			if !idx.covers(&a) {
-				if a.Action == Allow {
-					d.Gained = append(d.Gained, a)
-				} else {
-					d.Lost = append(d.Lost, a)
-				}
-			}
-		}
-	}
-	for _, r := range old.Rules {
-		if same(r, newByID) {
-			continue
-		}
-		for _, a := range ruleAccess(r, old, now) {
-			idx := newIdx.allows
-			if a.Action == Deny {
-				idx = newIdx.denies
-			}
-			if !idx.covers(&a) {
-				if a.Action == Allow {
-					d.Lost = append(d.Lost, a)
-				} else {
-					d.Gained = append(d.Gained, a)
-				}
-			}
-		}
-	}
+	// An allow of NEW that OLD does not cover is gained access, a deny is
+	// lost access; the other way round, an allow of OLD that NEW does not
+	// cover is lost and a deny gained.
+	uncovered(new, now, oldByID, accessIndex(old, now), &d.Gained, &d.Lost)
+	uncovered(old, now, newByID, accessIndex(new, now), &d.Lost, &d.Gained)
 	return d
 }
 
@@ -346,6 +307,28 @@ func canonicalHost(h string) string {
 		return n
 	}
 	return h
+}
+
+// uncovered appends the access of set's changed rules that the other set
+// (its rules by id, its access index) does not cover: allows to allows,
+// denies to denies.
+// Only changed rules can change access: a rule the same in both sets gives
+// the same access on both sides.
+func uncovered(set *Set, now time.Time, otherByID map[string]*Rule, other accessSets, allows, denies *[]Access) {
+	for _, r := range set.Rules {
+		if o, ok := otherByID[r.ID]; ok && len(ruleChanges(o, r)) == 0 {
+			continue
+		}
+		for _, a := range ruleAccess(r, set, now) {
+			idx, to := other.allows, allows
+			if a.Action == Deny {
+				idx, to = other.denies, denies
+			}
+			if !idx.covers(&a) {
+				*to = append(*to, a)
+			}
+		}
+	}
 }
 
 // accessList is a set's access of one kind, indexed by host pattern.
