@@ -6,7 +6,6 @@ import (
 
 	"errors"
 	"fmt"
-	_ "github.com/jackc/pgx/v5/stdlib"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
 )
 
 // fixture is a Writer feeding a real store: an SQLite file in a temp dir,
@@ -860,5 +861,31 @@ func TestCheckHeadsFindsADeletedTail(t *testing.T) {
 	v.CheckHeads(heads)
 	if v.OK() || !strings.Contains(v.Breaks[0].Problem, "whole chain") {
 		t.Fatalf("deleted chain not reported: %+v", v.Breaks)
+	}
+}
+
+// TestMigrationsRunOnceAndRefuseANewerSchema: reopening a log keeps its
+// records and schema; a log written by a newer build is refused rather
+// than written with an old understanding of its tables.
+func TestMigrationsRunOnceAndRefuseANewerSchema(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFixtureOn(t, kind, Options{})
+			record(t, f.w, sample(1))
+			f.drain(t)
+			if got := queryAll(t, f.reader(t), Filter{}); len(got) != 1 {
+				t.Fatalf("after reopening: %d records, want 1", len(got))
+			}
+			tamper(t, f, "UPDATE schema_version SET version = version + 1")
+			var err error
+			if kind == "postgres" {
+				_, err = OpenPostgres(context.Background(), f.dsn, PostgresOptions{})
+			} else {
+				_, err = OpenSQLite(context.Background(), f.dsn)
+			}
+			if err == nil || !strings.Contains(err.Error(), "newer than this build") {
+				t.Fatalf("opening a newer schema: %v", err)
+			}
+		})
 	}
 }

@@ -82,7 +82,9 @@ var pgMigrations = []string{
 
 var pgDialect = dialect{
 	placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
-	partitioned: true,
+	// One migrator at a time across replicas.
+	migrationLock: `SELECT pg_advisory_xact_lock(7263547812)`,
+	partitioned:   true,
 }
 
 // OpenPostgres connects to the PostgreSQL decision log at dsn and brings
@@ -97,43 +99,11 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 		p.now = time.Now
 	}
 	p.sqlStore = sqlStore{db: stdlib.OpenDBFromPool(pool), d: pgDialect}
-	if err := p.migrate(ctx); err != nil {
+	if err := p.migrate(ctx, pgMigrations); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("open postgres decision log: %w", err)
 	}
 	return p, nil
-}
-
-func (p *Postgres) migrate(ctx context.Context) error {
-	return pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		// One migrator at a time across replicas.
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7263547812)`); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)`); err != nil {
-			return err
-		}
-		var v int
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM schema_version`).Scan(&v); err != nil {
-			return err
-		}
-		if v > len(pgMigrations) {
-			return fmt.Errorf("schema version %d is newer than this build knows (%d)", v, len(pgMigrations))
-		}
-		for i := v; i < len(pgMigrations); i++ {
-			if _, err := tx.Exec(ctx, pgMigrations[i]); err != nil {
-				return fmt.Errorf("migration %d: %w", i+1, err)
-			}
-		}
-		if v < len(pgMigrations) {
-			if _, err := tx.Exec(ctx, `DELETE FROM schema_version`); err != nil {
-				return err
-			}
-			_, err := tx.Exec(ctx, `INSERT INTO schema_version (version) VALUES ($1)`, len(pgMigrations))
-			return err
-		}
-		return nil
-	})
 }
 
 // Name implements Sink.

@@ -19,8 +19,8 @@ type SQLite struct {
 	insert *sql.Stmt
 }
 
-// sqliteMigrations are applied in order; schema_version holds how many ran.
-// Never edit one that has shipped: append a new one.
+// sqliteMigrations are the SQLite schema, in the order sqlStore.migrate
+// applies them. Never edit one that has shipped: append a new one.
 var sqliteMigrations = []string{
 	`CREATE TABLE decisions (
 		writer          TEXT    NOT NULL,
@@ -84,7 +84,7 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	}
 	db.SetMaxOpenConns(4)
 	s := &SQLite{sqlStore: sqlStore{db: db, d: sqliteDialect}, path: path}
-	if err := s.migrate(ctx); err != nil {
+	if err := s.migrate(ctx, sqliteMigrations); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite decision log %s: %w", path, err)
 	}
@@ -93,38 +93,6 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 		return nil, fmt.Errorf("open sqlite decision log %s: %w", path, err)
 	}
 	return s, nil
-}
-
-func (s *SQLite) migrate(ctx context.Context) error {
-	tx, err := s.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
-		return err
-	}
-	var v int
-	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_version`).Scan(&v); err != nil {
-		return err
-	}
-	if v > len(sqliteMigrations) {
-		return fmt.Errorf("schema version %d is newer than this build knows (%d)", v, len(sqliteMigrations))
-	}
-	for i := v; i < len(sqliteMigrations); i++ {
-		if _, err := tx.ExecContext(ctx, sqliteMigrations[i]); err != nil {
-			return fmt.Errorf("migration %d: %w", i+1, err)
-		}
-	}
-	if v < len(sqliteMigrations) {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (?)`, len(sqliteMigrations)); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
 }
 
 // Name implements Sink.

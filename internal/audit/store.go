@@ -63,12 +63,56 @@ type dialect struct {
 	insert      string             // "INSERT INTO" or "INSERT OR IGNORE INTO"
 	onConflict  string             // "" or " ON CONFLICT DO NOTHING"
 	partitioned bool               // also filter on the ts partition key, for pruning
+	// migrationLock, when set, is run first in the migration transaction
+	// to serialize migrators (SQLite's immediate transactions already do).
+	migrationLock string
 }
 
 // sqlStore is the query side shared by the SQL stores.
 type sqlStore struct {
 	db *sql.DB
 	d  dialect
+}
+
+// migrate brings the schema up to date: schema_version holds how many of
+// migrations ran; the others run in order, in one transaction with the
+// version update, so a crash leaves the schema at a version it had.
+func (s *sqlStore) migrate(ctx context.Context, migrations []string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if s.d.migrationLock != "" {
+		if _, err := tx.ExecContext(ctx, s.d.migrationLock); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)`); err != nil {
+		return err
+	}
+	var v int
+	if err := tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM schema_version`).Scan(&v); err != nil {
+		return err
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("schema version %d is newer than this build knows (%d)", v, len(migrations))
+	}
+	if v == len(migrations) {
+		return nil
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM schema_version`); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO schema_version (version) VALUES (`+s.d.placeholder(1)+`)`, len(migrations)); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 // cursor encodes the position after the last record of a page.
