@@ -45,6 +45,14 @@ func (r *reloads) hook(err error) {
 	r.errs = append(r.errs, err)
 }
 
+// wait waits until OnReload has been called at least n times. The hook
+// runs after the Reloader publishes its status and swaps the table, so a
+// test that saw either must still wait for it.
+func (r *reloads) wait(t *testing.T, n int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d OnReload calls", n), func() bool { return len(r.get()) >= n })
+}
+
 func (r *reloads) get() []error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -302,6 +310,8 @@ func TestReloaderConfigMap(t *testing.T) {
 	cm.update(map[string]string{"rules.yaml": ruleSet("v4", "deny")})
 	waitDecided(t, live, "v4", "deny")
 	checkServing(t, live, r, rulesOnly)
+	hook.wait(t, len(steps)+2)
+	settle() // time for any extra call to show
 
 	var nils, errs int
 	for _, err := range hook.get() {
@@ -328,6 +338,7 @@ func TestReloaderInvalidSetKeepsTheLastGoodOne(t *testing.T) {
 
 	writeRenamed(t, path, invalidSet)
 	waitFor(t, "reload failure reported", func() bool { return r.Status().Failures == 1 })
+	hook.wait(t, 1)
 	st := r.Status()
 	if want := path + ":6:5: "; !strings.Contains(st.LastError, want) {
 		t.Errorf("LastError %q does not name %s", st.LastError, want)
