@@ -63,6 +63,38 @@ func TestMergeAddsRoundsAndRatioDivides(t *testing.T) {
 	}
 }
 
+// TestTableRows: a comparison prints the baseline, then the server with its
+// ratios and verdict; a single run prints one row and claims nothing.
+func TestTableRows(t *testing.T) {
+	res := func(target string, n int64) Result {
+		h := newHistogram()
+		for i := int64(0); i < n; i++ {
+			_ = h.RecordValue(int64(time.Millisecond))
+		}
+		return summarize(target, "closed", h, time.Second, n, 0, n)
+	}
+	var b strings.Builder
+	writeTable(&b, []Scenario{
+		{Name: "cmp", Baseline: res("noop", 100), Server: res("srv", 95), Ratio: Ratio{Throughput: 0.95, P99: 1, P999: 1}, Goal: "≥ 0.90×", Met: true},
+		{Name: "run", Server: res("127.0.0.1:9191", 50)},
+	})
+	rows := strings.Split(strings.TrimSpace(b.String()), "\n")[2:]
+	if len(rows) != 3 {
+		t.Fatalf("%d rows, want 3 (baseline, server, single run):\n%s", len(rows), b.String())
+	}
+	for i, want := range []string{"| cmp | noop | 100 |", "| cmp | srv | 95 |", "| run | 127.0.0.1:9191 | 50 |"} {
+		if !strings.HasPrefix(rows[i], want) {
+			t.Errorf("row %d = %q, want it to start %q", i, rows[i], want)
+		}
+	}
+	if !strings.Contains(rows[1], "0.95×, 1.00×, 1.00× | ≥ 0.90× | yes |") {
+		t.Errorf("server row %q lacks its ratios and verdict", rows[1])
+	}
+	if strings.Contains(rows[2], "×") || strings.Contains(rows[2], "no") {
+		t.Errorf("single-run row %q claims a ratio or a verdict", rows[2])
+	}
+}
+
 // TestOpenLoopMeasuresFromIntendedTime: a server that takes 20 ms for one
 // request in ten, at 200 requests per second, must show the queueing its
 // slowness causes in the latency of the requests behind it — measured from

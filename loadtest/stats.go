@@ -96,13 +96,18 @@ type Scenario struct {
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/1e6) }
 
 // writeTable prints scenarios as a Markdown table (also readable as text).
+// A scenario without a baseline (a single run) is one row, without ratio.
 func writeTable(w io.Writer, ss []Scenario) {
 	fmt.Fprintln(w, "| scenario | target | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | ratio (req/s, p99, p99.9) | goal | met |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
 	for _, s := range ss {
 		for i, r := range []Result{s.Baseline, s.Server} {
+			compared := s.Baseline.Target != ""
+			if i == 0 && !compared {
+				continue // a single run: nothing to compare with
+			}
 			rat, goal, met := "", "", ""
-			if i == 1 {
+			if i == 1 && compared {
 				rat = fmt.Sprintf("%.2f×, %.2f×, %.2f×", s.Ratio.Throughput, s.Ratio.P99, s.Ratio.P999)
 				goal = s.Goal
 				met = map[bool]string{true: "yes", false: "**no**"}[s.Met]
