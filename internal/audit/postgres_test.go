@@ -205,28 +205,16 @@ func TestPostgresOutage(t *testing.T) {
 }
 
 // BenchmarkPostgresWrite measures sustained inserts into PostgreSQL in the
-// batches the writer hands the sink.
+// batches the writer hands the sink, for the two key spreads of
+// BenchmarkSQLiteWrite.
 func BenchmarkPostgresWrite(b *testing.B) {
-	pg, err := OpenPostgres(context.Background(), newPostgresDB(b), PostgresOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pg.Close()
-	const batch = 2000
-	recs := make([]Record, batch)
-	seq := uint64(0)
-	b.ResetTimer()
-	start := time.Now()
-	for i := 0; i < b.N; i++ {
-		for j := range recs {
-			seq++
-			recs[j] = sample(int(seq))
-			recs[j].Time = time.Now()
-			recs[j].Writer, recs[j].Seq, recs[j].Hash = "bench", seq, "h"
-		}
-		if err := pg.Write(context.Background(), recs); err != nil {
+	open := func(b *testing.B) Sink {
+		pg, err := OpenPostgres(context.Background(), newPostgresDB(b), PostgresOptions{})
+		if err != nil {
 			b.Fatal(err)
 		}
+		return pg
 	}
-	b.ReportMetric(float64(b.N*batch)/time.Since(start).Seconds(), "records/s")
+	b.Run("few-keys", func(b *testing.B) { benchSinkWrite(b, open(b), 0, sample) })
+	b.Run("realistic", func(b *testing.B) { benchSinkWrite(b, open(b), 300_000, spread) })
 }
