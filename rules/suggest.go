@@ -131,6 +131,7 @@ func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
 		paths      []string
 		n          int
 		sni        bool
+		unnamable  string // a method seen that a methods list cannot name
 	}
 	var drafts []*draft
 	for _, principal := range sortedKeys(byCaller) {
@@ -158,6 +159,15 @@ func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
 			if !d.sni {
 				d.methods = sortedKeys(methods)
 				d.paths = collapsePaths(sortedKeys(paths), opts.MaxPaths)
+				// A method that is a token but not upper case ("post")
+				// reaches the server; only a rule without methods can
+				// allow it.
+				for _, m := range d.methods {
+					if checkMethod(m) != nil {
+						d.methods, d.unnamable = nil, m
+						break
+					}
+				}
 			}
 			drafts = append(drafts, d)
 		}
@@ -165,7 +175,7 @@ func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
 
 	// Callers with the same access share a rule.
 	key := func(d *draft) string {
-		return fmt.Sprint(d.hosts, d.ports, d.methods, d.paths, d.sni)
+		return fmt.Sprint(d.hosts, d.ports, d.methods, d.paths, d.sni, d.unnamable)
 	}
 	merged := map[string]*draft{}
 	var order []*draft
@@ -191,6 +201,8 @@ func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
 		r.Description = fmt.Sprintf("Suggested from %d recorded %s; review before merging", d.n, what)
 		if d.sni {
 			r.Description += " (TLS passthrough seen: no methods or paths, which such connections cannot match)"
+		} else if d.unnamable != "" {
+			r.Description += fmt.Sprintf(" (any method: the method %q was seen, and methods lists are upper case)", d.unnamable)
 		}
 		s.Set.Rules = append(s.Set.Rules, r)
 		s.Requests = append(s.Requests, d.n)

@@ -235,8 +235,12 @@ func TestSuggestAllowsWhatItWasMadeFrom(t *testing.T) {
 			for range 1 + rng.IntN(4) {
 				path += "/" + segs[rng.IntN(len(segs))]
 			}
+			method := []string{"GET", "POST", "PUT"}[rng.IntN(3)]
+			if rng.IntN(100) == 0 {
+				method = "post" // a token, so the server decides it, but no methods list names it
+			}
 			reqs = append(reqs, Request{Principal: p, Host: h, Port: []int{443, 80, 0}[rng.IntN(3)],
-				Method: []string{"GET", "POST", "PUT"}[rng.IntN(3)], Path: path})
+				Method: method, Path: path})
 		}
 		s := Suggest(reqs, SuggestOptions{Subdomains: 2 + round%3, MaxPaths: 1 + round%6})
 		checkSuggestion(t, s, reqs)
@@ -244,6 +248,31 @@ func TestSuggestAllowsWhatItWasMadeFrom(t *testing.T) {
 			return
 		}
 	}
+}
+
+// TestSuggestLowerCaseMethod: a method the server accepts but a rule's
+// methods list cannot name (lint wants upper case) leaves that rule's
+// methods open, and says why; other rules keep theirs.
+func TestSuggestLowerCaseMethod(t *testing.T) {
+	reqs := []Request{
+		payReq(checkout, "POST", "api.stripe.com", "/v1/charges"),
+		payReq(checkout, "post", "api.stripe.com", "/v1/charges"),
+		payReq(refunds, "POST", "api.stripe.com", "/v1/refunds"),
+	}
+	s := Suggest(reqs, SuggestOptions{})
+	if len(s.Set.Rules) != 2 {
+		t.Fatalf("%d rules, want 2:\n%s", len(s.Set.Rules), Marshal(s.Set))
+	}
+	for _, r := range s.Set.Rules {
+		open := r.Principals[0] == checkout
+		if open != (r.Methods == nil) {
+			t.Errorf("rule %s: methods %v", r.ID, r.Methods)
+		}
+		if open != strings.Contains(r.Description, `the method "post" was seen`) {
+			t.Errorf("rule %s: description %q", r.ID, r.Description)
+		}
+	}
+	checkSuggestion(t, s, reqs)
 }
 
 func TestMarshalRoundTrips(t *testing.T) {
