@@ -26,8 +26,9 @@ func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 			}
 		}
 		for _, p := range r.Principals {
-			id, err := ParsePrincipalTrustDomain(p)
-			if err == nil && !slices.Contains(set.TrustDomains, id) {
+			td, err := ParsePrincipalTrustDomain(p)
+			inSet := func(trusted string) bool { return globMatch(td, trusted) } // td may hold a '*'
+			if err == nil && !slices.ContainsFunc(set.TrustDomains, inSet) {
 				warn(r, "principal %q is outside trustDomains %v, so it never matches", p, set.TrustDomains)
 			}
 		}
