@@ -133,6 +133,11 @@ func FromArgs(fs *flag.FlagSet, args []string) (Config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if fs.NArg() > 0 {
+		// The flag package stops at the first argument that is not a
+		// flag: every flag after it would be dropped without a word.
+		return c, fmt.Errorf("unexpected argument %q: serve takes only flags", fs.Arg(0))
+	}
 	if *file == "" {
 		return c, c.Validate()
 	}

@@ -83,6 +83,7 @@ func TestInvalidSettingsNameTheFlag(t *testing.T) {
 		{[]string{"--rules", "r", "--plaintext", "--grpc-addr", "9191"}, "--grpc-addr"},
 		{[]string{"--rules", "r", "--plaintext", "--log-format", "xml"}, "--log-format"},
 		{[]string{"--rules", "r", "--plaintext", "--audit-retention", "soon"}, "duration"},
+		{[]string{"--rules", "r", "--plaintext", "stray", "--cache-size=-5"}, `unexpected argument "stray"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
