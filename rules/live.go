@@ -19,6 +19,10 @@ type LiveOptions struct {
 	CacheSize int
 	// Now is the clock used for rule expiry; nil means time.Now.
 	Now func() time.Time
+
+	// timers makes a Live with an injected clock watch it with timers, as
+	// it does time.Now (for tests of that watch).
+	timers bool
 }
 
 // Live is the active rule table, swapped atomically on reload, in front of
@@ -33,7 +37,7 @@ type LiveOptions struct {
 type Live struct {
 	cur       atomic.Pointer[generation]
 	now       func() time.Time
-	realClock bool // now is time.Now, so timers can stand in for clock reads
+	realClock bool // timers stand in for clock reads on cache hits (now is time.Now)
 	shards    []*lru.Cache[cacheKey, cacheEntry]
 	seed      maphash.Seed
 	flight    singleflight.Group
@@ -42,6 +46,12 @@ type Live struct {
 // expiryGuard is how long before a rule's expiry cache hits start reading
 // the clock.
 const expiryGuard = time.Second
+
+// clockRecheck is the longest a watch waits before reading the clock again.
+// Timers run on the monotonic clock, which a step of the wall clock (NTP)
+// or a suspended VM leaves behind: a rule expiry they jumped over is seen
+// within clockRecheck.
+const clockRecheck = time.Second
 
 // generation is one active table. Reading the clock on every cache hit
 // costs more than the rest of the hit on some machines, so with the real
@@ -58,6 +68,7 @@ type generation struct {
 	checkClock atomic.Bool
 	mu         sync.Mutex
 	timer      *time.Timer // nil when no expiry is ahead
+	awaiting   time.Time   // the expiry the timer watches for; zero if none
 	retired    bool
 }
 
@@ -69,25 +80,27 @@ func (l *Live) watch(g *generation) {
 	if g.retired {
 		return
 	}
-	now := time.Now()
+	now := l.now()
+	if !g.awaiting.IsZero() && !now.Before(g.awaiting) {
+		// The expiry watched for has passed, on time or jumped over by
+		// the wall clock: retire the decisions made before it.
+		g.epoch.Add(1)
+	}
 	next := g.table.NextExpiry(now)
+	g.awaiting = next
 	if next.IsZero() {
 		g.checkClock.Store(false)
 		return
 	}
-	wait := next.Sub(now) - expiryGuard
-	if wait <= 0 {
-		// Inside the guard: check the clock until just after the expiry,
-		// then retire the decisions made before it.
+	left := next.Sub(now)
+	if left <= expiryGuard {
+		// Inside the guard: check the clock until just after the expiry.
 		g.checkClock.Store(true)
-		g.timer = time.AfterFunc(next.Sub(now)+time.Millisecond, func() {
-			g.epoch.Add(1)
-			l.watch(g)
-		})
+		g.timer = time.AfterFunc(left+time.Millisecond, func() { l.watch(g) })
 		return
 	}
 	g.checkClock.Store(false)
-	g.timer = time.AfterFunc(wait, func() { l.watch(g) })
+	g.timer = time.AfterFunc(min(left-expiryGuard, clockRecheck), func() { l.watch(g) })
 }
 
 func (l *Live) activate(g *generation) {
@@ -131,6 +144,7 @@ func NewLive(t *Table, opts LiveOptions) *Live {
 	if l.now == nil {
 		l.now, l.realClock = time.Now, true
 	}
+	l.realClock = l.realClock || opts.timers
 	if opts.CacheSize > 0 {
 		per := (opts.CacheSize + cacheShards - 1) / cacheShards
 		l.shards = make([]*lru.Cache[cacheKey, cacheEntry], cacheShards)

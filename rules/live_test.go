@@ -550,6 +550,63 @@ func TestLiveRealClockExpiry(t *testing.T) {
 	}
 }
 
+// TestLiveWallClockJumpsOverAnExpiry: the timers run on the monotonic
+// clock, so a wall clock that steps forward (NTP) or a VM that resumes from
+// suspension can leave a rule's expiry behind without its timer firing. The
+// watch reads the clock again within clockRecheck, sees the expiry passed,
+// and the cached allow is no longer served.
+func TestLiveWallClockJumpsOverAnExpiry(t *testing.T) {
+	var mu sync.Mutex
+	wall := time.Date(2026, 11, 22, 12, 0, 0, 0, time.UTC)
+	now := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return wall
+	}
+	expires := wall.Add(time.Hour)
+	set := &Set{Version: "v", TrustDomains: []string{"cluster.local"}, Rules: []*Rule{
+		{ID: "trial", Action: Allow, Mode: Enforce, Hosts: []string{"api.example.com"}, Expires: expires},
+		{ID: "later", Action: Allow, Mode: Enforce, Hosts: []string{"other.example.com"}, Expires: wall.Add(30 * 24 * time.Hour)},
+	}}
+	tab, err := Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := NewLive(tab, LiveOptions{CacheSize: 100, Now: now, timers: true})
+	defer l.cur.Load().retire()
+	req := Request{Principal: "spiffe://cluster.local/ns/a/sa/b", Host: "api.example.com", Port: 443, Method: "GET", Path: "/"}
+	if d := l.Decide(req); !d.Allow {
+		t.Fatalf("before the expiry: %+v", d)
+	}
+	if d := l.Decide(req); !d.Allow || !d.Cached {
+		t.Fatalf("the second call: %+v, want the cached allow", d)
+	}
+	if l.cur.Load().checkClock.Load() {
+		t.Fatal("an hour before the expiry, cache hits read the clock")
+	}
+
+	mu.Lock()
+	wall = expires.Add(2 * time.Hour) // a step forward, past the expiry
+	mu.Unlock()
+	deadline := time.Now().Add(clockRecheck + 2*time.Second)
+	for l.Decide(req).Allow {
+		if time.Now().After(deadline) {
+			t.Fatalf("the allow of the expired rule was still served %v after the clock stepped past its expiry", clockRecheck+2*time.Second)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if d := l.Decide(req); d.Allow || d.Reason != ReasonNoMatchingRule {
+		t.Fatalf("after the expiry: %+v, want no-matching-rule", d)
+	}
+	g := l.cur.Load()
+	g.mu.Lock()
+	awaiting := g.awaiting
+	g.mu.Unlock()
+	if g.epoch.Load() != 1 || !awaiting.Equal(set.Rules[1].Expires) {
+		t.Fatalf("epoch %d, awaiting %v; want 1 and the next expiry", g.epoch.Load(), awaiting)
+	}
+}
+
 // TestLiveCacheIgnoresTheQuery: requests that differ only in their query or
 // fragment share one cache entry, which keeps no query; each is given the
 // decision the table makes for it.
