@@ -381,10 +381,14 @@ func memoryCmd(args []string) error {
 	}
 	defer closeConn()
 	rng := rand.New(rand.NewPCG(7, 7))
-	// Fill the cache with distinct requests (each unique path is a key).
+	// Fill the cache with distinct requests (each unique path is a key),
+	// each sent twice: a decision is cached at its request's second miss.
 	for i := 0; i < *cache+*cache/10; i++ {
-		if _, err := send(context.Background(), w.Request(rng, 0.1, uint64(i+1)).msg); err != nil {
-			return err
+		req := w.Request(rng, 0.1, uint64(i+1)).msg
+		for range 2 {
+			if _, err := send(context.Background(), req); err != nil {
+				return err
+			}
 		}
 	}
 	rss, err := rssOf(srv.cmd.Process.Pid)

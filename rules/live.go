@@ -34,13 +34,45 @@ type LiveOptions struct {
 // older rule set can never be served; and an entry carries the instant of
 // the table's next rule expiry after it was made, past which it is not
 // served, so a decision never outlives the rule that made it.
+//
+// A decision is cached at its request's second miss, not its first (see
+// doorkeeper).
 type Live struct {
 	cur       atomic.Pointer[generation]
 	now       func() time.Time
 	realClock bool // timers stand in for clock reads on cache hits (now is time.Now)
 	shards    []*lru.Cache[cacheKey, cacheEntry]
+	door      doorkeeper
 	seed      maphash.Seed
 	flight    singleflight.Group
+}
+
+// doorkeeper remembers, in a fixed array of hashes, requests that missed
+// the cache once. Real traffic holds many requests seen once (an order id
+// in the path): cached at their first miss, they would push out decisions
+// that repeat, and each would cost a copy, an insert, an eviction, and
+// garbage-collector work for as long as it stays. A request is therefore
+// cached when it misses a second time. Two hashes that share a slot only
+// make one of them wait for a further miss; the array holds no pointers.
+type doorkeeper []atomic.Uint64
+
+func newDoorkeeper(cacheSize int) doorkeeper {
+	n := 1
+	for n < 2*cacheSize {
+		n <<= 1
+	}
+	return make(doorkeeper, n)
+}
+
+// admit reports whether h missed before, and otherwise remembers it.
+func (d doorkeeper) admit(h uint64) bool {
+	slot := &d[(h>>1)&uint64(len(d)-1)]
+	mark := h | 1 // never 0, the empty slot
+	if slot.Load() == mark {
+		return true
+	}
+	slot.Store(mark)
+	return false
 }
 
 // expiryGuard is how long before a rule's expiry cache hits start reading
@@ -151,6 +183,7 @@ func NewLive(t *Table, opts LiveOptions) *Live {
 		for i := range l.shards {
 			l.shards[i], _ = lru.New[cacheKey, cacheEntry](per)
 		}
+		l.door = newDoorkeeper(opts.CacheSize)
 	}
 	g := &generation{n: 1, table: t, loaded: l.now()}
 	l.activate(g)
@@ -217,12 +250,17 @@ func (l *Live) Decide(req Request) Decision {
 		return e.d
 	}
 	v, _, shared := l.flight.Do(flightKey(g.n, &key), func() (any, error) {
-		own := key.clone()
 		now := l.now()
-		e := cacheEntry{req: own, d: g.table.Decide(own, now)}
+		var e cacheEntry
 		if next := g.table.NextExpiry(now); !next.IsZero() {
 			e.until = next.UnixNano()
 		}
+		if !l.door.admit(hash.hash) {
+			e.d = g.table.Decide(key, now)
+			return e, nil
+		}
+		e.req = key.clone()
+		e.d = g.table.Decide(e.req, now)
 		shard.Add(hash, e)
 		return e, nil
 	})

@@ -21,6 +21,7 @@ func newLiveOneShard(t *Table, opts LiveOptions) *Live {
 	for i := range l.shards {
 		l.shards[i] = c
 	}
+	l.door = newDoorkeeper(opts.CacheSize)
 	return l
 }
 
@@ -67,7 +68,7 @@ func BenchmarkLiveDecide(b *testing.B) {
 	})
 	b.Run("cached_10k", func(b *testing.B) {
 		l := NewLive(tab, LiveOptions{CacheSize: cacheSize})
-		l.Decide(g.Allowed)
+		warm(l, g.Allowed)
 		if d := l.Decide(g.Allowed); !d.Cached || !d.Allow {
 			b.Fatalf("warmed request: cached %v, allow %v", d.Cached, d.Allow)
 		}
@@ -80,7 +81,7 @@ func BenchmarkLiveDecide(b *testing.B) {
 	b.Run("cached_pool_1k", func(b *testing.B) {
 		l := NewLive(tab, LiveOptions{CacheSize: cacheSize})
 		for _, r := range pool {
-			l.Decide(r)
+			warm(l, r)
 		}
 		b.ReportAllocs()
 		i := 0
@@ -99,7 +100,7 @@ func BenchmarkLiveDecide(b *testing.B) {
 		b.Run(v.name, func(b *testing.B) {
 			l := v.new(tab, LiveOptions{CacheSize: cacheSize})
 			for _, r := range pool {
-				l.Decide(r)
+				warm(l, r)
 			}
 			for _, r := range pool {
 				if d := l.Decide(r); !d.Cached || !d.Allow {

@@ -75,6 +75,35 @@ var liveRequests = []struct {
 	{"invalid_unsafe_path", httpReq(checkout, "GET", "api.stripe.com", "/v1/a%2Fb"), ReasonUnsafePath},
 }
 
+// warm decides req until its decision is cached: the doorkeeper caches a
+// request at its second miss.
+func warm(l *Live, req Request) {
+	l.Decide(req)
+	l.Decide(req)
+}
+
+// TestLiveDoorkeeper: a request is cached at its second miss, so requests
+// seen once (an id in the path) never enter the cache.
+func TestLiveDoorkeeper(t *testing.T) {
+	tab := compileRules(t, `- {id: r, action: allow, to: {hosts: [api.stripe.com], paths: ["/v1/charges/*"]}}`)
+	l := NewLive(tab, LiveOptions{CacheSize: 1000})
+	for i := range 500 {
+		if d := l.Decide(httpReq(checkout, "GET", "api.stripe.com", fmt.Sprintf("/v1/charges/ch_%d", i))); !d.Allow || d.Cached {
+			t.Fatalf("one-off request %d: %s, cached %v", i, fmtDecision(d), d.Cached)
+		}
+	}
+	if n := cacheLen(l); n != 0 {
+		t.Errorf("%d one-off requests left %d entries in the cache, want none", 500, n)
+	}
+	again := httpReq(checkout, "GET", "api.stripe.com", "/v1/charges/ch_7")
+	if d := l.Decide(again); d.Cached || cacheLen(l) != 1 {
+		t.Errorf("a request's second miss: cached %v, %d entries; want a miss that is cached", d.Cached, cacheLen(l))
+	}
+	if d := l.Decide(again); !d.Cached || !d.Allow {
+		t.Errorf("its third call: %s, cached %v; want the cached allow", fmtDecision(d), d.Cached)
+	}
+}
+
 func TestLiveCacheHit(t *testing.T) {
 	tab := compileYAML(t, liveRules)
 	l := NewLive(tab, LiveOptions{CacheSize: 100, Now: func() time.Time { return testNow }})
@@ -84,14 +113,19 @@ func TestLiveCacheHit(t *testing.T) {
 			if want.Reason != tc.reason {
 				t.Fatalf("the table decides %s, want reason %q", fmtDecision(want), tc.reason)
 			}
+			// The first miss is remembered, the second is cached (see
+			// doorkeeper), the others are hits.
 			first := l.Decide(tc.req)
 			if first.Cached {
 				t.Errorf("first decision is marked cached")
 			}
+			if d := l.Decide(tc.req); d.Cached || !sameDecision(d, want) {
+				t.Errorf("second decision %s, cached %v; want the table's, not cached", fmtDecision(d), d.Cached)
+			}
 			for i := range 3 {
 				d := l.Decide(tc.req)
 				if !d.Cached {
-					t.Errorf("decision %d after the first is not cached", i+2)
+					t.Errorf("decision %d after the second is not cached", i+3)
 				}
 				if !sameDecision(d, want) {
 					t.Errorf("cached decision %s,\nwant %s", fmtDecision(d), fmtDecision(want))
@@ -156,7 +190,7 @@ func TestLiveCacheKeyIsTheWholeRequest(t *testing.T) {
 			l := NewLive(tab, LiveOptions{CacheSize: 100})
 			other := base
 			tc.edit(&other)
-			l.Decide(base)
+			warm(l, base)
 			if d := l.Decide(base); !d.Cached || !d.Allow {
 				t.Fatalf("base request: cached %v, allow %v; want a cached allow", d.Cached, d.Allow)
 			}
@@ -174,7 +208,7 @@ func TestLiveSwapMakesCachedDecisionsUnreachable(t *testing.T) {
 	b := compileRules(t, `- {id: b-denies, action: deny, to: {hosts: [api.stripe.com]}}`)
 	req := httpReq(checkout, "GET", "api.stripe.com", "/")
 	l := NewLive(a, LiveOptions{CacheSize: 100})
-	l.Decide(req)
+	warm(l, req)
 	if d := l.Decide(req); !d.Cached || ruleID(d) != "a-allows" {
 		t.Fatalf("under a: %s, cached %v; want a-allows, cached", fmtDecision(d), d.Cached)
 	}
@@ -189,7 +223,8 @@ func TestLiveSwapMakesCachedDecisionsUnreachable(t *testing.T) {
 			t.Errorf("swap %d: Table/Version do not report the new table", i+1)
 		}
 		// Even a swap to the same table starts a new generation: nothing
-		// cached before it is served after it.
+		// cached before it is served after it. (The doorkeeper still knows
+		// the request, so its first miss caches the new decision.)
 		d := l.Decide(req)
 		if d.Cached || !sameDecision(d, next.Decide(req, time.Now())) {
 			t.Errorf("swap %d: first decision %s, cached %v; want the new table's, not cached", i+1, fmtDecision(d), d.Cached)
@@ -347,6 +382,10 @@ func TestLiveExpiryBoundary(t *testing.T) {
 		t.Run(fmt.Sprintf("cache_%d", size), func(t *testing.T) {
 			clock := newFakeClock(at(steps[0].now))
 			l := NewLive(tab, LiveOptions{CacheSize: size, Now: clock.Now})
+			// One miss each first: from now on the doorkeeper lets every
+			// miss of a and b into the cache.
+			l.Decide(a)
+			l.Decide(b)
 			for i, st := range steps {
 				now := at(st.now)
 				clock.Set(now)
@@ -431,6 +470,9 @@ func TestLiveCoalescesConcurrentMisses(t *testing.T) {
 		return testNow
 	}
 	l := NewLive(tab, LiveOptions{CacheSize: 100, Now: now})
+	for _, r := range reqs {
+		l.Decide(r) // the doorkeeper's first miss: the next is cached
+	}
 	counting.Store(true)
 
 	var ready, wg sync.WaitGroup
@@ -495,7 +537,7 @@ func TestLiveCacheIsBounded(t *testing.T) {
 	const size = 64
 	l := NewLive(compileYAML(t, liveRules), LiveOptions{CacheSize: size})
 	for i := range 2000 {
-		l.Decide(httpReq(checkout, "GET", "api.stripe.com", fmt.Sprintf("/v1/items/%d", i)))
+		warm(l, httpReq(checkout, "GET", "api.stripe.com", fmt.Sprintf("/v1/items/%d", i)))
 	}
 	// Each of the 16 shards holds size/16, rounded up.
 	if n := cacheLen(l); n > size || n == 0 {
@@ -575,11 +617,9 @@ func TestLiveWallClockJumpsOverAnExpiry(t *testing.T) {
 	l := NewLive(tab, LiveOptions{CacheSize: 100, Now: now, timers: true})
 	defer l.cur.Load().retire()
 	req := Request{Principal: "spiffe://cluster.local/ns/a/sa/b", Host: "api.example.com", Port: 443, Method: "GET", Path: "/"}
-	if d := l.Decide(req); !d.Allow {
-		t.Fatalf("before the expiry: %+v", d)
-	}
+	warm(l, req)
 	if d := l.Decide(req); !d.Allow || !d.Cached {
-		t.Fatalf("the second call: %+v, want the cached allow", d)
+		t.Fatalf("before the expiry: %+v, want the cached allow", d)
 	}
 	if l.cur.Load().checkClock.Load() {
 		t.Fatal("an hour before the expiry, cache hits read the clock")
@@ -653,6 +693,7 @@ func TestLiveCacheIgnoresTheQuery(t *testing.T) {
 func TestLiveCacheKeepsNoneOfTheCallersMemory(t *testing.T) {
 	l := NewLive(compileYAML(t, liveRules), LiveOptions{CacheSize: 100})
 	req := httpReq(checkout, "POST", "api.stripe.com", "/v1/charges?"+strings.Repeat("q", 60<<10))
+	l.Decide(req) // remembered by the doorkeeper; the next miss is cached
 	if d := l.Decide(req); !d.Allow {
 		t.Fatalf("%s, want an allow", fmtDecision(d))
 	}
@@ -700,7 +741,7 @@ func TestLiveDoesNotCacheLargeRequests(t *testing.T) {
 	// At the limit, it is cached.
 	req := httpReq(checkout, "POST", "api.stripe.com", "/v1/")
 	req.Path += strings.Repeat("a", maxCachedRequest-len(req.Principal)-len(req.Host)-len(req.Method)-len(req.Path))
-	l.Decide(req)
+	warm(l, req)
 	if d := l.Decide(req); !d.Cached {
 		t.Errorf("a request of exactly %d bytes is not cached", maxCachedRequest)
 	}

@@ -333,6 +333,7 @@ func TestReloaderInvalidSetKeepsTheLastGoodOne(t *testing.T) {
 	path := writeFile(t, t.TempDir(), "rules.yaml", ruleSet("v1", "allow"))
 	live, r, hook := newReloader(t, path, ReloaderOptions{})
 	run(t, r)
+	live.Decide(watchReq) // the doorkeeper's first miss: the next is cached
 	before := live.Decide(watchReq)
 	gen, at := live.Generation()
 

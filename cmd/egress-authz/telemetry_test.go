@@ -28,6 +28,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		principal, url, decision string
 	}{
 		{paymentsCaller, "https://api.example.com/v1/a", "allow"},                          // miss
+		{paymentsCaller, "https://api.example.com/v1/a", "allow"},                          // miss, now cached
 		{paymentsCaller, "https://api.example.com/v1/a", "allow"},                          // hit
 		{paymentsCaller, "https://api.example.com/v1/a", "allow"},                          // hit
 		{paymentsCaller, "https://evil.example.com/", "deny"},                              // denied by rule, miss
@@ -53,7 +54,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		series string
 		delta  float64
 	}{
-		{`egress_authz_decisions_total{decision="allow",reason="allowed-by-rule"}`, 3},
+		{`egress_authz_decisions_total{decision="allow",reason="allowed-by-rule"}`, 4},
 		{`egress_authz_decisions_total{decision="deny",reason="denied-by-rule"}`, 1},
 		{`egress_authz_decisions_total{decision="deny",reason="no-matching-rule"}`, 2},
 		{`egress_authz_decisions_total{decision="deny",reason="no-identity"}`, 1},
@@ -61,7 +62,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 		{`egress_authz_decisions_total{decision="deny",reason="invalid-request"}`, 0},
 		{`egress_authz_decisions_total{decision="deny",reason="audit-unavailable"}`, 0},
 		{`egress_authz_cache_requests_total{result="hit"}`, 2},
-		{`egress_authz_cache_requests_total{result="miss"}`, 6},
+		{`egress_authz_cache_requests_total{result="miss"}`, 7},
 		{`egress_authz_check_duration_seconds_count`, float64(len(checks))},
 		{`egress_authz_dry_run_outcomes_total{outcome="allow",rule="payments-trial"}`, 1},
 		// One record per enforced decision, plus one for the dry-run outcome.
