@@ -277,9 +277,30 @@ func (w *Writer) recover() error {
 			return err
 		}
 	}
+	// What recovery read may be in the page cache only, if the process
+	// died before its last fsync: make it durable before any sink sees
+	// it, or a power loss now could leave a sink ahead of the log.
+	for _, first := range w.segs {
+		if err := syncFile(filepath.Join(w.opts.Dir, segmentName(first))); err != nil {
+			return fmt.Errorf("audit: fsync the write-ahead log: %w", err)
+		}
+	}
+	if err := syncFile(w.opts.Dir); err != nil {
+		return fmt.Errorf("audit: fsync the write-ahead log directory: %w", err)
+	}
 	w.written.Store(w.seq)
-	w.synced.Store(w.seq) // what recovery read is what the disk holds
+	w.synced.Store(w.seq)
 	return nil
+}
+
+// syncFile fsyncs the file or directory at path.
+func syncFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // rotate starts a new head segment for the records after w.seq. The old
@@ -364,6 +385,11 @@ func (w *Writer) appendLocked(recs []Record) error {
 		seq++
 		r.Writer, r.Seq, r.PrevHash = w.id, seq, prev
 		payload := appendCanonical(scratch[:0], r)
+		if len(payload) > maxFrame {
+			// The reader would take such a frame for a torn one: refuse the
+			// record (its Check is denied) rather than write it.
+			return fmt.Errorf("%w: a record of %d bytes is over the write-ahead log's limit of %d", ErrUnavailable, len(payload), maxFrame)
+		}
 		sum := sha256.Sum256(payload)
 		r.Hash = hex.EncodeToString(sum[:])
 		prev = r.Hash
@@ -552,9 +578,10 @@ type runner struct {
 
 	strings interner // shared strings of decoded records
 
-	f      *os.File
-	fr     *frameReader
-	segEnd uint64 // first sequence number after the open segment (0: unknown, the head)
+	f        *os.File
+	fr       *frameReader
+	segFirst uint64 // first sequence number of the open segment
+	segEnd   uint64 // first sequence number after the open segment (0: unknown, the head)
 }
 
 func (r *runner) run() {
@@ -630,7 +657,8 @@ func (r *runner) run() {
 		}
 		var err error
 		batch, err = r.read(batch[:0], target)
-		if err != nil {
+		if err != nil && len(batch) == 0 { // else store what was read first
+			r.failing.Store(true)
 			log.Error("decision-log sink cannot read the write-ahead log", "error", err.Error())
 			if !backoff.wait(r.stop) {
 				return
@@ -679,9 +707,17 @@ func (r *runner) read(batch []Record, target uint64) ([]Record, error) {
 		p, err := r.fr.next()
 		if err == io.EOF || err == errTorn {
 			// The segment ended: the next record is in the next one.
+			was, at := r.segFirst, r.fr.off
 			r.closeSegment()
 			if err := r.openAt(next); err != nil {
 				return batch, err
+			}
+			if r.segFirst == was {
+				// Record next belongs in the segment just read, which
+				// cannot be read past offset at: reading it again would
+				// only meet the same frame.
+				return batch, fmt.Errorf("write-ahead log segment %s is unreadable at offset %d, where record %d should be",
+					segmentName(was), at, next)
 			}
 			if p, err = r.fr.next(); err != nil {
 				return batch, fmt.Errorf("record %d missing from the write-ahead log: %v", next, err)
@@ -726,7 +762,7 @@ func (r *runner) openAt(seq uint64) error {
 	if err != nil {
 		return err
 	}
-	r.f, r.fr, r.segEnd = f, &frameReader{r: bufio.NewReaderSize(f, 1<<16)}, 0
+	r.f, r.fr, r.segFirst, r.segEnd = f, &frameReader{r: bufio.NewReaderSize(f, 1<<16)}, segs[idx], 0
 	if idx+1 < len(segs) {
 		r.segEnd = segs[idx+1]
 	}

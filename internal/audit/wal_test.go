@@ -1,0 +1,111 @@
+package audit
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCorruptFrameStopsTheSinkVisibly: a frame inside a segment that
+// cannot be read (disk corruption) must not send the sink's reader round
+// in circles: the records before it are stored, the sink is reported
+// failing, and Close gives up at its deadline instead of hanging.
+func TestCorruptFrameStopsTheSinkVisibly(t *testing.T) {
+	dir := t.TempDir()
+	dbPath, walDir := filepath.Join(dir, "d.db"), filepath.Join(dir, "wal")
+	st, err := OpenSQLite(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flaky{Sink: st}
+	fl.fails.Store(1 << 30) // the first run stores nothing
+	w, err := Open(Options{Dir: walDir, SegmentRecords: 10}, fl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		record(t, w, sample(i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	_ = w.Close(ctx)
+	cancel()
+
+	// Flip a byte inside record 5's payload, in the first (sealed) segment.
+	seg := filepath.Join(walDir, segmentName(1))
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := os.Open(seg)
+	fr := &frameReader{r: bufio.NewReader(f)}
+	for range 4 {
+		if _, err := fr.next(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	b[fr.off+frameHeader+3] ^= 0xff
+	if err := os.WriteFile(seg, b, 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	st2, err := OpenSQLite(context.Background(), dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := Open(Options{Dir: walDir, SegmentRecords: 10}, st2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the sink reported failing", func() bool { return w2.Stats().Failing["sqlite"] })
+	if stored, _ := w2.Stored("sqlite"); stored != 4 {
+		t.Errorf("the sink stored up to record %d, want 4 (the records before the corrupt one)", stored)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	start := time.Now()
+	err = w2.Close(ctx)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("Close took %v with a 1 s deadline", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "26 records not yet in sink sqlite") {
+		t.Errorf("Close: %v, want the 26 records the sink could not get", err)
+	}
+}
+
+// TestRecordOverTheFrameLimitIsRefused: a record whose encoding the reader
+// would take for a torn frame is refused (its Check is denied), and the
+// chain goes on without a gap.
+func TestRecordOverTheFrameLimitIsRefused(t *testing.T) {
+	f := newFixture(t, Options{})
+	record(t, f.w, sample(1))
+	big := sample(2)
+	big.Path = "/" + strings.Repeat("a", maxFrame)
+	err := f.w.Record(context.Background(), []Record{big})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Record of a %d-byte path: %v, want ErrUnavailable", len(big.Path), err)
+	}
+	record(t, f.w, sample(3))
+	f.drain(t)
+	v, err := Verify(context.Background(), f.reader(t))
+	if err != nil || !v.OK() || v.Records != 2 {
+		t.Fatalf("verify: %+v %v; want 2 records, intact", v, err)
+	}
+}
+
+// waitFor polls cond for up to 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10 s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
