@@ -124,6 +124,9 @@ func TestCheckBadInput(t *testing.T) {
 		{"method_with_slash", httpReq(checkout, "POST", charges, method("POST/1")), deny(rules.ReasonInvalidRequest, "")},
 		{"method_non_ascii", httpReq(checkout, "POST", charges, method("PÖST")), deny(rules.ReasonInvalidRequest, "")},
 		{"invalid_method_before_no_identity", httpReq("", "POST", charges, method("")), deny(rules.ReasonInvalidRequest, "")},
+		// The proto's port is a uint32: PostgreSQL would store it wrapped.
+		{"socket_port_over_65535", httpReq(checkout, "POST", "grpc://api.stripe.com/v1/charges", withSocketPort(1<<31)), deny(rules.ReasonInvalidRequest, "")},
+		{"socket_port_over_65535_tls", tlsReq(checkout, "api.stripe.com", 70000), tlsDeny(rules.ReasonInvalidRequest, "")},
 		{"no_identity", httpReq("", "POST", charges), deny(rules.ReasonNoIdentity, "")},
 		{"no_identity_before_no_host", httpReq("", "POST", charges, host("")), deny(rules.ReasonNoIdentity, "")},
 		{"invalid_identity_not_spiffe", httpReq("checkout", "POST", charges), deny(rules.ReasonInvalidIdentity, "")},

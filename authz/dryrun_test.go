@@ -177,21 +177,23 @@ func TestCheckAuditUnavailable(t *testing.T) {
 	r := &recorder{err: errors.New("buffer full")}
 	live := rules.NewLive(testutil.Table(t, "rules.yaml", dryRunRules), rules.LiveOptions{CacheSize: 100})
 	s := testutil.Start(t, live, authz.Options{Recorder: r})
-	runTwice := func(name string, req *authv3.CheckRequest, w want) {
+	// Three times: a request is cached at its second miss, so the third
+	// answer comes from the cache and must be denied all the same.
+	runCached := func(name string, req *authv3.CheckRequest, w want) {
 		t.Run(name, func(t *testing.T) {
-			for range 2 {
+			for range 3 {
 				verdictOf(t, s.Check(t, req)).expect(t, w)
 			}
 		})
 	}
-	runTwice("allow_becomes_deny", httpReq(crawler, "GET", "https://example.com/"), deny(rules.ReasonAuditUnavailable, ""))
-	runTwice("deny_by_rule_becomes_audit_unavailable", httpReq(crawler, "GET", "https://pastebin.com/"), deny(rules.ReasonAuditUnavailable, ""))
-	runTwice("tls_allow_becomes_deny", tlsReq(crawler, "example.com", 443), tlsDeny(rules.ReasonAuditUnavailable, ""))
-	runTwice("invalid_request_becomes_audit_unavailable", &authv3.CheckRequest{}, deny(rules.ReasonAuditUnavailable, ""))
+	runCached("allow_becomes_deny", httpReq(crawler, "GET", "https://example.com/"), deny(rules.ReasonAuditUnavailable, ""))
+	runCached("deny_by_rule_becomes_audit_unavailable", httpReq(crawler, "GET", "https://pastebin.com/"), deny(rules.ReasonAuditUnavailable, ""))
+	runCached("tls_allow_becomes_deny", tlsReq(crawler, "example.com", 443), tlsDeny(rules.ReasonAuditUnavailable, ""))
+	runCached("invalid_request_becomes_audit_unavailable", &authv3.CheckRequest{}, deny(rules.ReasonAuditUnavailable, ""))
 
 	// Once the recorder recovers, the rules decide again.
 	r.mu.Lock()
 	r.err = nil
 	r.mu.Unlock()
-	runTwice("recovered", httpReq(crawler, "GET", "https://example.com/"), allow("allow-example"))
+	runCached("recovered", httpReq(crawler, "GET", "https://example.com/"), allow("allow-example"))
 }

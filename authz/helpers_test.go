@@ -119,8 +119,9 @@ func runCases(t *testing.T, yaml string, opts authz.Options, cases []checkCase) 
 			s := testutil.Start(t, rules.NewLive(table, rules.LiveOptions{CacheSize: lv.cache}), opts)
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
-					// Twice, so that the cached variant also answers from its cache.
-					for range 2 {
+					// Three times, so that the cached variant also answers
+					// from its cache (a request is cached at its second miss).
+					for range 3 {
 						v := verdictOf(t, s.Check(t, proto.Clone(tc.req).(*authv3.CheckRequest)))
 						v.expect(t, tc.want)
 						// An invalid request is denied before the rules are

@@ -52,6 +52,10 @@ func mapRequest(cr *authv3.CheckRequest, trustXFCC bool) (req rules.Request, m m
 		return req, m, "principal is not valid UTF-8"
 	}
 	socketPort := int(a.GetDestination().GetAddress().GetSocketAddress().GetPortValue())
+	if socketPort > 65535 {
+		// The proto field is a uint32; no socket has such a port.
+		return req, m, "destination port is over 65535"
+	}
 
 	if http == nil {
 		// TLS passthrough through Envoy's network ext_authz filter: one
