@@ -262,7 +262,13 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 // openExistingStore opens a decision log for reading; a missing SQLite file
 // is an error rather than a new empty log.
 func openExistingStore(ctx context.Context, dsn string) (audit.Store, error) {
-	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+	// Opening a SQLite path creates the file: a typo would then be an
+	// empty, "intact" log.
+	path, ok := strings.CutPrefix(dsn, "sqlite:")
+	if ok || strings.HasSuffix(dsn, ".db") {
+		if !ok {
+			path = dsn
+		}
 		if _, err := os.Stat(path); err != nil {
 			return nil, fmt.Errorf("decision log %s: %w", path, err)
 		}

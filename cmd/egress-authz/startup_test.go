@@ -110,6 +110,8 @@ func TestAuditCommandsNeedAnExistingLog(t *testing.T) {
 		{"audit", "verify", "--audit", "sqlite:" + missing},
 		{"audit", "query", "--audit", "sqlite:" + missing, "--since", "1h"},
 		{"audit", "verify"}, // the default DSN, ./data/decisions.db
+		{"audit", "verify", "--audit", missing}, // a bare *.db path
+		{"audit", "query", "--audit", missing, "--since", "1h"},
 	} {
 		r := runCLI(t, dir, args...)
 		if r.code != 1 || !strings.Contains(r.stderr, "decisions.db") {
