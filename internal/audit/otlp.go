@@ -21,11 +21,13 @@ import (
 // OTLP is a Sink that exports each record as one OpenTelemetry log record,
 // with the record's fields as attributes, to an OTLP/gRPC endpoint set by
 // the standard OTEL_EXPORTER_OTLP_* variables (an OpenTelemetry Collector
-// in front of the SIEM, typically). Each batch is exported synchronously so
-// that a failure keeps the records in the write-ahead log for a retry; the
-// position is kept in a cursor file. Delivery is at least once: a crash
-// between an export and the cursor update sends a batch again, with the
-// same writer and seq attributes, for the receiver to de-duplicate.
+// in front of the SIEM, typically). Each batch is exported synchronously,
+// in chunks small enough for the receiver, so that a failure keeps the
+// records in the write-ahead log for a retry; the position is kept in a
+// cursor file. Delivery is at least once: a crash between an export and
+// the cursor update, or a chunk failing after earlier ones were delivered,
+// sends records again, with the same writer and seq attributes, for the
+// receiver to de-duplicate.
 type OTLP struct {
 	exp        sdklog.Exporter
 	provider   *sdklog.LoggerProvider
@@ -93,7 +95,26 @@ func (o *OTLP) Cursor(_ context.Context, writer string) (uint64, error) {
 	return strconv.ParseUint(seq, 10, 64)
 }
 
-// Write implements Sink.
+// An export is cut into chunks of at most otlpChunkRecords records and
+// about otlpChunkBytes encoded bytes. The writer hands Write up to
+// Options.BatchSize records (10,000 by default), a whole backlog after an
+// outage, but OTLP/gRPC receivers refuse a message over 4 MiB (the gRPC
+// default, which the OpenTelemetry Collector keeps) with ResourceExhausted;
+// the same oversized batch would then be retried for ever while the
+// write-ahead log fills. 512 is the OpenTelemetry SDK's BatchProcessor
+// default; the byte bound, half the receivers' limit and measured with a
+// generous estimate, covers records with long paths.
+const (
+	otlpChunkRecords = 512
+	otlpChunkBytes   = 2 << 20
+)
+
+// Write implements Sink. It exports recs in order, one chunk at a time,
+// and moves the cursor past each chunk once it has been delivered. When a
+// chunk fails, Write returns the error with the cursor at the end of the
+// chunks already delivered: the writer retries the whole batch, so that
+// prefix is sent again (at least once, as after a crash), and a restart
+// resumes after it. No record is skipped.
 func (o *OTLP) Write(ctx context.Context, recs []Record) error {
 	o.collected.mu.Lock()
 	o.collected.recs = o.collected.recs[:0]
@@ -104,15 +125,101 @@ func (o *OTLP) Write(ctx context.Context, recs []Record) error {
 	o.collected.mu.Lock()
 	batch := o.collected.recs
 	o.collected.mu.Unlock()
-	if err := o.exp.Export(ctx, batch); err != nil {
-		return fmt.Errorf("otlp: %w", err)
+	if len(batch) != len(recs) {
+		// The cursor below indexes recs by position in batch.
+		return fmt.Errorf("otlp: %d of %d records reached the exporter", len(batch), len(recs))
 	}
-	last := recs[len(recs)-1]
+	for start := 0; start < len(batch); {
+		end := chunkEnd(batch, start)
+		if err := o.exp.Export(ctx, batch[start:end]); err != nil {
+			return fmt.Errorf("otlp: export records %d to %d: %w", recs[start].Seq, recs[end-1].Seq, err)
+		}
+		if err := o.setCursor(&recs[end-1]); err != nil {
+			return err
+		}
+		start = end
+	}
+	return nil
+}
+
+// chunkEnd returns the end of the chunk of batch that begins at start: at
+// most otlpChunkRecords records and otlpChunkBytes estimated bytes, but
+// never empty, so that a record larger than the byte bound goes alone.
+func chunkEnd(batch []sdklog.Record, start int) int {
+	end, size := start, 0
+	for end < len(batch) && end-start < otlpChunkRecords {
+		size += estimateSize(&batch[end])
+		if size > otlpChunkBytes && end > start {
+			break
+		}
+		end++
+	}
+	return end
+}
+
+// setCursor records that r and everything before it have been delivered.
+func (o *OTLP) setCursor(r *Record) error {
 	tmp := o.cursorPath + ".tmp"
-	if err := os.WriteFile(tmp, []byte(last.Writer+" "+strconv.FormatUint(last.Seq, 10)+"\n"), 0o640); err != nil {
+	if err := os.WriteFile(tmp, []byte(r.Writer+" "+strconv.FormatUint(r.Seq, 10)+"\n"), 0o640); err != nil {
 		return err
 	}
 	return os.Rename(tmp, o.cursorPath)
+}
+
+// protoOverhead bounds the protobuf framing around one field: its tag and
+// length prefix, and those of the message that wraps it (a KeyValue's
+// AnyValue, say). recordOverhead bounds the fixed fields of a log record
+// (timestamps, severity, flags, trace and span ids) and its own framing.
+const (
+	protoOverhead  = 16
+	recordOverhead = 128
+)
+
+// estimateSize returns an upper bound on the size of r in an
+// ExportLogsServiceRequest. It errs on the large side, by about half for
+// a typical decision record, so that a chunk never outgrows the receiver's
+// limit; the resource and scope, sent once per request, fit in the
+// headroom between otlpChunkBytes and that limit.
+func estimateSize(r *sdklog.Record) int {
+	n := recordOverhead + protoOverhead + len(r.EventName()) + protoOverhead + len(r.SeverityText()) + valueSize(r.Body())
+	r.WalkAttributes(func(kv attribute.KeyValue) bool {
+		n += protoOverhead + len(kv.Key) + valueSize(kv.Value)
+		return true
+	})
+	return n
+}
+
+// valueSize bounds the encoded size of v as an AnyValue with its framing.
+func valueSize(v attribute.Value) int {
+	const scalar = protoOverhead + 10 // a varint takes at most 10 bytes; a fixed64, 8
+	n := protoOverhead
+	switch v.Type() {
+	case attribute.STRING:
+		n += len(v.AsString())
+	case attribute.BYTESLICE:
+		n += len(v.AsByteSlice())
+	case attribute.BOOLSLICE:
+		n += len(v.AsBoolSlice()) * scalar
+	case attribute.INT64SLICE:
+		n += len(v.AsInt64Slice()) * scalar
+	case attribute.FLOAT64SLICE:
+		n += len(v.AsFloat64Slice()) * scalar
+	case attribute.STRINGSLICE:
+		for _, s := range v.AsStringSlice() {
+			n += protoOverhead + len(s)
+		}
+	case attribute.SLICE:
+		for _, e := range v.AsSlice() {
+			n += valueSize(e)
+		}
+	case attribute.MAP:
+		for _, kv := range v.AsMap() {
+			n += protoOverhead + len(kv.Key) + valueSize(kv.Value)
+		}
+	default: // empty, bool, int64, float64
+		n = scalar
+	}
+	return n
 }
 
 func logRecord(r *Record) otellog.Record {

@@ -2,14 +2,19 @@ package audit
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // logsReceiver is an in-process OTLP/gRPC logs endpoint, as an
@@ -20,6 +25,9 @@ type logsReceiver struct {
 	attrs []map[string]string // one per log record: attribute key -> value as text
 	delay time.Duration       // a slow endpoint
 	calls int
+	fail  int     // when > 0, the fail-th call is refused
+	seqs  []int64 // egress_authz.seq of each log record, in arrival order
+	sizes []int   // encoded size of each accepted request
 }
 
 func (r *logsReceiver) Export(ctx context.Context, req *collogs.ExportLogsServiceRequest) (*collogs.ExportLogsServiceResponse, error) {
@@ -29,11 +37,18 @@ func (r *logsReceiver) Export(ctx context.Context, req *collogs.ExportLogsServic
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls++
+	if r.calls == r.fail {
+		return nil, status.Error(codes.Internal, "refused by the test") // not retried by the exporter
+	}
+	r.sizes = append(r.sizes, proto.Size(req))
 	for _, rl := range req.ResourceLogs {
 		for _, sl := range rl.ScopeLogs {
 			for _, lr := range sl.LogRecords {
 				m := map[string]string{"_event": lr.EventName, "_time": time.Unix(0, int64(lr.TimeUnixNano)).UTC().Format(time.RFC3339Nano)}
 				for _, kv := range lr.Attributes {
+					if kv.Key == "egress_authz.seq" {
+						r.seqs = append(r.seqs, kv.Value.GetIntValue())
+					}
 					switch v := kv.Value; {
 					case v.GetStringValue() != "":
 						m[kv.Key] = v.GetStringValue()
@@ -54,6 +69,14 @@ func (r *logsReceiver) count() int {
 	return len(r.attrs)
 }
 
+func (r *logsReceiver) received() (seqs []int64, sizes []int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]int64(nil), r.seqs...), append([]int(nil), r.sizes...)
+}
+
+// startLogsReceiver starts a receiver with grpc-go's default limits, among
+// them the 4 MiB maximum message the OpenTelemetry Collector keeps too.
 func startLogsReceiver(t *testing.T, delay time.Duration) *logsReceiver {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -165,5 +188,113 @@ func TestSlowOTLPDoesNotSlowSQLite(t *testing.T) {
 	}
 	if rcv.count() >= 200 {
 		t.Fatal("the slow receiver already has everything")
+	}
+}
+
+// chained returns n records of writer "w1" with seqs 1 to n, as the writer
+// would hand them to a sink, each with a path about pathLen(i) bytes long.
+func chained(n int, pathLen func(i int) int) []Record {
+	recs := make([]Record, n)
+	for i := range recs {
+		r := sample(i)
+		r.Path = "/v1/customers/" + fmt.Sprint(i) + "/charges?expand=" + strings.Repeat("x", pathLen(i))
+		r.Writer, r.Seq = "w1", uint64(i+1)
+		r.PrevHash, r.Hash = strings.Repeat("a", 64), strings.Repeat("b", 64)
+		recs[i] = r
+	}
+	return recs
+}
+
+func TestOTLPBacklogLargerThanAMessageArrivesInChunks(t *testing.T) {
+	rcv := startLogsReceiver(t, 0)
+	ctx := context.Background()
+	o, err := NewOTLP(ctx, OTLPCursorPath(t.TempDir()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	// A backlog after a collector outage: 3,000 records of about 1.5 KB,
+	// already near the limit, then 1,000 with paths long enough that 512
+	// of them make over 2.5 MiB.
+	const n = 4000
+	recs := chained(n, func(i int) int {
+		if i < 3000 {
+			return 200
+		}
+		return 2000
+	})
+	if err := o.Write(ctx, recs); err != nil {
+		t.Fatalf("write %d records: %v", n, err)
+	}
+	seqs, sizes := rcv.received()
+	total := 0
+	for i, size := range sizes {
+		total += size
+		if size > otlpChunkBytes {
+			t.Errorf("export %d of %d is %d bytes, over the %d-byte chunk bound", i+1, len(sizes), size, otlpChunkBytes)
+		}
+	}
+	t.Logf("%d records, %d bytes in %d exports", n, total, len(sizes))
+	if total <= 8<<20 {
+		t.Fatalf("the backlog is only %d bytes: the test does not show chunking", total)
+	}
+	if len(seqs) != n {
+		t.Fatalf("receiver got %d records in %d exports, want %d", len(seqs), len(sizes), n)
+	}
+	for i, seq := range seqs {
+		if seq != int64(i+1) {
+			t.Fatalf("record %d arrived with seq %d, want %d", i, seq, i+1)
+		}
+	}
+	if c, err := o.Cursor(ctx, "w1"); err != nil || c != n {
+		t.Fatalf("cursor = %d, %v; want %d", c, err, n)
+	}
+}
+
+func TestOTLPFailedChunkLeavesCursorAfterDeliveredPrefix(t *testing.T) {
+	rcv := startLogsReceiver(t, 0)
+	rcv.mu.Lock()
+	rcv.fail = 2
+	rcv.mu.Unlock()
+	ctx := context.Background()
+	cursor := OTLPCursorPath(t.TempDir())
+	o, err := NewOTLP(ctx, cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	const n = 3 * otlpChunkRecords
+	recs := chained(n, func(int) int { return 0 })
+	if err := o.Write(ctx, recs); err == nil {
+		t.Fatal("write succeeded though the receiver refused the second chunk")
+	}
+	// A restart resumes after the chunk delivered, and not later.
+	o2, err := NewOTLP(ctx, cursor)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o2.Close()
+	if c, err := o2.Cursor(ctx, "w1"); err != nil || c != otlpChunkRecords {
+		t.Fatalf("cursor after a failed second chunk = %d, %v; want %d", c, err, otlpChunkRecords)
+	}
+	// The writer retries the whole batch: the prefix is sent again, and
+	// every record arrives, in order once duplicates are dropped.
+	if err := o.Write(ctx, recs); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	seqs, _ := rcv.received()
+	var next int64 = 1
+	for _, seq := range seqs {
+		if seq == next {
+			next++
+		} else if seq >= next {
+			t.Fatalf("seq %d arrived before %d", seq, next)
+		}
+	}
+	if next != n+1 {
+		t.Fatalf("records after seq %d never arrived", next-1)
+	}
+	if c, err := o.Cursor(ctx, "w1"); err != nil || c != n {
+		t.Fatalf("cursor = %d, %v; want %d", c, err, n)
 	}
 }
