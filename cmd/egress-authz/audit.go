@@ -232,6 +232,10 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
+	if *format != "text" && *format != "json" {
+		fmt.Fprintf(stderr, "egress-authz audit verify: --format %q: want text or json\n", *format)
+		return exitUsage
+	}
 	st, err := openExistingStore(ctx, *dsn)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit verify:", err)

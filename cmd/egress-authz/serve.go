@@ -182,6 +182,9 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		Handler:           handler,
 		TLSConfig:         adminTLS,
 		ReadHeaderTimeout: 10 * time.Second,
+		// Probes open a connection every few seconds; an idle one is
+		// closed, so that keep-alive connections cannot pile up.
+		IdleTimeout: 2 * time.Minute,
 	}
 	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		s.close(context.Background())

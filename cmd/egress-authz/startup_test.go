@@ -100,6 +100,15 @@ func TestSecondServerRefusesTheSameDataDir(t *testing.T) {
 	}
 }
 
+// TestAuditVerifyRefusesAnUnknownFormat: a typo in --format is a usage
+// error, not text output a script would take for JSON.
+func TestAuditVerifyRefusesAnUnknownFormat(t *testing.T) {
+	r := runCLI(t, t.TempDir(), "audit", "verify", "--format", "jsno")
+	if r.code != 2 || !strings.Contains(r.stderr, `--format "jsno"`) {
+		t.Errorf("want exit 2 naming the format\n%s", r)
+	}
+}
+
 // TestAuditCommandsNeedAnExistingLog checks that audit query and verify
 // report a missing SQLite file instead of creating an empty log (which
 // verify would call intact).
@@ -109,7 +118,7 @@ func TestAuditCommandsNeedAnExistingLog(t *testing.T) {
 	for _, args := range [][]string{
 		{"audit", "verify", "--audit", "sqlite:" + missing},
 		{"audit", "query", "--audit", "sqlite:" + missing, "--since", "1h"},
-		{"audit", "verify"}, // the default DSN, ./data/decisions.db
+		{"audit", "verify"},                     // the default DSN, ./data/decisions.db
 		{"audit", "verify", "--audit", missing}, // a bare *.db path
 		{"audit", "query", "--audit", missing, "--since", "1h"},
 	} {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 )
 
 // jsonRecord is a Record as the query outputs render it.
@@ -54,10 +55,35 @@ var csvHeader = []string{"time", "request_id", "trace_id", "principal", "trust_d
 	"cache_hit", "latency_ns", "writer", "seq", "prev_hash", "hash"}
 
 func csvRow(r *Record) []string {
-	return []string{r.Time.UTC().Format(time.RFC3339Nano), r.RequestID, r.TraceID, r.Principal, r.TrustDomain,
+	row := []string{r.Time.UTC().Format(time.RFC3339Nano), r.RequestID, r.TraceID, r.Principal, r.TrustDomain,
 		r.Namespace, r.ServiceAccount, r.Host, strconv.Itoa(r.Port), r.Method, r.Path, r.Decision,
 		strconv.FormatBool(r.Enforced), r.Rule, r.Owner, r.Ticket, r.RuleSet, r.Reason, strconv.FormatBool(r.CacheHit),
 		strconv.FormatInt(int64(r.Latency), 10), r.Writer, strconv.FormatUint(r.Seq, 10), r.PrevHash, r.Hash}
+	for i, v := range row {
+		row[i] = csvSafe(v)
+	}
+	return row
+}
+
+// csvSafe keeps a spreadsheet from reading a cell as a formula: workloads
+// choose request ids, hosts and paths, and auditors open the export in
+// Excel. A cell starting with = + - @ or a tab or carriage return gets a
+// leading apostrophe (OWASP's advice); JSON and NDJSON keep exact values.
+func csvSafe(v string) string {
+	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
+		return "'" + v
+	}
+	return v
+}
+
+// termSafe escapes control characters, so that a field cannot move the
+// cursor, fake a row or send escape sequences to an auditor's terminal.
+func termSafe(v string) string {
+	if !strings.ContainsFunc(v, unicode.IsControl) {
+		return v
+	}
+	q := strconv.QuoteToGraphic(v)
+	return q[1 : len(q)-1]
 }
 
 // Encoder writes records in one of the query formats.
@@ -151,7 +177,8 @@ func (e *tableEncoder) Encode(r *Record) error {
 		dec += " (dry-run)"
 	}
 	_, err := fmt.Fprintf(e.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-		dec, r.Reason, dash(r.Rule), r.Principal, hostPort(r), dash(r.Method), dash(r.Path), r.RequestID)
+		dec, r.Reason, termSafe(dash(r.Rule)), termSafe(r.Principal), termSafe(hostPort(r)), termSafe(dash(r.Method)),
+		termSafe(dash(r.Path)), termSafe(r.RequestID))
 	return err
 }
 
@@ -183,6 +210,13 @@ func hostPort(r *Record) string {
 	return r.Host + ":" + strconv.Itoa(r.Port)
 }
 
+// maxDays bounds "Nd" (a century), so that N days cannot overflow a
+// Duration and land in the future.
+const maxDays = 36500
+
+// MaxLimit is the most records one query may ask for.
+const MaxLimit = 1_000_000
+
 // ParseTime reads a --since/--until value: a duration back from now
 // ("15m", "24h", "7d") or an RFC 3339 time.
 func ParseTime(s string, now time.Time) (time.Time, error) {
@@ -196,7 +230,7 @@ func ParseTime(s string, now time.Time) (time.Time, error) {
 		return t, nil
 	}
 	if d, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 {
+		if n, err := strconv.Atoi(d); err == nil && n >= 0 && n <= maxDays {
 			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
 		}
 	}
@@ -228,8 +262,8 @@ func FilterFromQuery(get func(string) string, now time.Time) (Filter, error) {
 		}
 	}
 	if v := get("limit"); v != "" {
-		if f.Limit, err = strconv.Atoi(v); err != nil || f.Limit < 0 {
-			return f, fmt.Errorf("limit %q: want a number", v)
+		if f.Limit, err = strconv.Atoi(v); err != nil || f.Limit < 0 || f.Limit > MaxLimit {
+			return f, fmt.Errorf("limit %q: want a number from 0 (no limit) to %d", v, MaxLimit)
 		}
 	}
 	f.Cursor = get("cursor")
