@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -19,24 +20,53 @@ import (
 // It is both a Sink and a Store.
 type Postgres struct {
 	sqlStore
-	pool      *pgxpool.Pool
-	retention time.Duration // 0 keeps everything
-	now       func() time.Time
+	pool        *pgxpool.Pool
+	retention   time.Duration // 0 keeps everything
+	now         func() time.Time
+	log         *slog.Logger
+	lockTimeout time.Duration // how long a DROP waits for its lock
 
-	mu         sync.Mutex
-	partitions map[string]bool // days known to have a partition
-	lastPrune  time.Time
+	// Retention runs in the background (see maybePrune) until Close
+	// cancels stop and waits for it.
+	stop    context.CancelFunc
+	stopped context.Context
+	pruners sync.WaitGroup
+	pruneMu sync.Mutex // one Prune at a time
+
+	mu            sync.Mutex
+	partitions    map[string]bool // days known to have a partition
+	nextPrune     time.Time       // when retention runs next
+	pruneFailures int             // failed runs in a row, for the backoff
+	pruning       bool            // a background run is under way
+	closed        bool
 }
 
 // PostgresOptions configures OpenPostgres; the zero value keeps every
 // partition and uses the real clock.
 type PostgresOptions struct {
 	// Retention drops daily partitions older than this; 0 keeps them all.
+	// Writes start it in the background, at most once an hour; a failed
+	// run is logged and retried, and never fails a write.
 	// Before a partition is dropped, each writer's last record in it is
 	// kept as a checkpoint, so that verify can tell retention from deletion.
 	Retention time.Duration
 	Now       func() time.Time
+	// Logger for retention failures; default slog.Default().
+	Logger *slog.Logger
 }
+
+// Retention runs at most every pruneEvery. A run that fails is retried
+// after pruneRetry, doubling up to pruneEvery, while writes go on: a
+// partition that cannot be dropped yet (a lock held by a long query, an
+// auditor's view on it) is no reason to stop logging decisions.
+const (
+	pruneEvery = time.Hour
+	pruneRetry = time.Minute
+	// pruneLockTimeout bounds how long a DROP waits for its lock. Dropping
+	// a partition locks the whole decisions table, and every insert, of
+	// every replica, queues behind the waiting DROP.
+	pruneLockTimeout = 5 * time.Second
+)
 
 var pgMigrations = []string{
 	`CREATE TABLE decisions (
@@ -78,6 +108,10 @@ var pgMigrations = []string{
 		hash       text        NOT NULL,
 		dropped_at timestamptz NOT NULL
 	);`,
+	// Ports are uint32 on the wire and in the hash; as integer, those
+	// above 2^31-1 were stored wrapped to negative values. Unwrap them.
+	`ALTER TABLE decisions ALTER COLUMN port TYPE bigint
+		USING CASE WHEN port < 0 THEN port::bigint + 4294967296 ELSE port END;`,
 }
 
 var pgDialect = dialect{
@@ -94,10 +128,15 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	if err != nil {
 		return nil, fmt.Errorf("open postgres decision log: %w", err)
 	}
-	p := &Postgres{pool: pool, retention: opts.Retention, now: opts.Now, partitions: map[string]bool{}}
+	p := &Postgres{pool: pool, retention: opts.Retention, now: opts.Now, log: opts.Logger,
+		lockTimeout: pruneLockTimeout, partitions: map[string]bool{}}
 	if p.now == nil {
 		p.now = time.Now
 	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.stopped, p.stop = context.WithCancel(context.Background())
 	p.sqlStore = sqlStore{db: stdlib.OpenDBFromPool(pool), d: pgDialect}
 	if err := p.migrate(ctx, pgMigrations); err != nil {
 		p.Close()
@@ -165,7 +204,7 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 		rows := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 			r := &recs[i]
 			return []any{r.Writer, int64(r.Seq), r.Time, r.Time.UnixNano(), r.RequestID, r.TraceID, r.Principal,
-				r.TrustDomain, r.Namespace, r.ServiceAccount, r.Host, int32(r.Port), r.Method, r.Path, r.Decision,
+				r.TrustDomain, r.Namespace, r.ServiceAccount, r.Host, int64(r.Port), r.Method, r.Path, r.Decision,
 				r.Enforced, r.Rule, r.Owner, r.Ticket, r.RuleSet, r.Reason, r.CacheHit, int64(r.Latency), r.PrevHash, r.Hash}, nil
 		})
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decisions_in"}, cols, rows); err != nil {
@@ -177,31 +216,62 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	return p.maybePrune(ctx)
+	p.maybePrune()
+	return nil
 }
 
-// maybePrune drops expired partitions, at most once an hour.
-func (p *Postgres) maybePrune(ctx context.Context) error {
+// maybePrune starts retention in the background when it is due. Its
+// failure is logged and retried later, never returned from Write: the
+// records are committed by then, and a writer that saw an error would
+// send them again, forever.
+func (p *Postgres) maybePrune() {
 	if p.retention <= 0 {
-		return nil
+		return
 	}
 	p.mu.Lock()
-	due := p.now().Sub(p.lastPrune) >= time.Hour
-	p.mu.Unlock()
-	if !due {
-		return nil
+	defer p.mu.Unlock()
+	if p.pruning || p.closed || p.now().Before(p.nextPrune) {
+		return
 	}
-	_, err := p.Prune(ctx)
-	return err
+	p.pruning = true
+	p.pruners.Add(1)
+	go func() {
+		defer p.pruners.Done()
+		dropped, err := p.Prune(p.stopped)
+		p.mu.Lock()
+		p.pruning = false
+		var wait time.Duration
+		if err != nil {
+			p.pruneFailures++
+			wait = pruneEvery
+			if n := p.pruneFailures - 1; n < 6 && pruneRetry<<n < pruneEvery {
+				wait = pruneRetry << n
+			}
+			p.nextPrune = p.now().Add(wait)
+		} else {
+			p.pruneFailures = 0
+		}
+		p.mu.Unlock()
+		switch {
+		case err != nil && p.stopped.Err() == nil:
+			p.log.Warn("decision log retention failed; records are still written", "sink", p.Name(),
+				"dropped", dropped, "retry_in", wait, "err", err)
+		case len(dropped) > 0:
+			p.log.Info("decision log retention dropped partitions", "sink", p.Name(), "dropped", dropped)
+		}
+	}()
 }
 
 // Prune drops the daily partitions that ended before now minus the
 // retention, recording each writer's last record in them as a checkpoint
-// first. It returns the partitions dropped.
+// first. It returns the partitions dropped. A DROP that cannot have its
+// lock within pruneLockTimeout fails, rather than hold up every insert.
 func (p *Postgres) Prune(ctx context.Context) ([]string, error) {
 	if p.retention <= 0 {
 		return nil, nil
 	}
+	p.pruneMu.Lock()
+	defer p.pruneMu.Unlock()
 	cutoff := p.now().UTC().Add(-p.retention)
 	rows, err := p.pool.Query(ctx, `
 		SELECT c.relname FROM pg_inherits i
@@ -222,6 +292,9 @@ func (p *Postgres) Prune(ctx context.Context) ([]string, error) {
 			continue
 		}
 		err = pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, p.lockTimeout.Milliseconds())); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, fmt.Sprintf(`
 				INSERT INTO chain_checkpoints (writer, seq, hash, dropped_at)
 				SELECT DISTINCT ON (writer) writer, seq, hash, now() FROM %s ORDER BY writer, seq DESC
@@ -241,9 +314,23 @@ func (p *Postgres) Prune(ctx context.Context) ([]string, error) {
 		dropped = append(dropped, name)
 	}
 	p.mu.Lock()
-	p.lastPrune = p.now()
+	p.nextPrune = p.now().Add(pruneEvery)
 	p.mu.Unlock()
 	return dropped, nil
+}
+
+// Cursor implements Sink. Retention may have dropped a writer's last
+// records: its checkpoint says they were stored, so they are not sent
+// again (into partitions retention already dropped).
+func (p *Postgres) Cursor(ctx context.Context, writer string) (uint64, error) {
+	var n int64
+	err := p.pool.QueryRow(ctx, `SELECT coalesce(greatest(
+		(SELECT max(seq) FROM decisions WHERE writer = $1),
+		(SELECT seq FROM chain_checkpoints WHERE writer = $1)), 0)`, writer).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("read cursor: %w", err)
+	}
+	return uint64(n), nil
 }
 
 // Checkpoints returns, per writer, the last record removed by retention:
@@ -268,8 +355,13 @@ func (p *Postgres) Checkpoints(ctx context.Context) (map[string]Checkpoint, erro
 	return out, rows.Err()
 }
 
-// Close implements Sink and Store.
+// Close implements Sink and Store. It stops a retention run under way.
 func (p *Postgres) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.stop()
+	p.pruners.Wait()
 	err := p.db.Close()
 	p.pool.Close()
 	return err

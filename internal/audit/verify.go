@@ -28,6 +28,8 @@ type Verification struct {
 	Records int               `json:"records"`
 	Writers map[string]uint64 `json:"writers"` // writer -> last sequence number
 	Breaks  []Break           `json:"breaks"`  // the first break of each broken chain
+
+	checkpoints map[string]Checkpoint // where retention left each chain
 }
 
 // OK reports whether every chain is intact.
@@ -49,22 +51,31 @@ type checkpointer interface {
 // each chain whose content, order or presence was altered:
 //   - a record whose fields no longer give its hash was edited;
 //   - a gap in the sequence numbers means records were deleted;
+//   - a sequence number stored twice means a record was inserted;
 //   - a record whose previous-hash is not the hash of the record before it
 //     was inserted, or the records around it were reordered or replaced.
 //
 // Chains start at sequence number 1, or right after the checkpoint that
 // retention left; a chain that starts elsewhere lost its beginning.
+//
+// Retention drops partitions by time, and a checkpoint is the highest
+// sequence number dropped; but a record's time is when its Check started,
+// and sequence numbers are given later, so around midnight a few records
+// at or below the checkpoint can still be stored. Their own hash and
+// their links to stored neighbours are checked; gaps among them are what
+// retention dropped. The first record above the checkpoint must follow it.
 func Verify(ctx context.Context, s Store) (*Verification, error) {
-	v := &Verification{Writers: map[string]uint64{}}
-	checkpoints := map[string]Checkpoint{}
+	v := &Verification{Writers: map[string]uint64{}, checkpoints: map[string]Checkpoint{}}
 	if c, ok := s.(checkpointer); ok {
 		var err error
-		if checkpoints, err = c.Checkpoints(ctx); err != nil {
+		if v.checkpoints, err = c.Checkpoints(ctx); err != nil {
 			return nil, err
 		}
 	}
 	var (
 		writer   string
+		cp       Checkpoint // zero when retention left none: the chain starts at 1
+		havePrev bool       // a record of writer was seen: lastSeq, lastHash
 		lastSeq  uint64
 		lastHash string
 		broken   bool
@@ -76,10 +87,8 @@ func Verify(ctx context.Context, s Store) (*Verification, error) {
 	err := s.Chains(ctx, func(r *Record) error {
 		v.Records++
 		if r.Writer != writer {
-			writer, lastSeq, lastHash, broken = r.Writer, 0, "", false
-			if cp, ok := checkpoints[r.Writer]; ok {
-				lastSeq, lastHash = cp.Seq, cp.Hash
-			}
+			writer, havePrev, lastSeq, lastHash, broken = r.Writer, false, 0, "", false
+			cp = v.checkpoints[r.Writer]
 		}
 		v.Writers[r.Writer] = r.Seq
 		if broken {
@@ -88,14 +97,39 @@ func Verify(ctx context.Context, s Store) (*Verification, error) {
 		switch {
 		case ComputeHash(r) != r.Hash:
 			brk(r, "edited: its content does not match its hash")
-		case r.Seq != lastSeq+1 && lastSeq == 0:
-			brk(r, "chain starts at record %d: records 1..%d were deleted", r.Seq, r.Seq-1)
+		case r.Seq == 0:
+			brk(r, "sequence number 0, before any chain: it was inserted")
+		case havePrev && r.Seq == lastSeq:
+			brk(r, "stored twice: a second record %d was inserted", r.Seq)
+		case havePrev && r.Seq < lastSeq:
+			brk(r, "out of order: stored after record %d", lastSeq)
+		case r.Seq <= cp.Seq:
+			// Beside the checkpoint, retention dropped some of its neighbours.
+			switch {
+			case r.Seq == cp.Seq && r.Hash != cp.Hash:
+				brk(r, "does not match the retention checkpoint of record %d: it was replaced", cp.Seq)
+			case havePrev && r.Seq == lastSeq+1 && r.PrevHash != lastHash:
+				brk(r, "does not follow record %d: a record was inserted, replaced or reordered here", lastSeq)
+			}
+		case r.Seq == cp.Seq+1:
+			if r.PrevHash != cp.Hash && cp.Seq == 0 {
+				brk(r, "does not start the chain: a record was inserted or replaced here")
+			} else if r.PrevHash != cp.Hash {
+				brk(r, "does not follow record %d: a record was inserted, replaced or reordered here", cp.Seq)
+			}
+		case !havePrev || lastSeq <= cp.Seq:
+			// The first record above the checkpoint, after a gap.
+			if cp.Seq == 0 {
+				brk(r, "chain starts at record %d: records 1..%d were deleted", r.Seq, r.Seq-1)
+			} else {
+				brk(r, "records %d..%d were deleted", cp.Seq+1, r.Seq-1)
+			}
 		case r.Seq != lastSeq+1:
 			brk(r, "records %d..%d were deleted", lastSeq+1, r.Seq-1)
 		case r.PrevHash != lastHash:
 			brk(r, "does not follow record %d: a record was inserted, replaced or reordered here", lastSeq)
 		}
-		lastSeq, lastHash = r.Seq, r.Hash
+		havePrev, lastSeq, lastHash = true, r.Seq, r.Hash
 		return nil
 	})
 	if err != nil {
@@ -105,15 +139,17 @@ func Verify(ctx context.Context, s Store) (*Verification, error) {
 	return v, nil
 }
 
-// CheckHeads adds a break for each writer whose chain in the store ends
-// before heads says it must: records at its end, or the whole chain, were
-// deleted. The store alone cannot show that (the last record of a chain
+// CheckHeads adds a break for each writer whose chain in the store, or its
+// retention checkpoint, ends before heads says it must: records at its
+// end, or the whole chain, were deleted. The store alone cannot show that (the last record of a chain
 // has no successor to vouch for it); a running writer knows how far each
 // sink stored its chain. heads must be read before the store is scanned,
 // since they only grow.
 func (v *Verification) CheckHeads(heads map[string]uint64) {
 	for writer, head := range heads {
-		last := v.Writers[writer]
+		// Retention may have dropped the end of a chain, or all of it: its
+		// checkpoint vouches for what it dropped.
+		last := max(v.Writers[writer], v.checkpoints[writer].Seq)
 		if head == 0 || last >= head {
 			continue
 		}
