@@ -104,7 +104,8 @@ func (s *server) openAudit() (authz.Recorder, error) {
 // configured retention, or whatever audit.OpenStore knows.
 func (s *server) openStore(ctx context.Context, dsn string) (audit.Store, error) {
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return audit.OpenPostgres(ctx, dsn, audit.PostgresOptions{Retention: time.Duration(s.cfg.AuditRetention)})
+		return audit.OpenPostgres(ctx, dsn, audit.PostgresOptions{Retention: time.Duration(s.cfg.AuditRetention),
+			Logger: s.log.With("sink", "postgres")})
 	}
 	return audit.OpenStore(ctx, dsn)
 }
