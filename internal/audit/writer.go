@@ -604,25 +604,28 @@ func (r *runner) run() {
 	var cursor uint64
 	for {
 		c, err := r.sink.Cursor(ctx, r.w.id)
-		if err == nil {
+		if err == nil && c <= r.w.written.Load() {
 			cursor = c
 			break
 		}
 		r.failing.Store(true)
-		log.Warn("decision-log sink unavailable; records wait in the write-ahead log", "error", err.Error())
+		if err != nil {
+			log.Warn("decision-log sink unavailable; records wait in the write-ahead log", "error", err.Error())
+		} else {
+			// The store holds records of this chain that the log does not:
+			// the log's directory was replaced, or a disk lost what it had
+			// fsynced. New records reuse those sequence numbers, and the
+			// store would drop them as already stored: none is written
+			// until a person decides. Records wait in the log, and once
+			// --audit-buffer is full, Checks are denied.
+			log.Error("decision-log sink is ahead of the write-ahead log: nothing is written to it, so that new records with reused sequence numbers are not dropped; move the write-ahead log directory aside to start a new chain",
+				"writer", r.w.id, "sink_seq", c, "log_seq", r.w.written.Load(), "dir", r.w.opts.Dir)
+		}
 		if !backoff.wait(r.stop) {
 			return
 		}
 	}
 	r.failing.Store(false)
-	if w := r.w.written.Load(); cursor > w {
-		// The store holds records this log does not: its directory was
-		// replaced, or a disk lost what it had fsynced. New records would
-		// reuse those sequence numbers and break the chain.
-		log.Error("decision-log sink is ahead of the write-ahead log; new records will reuse its sequence numbers and audit verify will report the fork",
-			"writer", r.w.id, "sink_seq", cursor, "log_seq", w)
-		cursor = w
-	}
 	r.w.mu.Lock()
 	oldest := r.w.segs[0]
 	r.w.mu.Unlock()
