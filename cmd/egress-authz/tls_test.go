@@ -608,6 +608,8 @@ func TestAdminTokenGuardsDecisionsAndMetrics(t *testing.T) {
 				{"/v1/decisions", map[string]string{"Authorization": token}, http.StatusUnauthorized},
 				{"/v1/decisions", map[string]string{"Authorization": "Bearer " + token + "x"}, http.StatusUnauthorized},
 				{"/v1/decisions", good, http.StatusOK},
+				{"/v1/decisions", map[string]string{"Authorization": "bearer " + token}, http.StatusOK},
+				{"/v1/decisions", map[string]string{"Authorization": "Basic " + token}, http.StatusUnauthorized},
 				{"/metrics", good, http.StatusOK},
 				{"/v1/rules", good, http.StatusOK},
 				{"/v1/verify", good, http.StatusOK},

@@ -96,13 +96,15 @@ func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 	if len(token) < 16 {
 		return nil, nil, errors.New("--admin-token-file: the token must be at least 16 characters")
 	}
-	want := []byte("Bearer " + token)
+	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if openAdminPath(r.URL.Path) {
 			h.ServeHTTP(w, r)
 			return
 		}
-		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+		// The scheme is case-insensitive (RFC 9110 section 11.1).
+		scheme, got, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="egress-authz"`)
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 			return
