@@ -109,6 +109,7 @@ type Writer struct {
 	room     chan struct{} // closed and replaced whenever a sink progresses
 
 	written   atomic.Uint64 // published: every record <= written is in the log
+	recovered uint64        // the last sequence number recovery found; set once by Open
 	synced    atomic.Uint64 // published: every record <= synced is fsynced; sinks read up to it
 	overflows atomic.Uint64
 	runners   []*runner
@@ -288,6 +289,7 @@ func (w *Writer) recover() error {
 	if err := syncFile(w.opts.Dir); err != nil {
 		return fmt.Errorf("audit: fsync the write-ahead log directory: %w", err)
 	}
+	w.recovered = w.seq
 	w.written.Store(w.seq)
 	w.synced.Store(w.seq)
 	return nil
@@ -603,8 +605,11 @@ func (r *runner) run() {
 	backoff := newBackoff()
 	var cursor uint64
 	for {
+		// Compared with what the log held when it was opened, not with
+		// what it holds now: new records would catch up with the sink's
+		// position, and the ones up to it would be skipped as stored.
 		c, err := r.sink.Cursor(ctx, r.w.id)
-		if err == nil && c <= r.w.written.Load() {
+		if err == nil && c <= r.w.recovered {
 			cursor = c
 			break
 		}
@@ -619,7 +624,7 @@ func (r *runner) run() {
 			// until a person decides. Records wait in the log, and once
 			// --audit-buffer is full, Checks are denied.
 			log.Error("decision-log sink is ahead of the write-ahead log: nothing is written to it, so that new records with reused sequence numbers are not dropped; move the write-ahead log directory aside to start a new chain",
-				"writer", r.w.id, "sink_seq", c, "log_seq", r.w.written.Load(), "dir", r.w.opts.Dir)
+				"writer", r.w.id, "sink_seq", c, "log_seq", r.w.recovered, "dir", r.w.opts.Dir)
 		}
 		if !backoff.wait(r.stop) {
 			return
