@@ -52,12 +52,22 @@ type Live struct {
 // in the path): cached at their first miss, they would push out decisions
 // that repeat, and each would cost a copy, an insert, an eviction, and
 // garbage-collector work for as long as it stays. A request is therefore
-// cached when it misses a second time. Two hashes that share a slot only
-// make one of them wait for a further miss; the array holds no pointers.
+// cached when it misses a second time.
+//
+// The array is cut into buckets of doorWays slots, and a hash may sit in
+// any slot of its bucket, so that two requests in one bucket rarely evict
+// each other's mark (one slot each, they could alternate for ever and
+// neither be cached). A hash evicted all the same only waits for one more
+// miss. The array holds no pointers.
 type doorkeeper []atomic.Uint64
 
+const (
+	doorWays     = 4
+	doorMinSlots = 1 << 16 // 512 KiB: small caches get a doorkeeper with few collisions too
+)
+
 func newDoorkeeper(cacheSize int) doorkeeper {
-	n := 1
+	n := doorMinSlots
 	for n < 2*cacheSize {
 		n <<= 1
 	}
@@ -66,12 +76,24 @@ func newDoorkeeper(cacheSize int) doorkeeper {
 
 // admit reports whether h missed before, and otherwise remembers it.
 func (d doorkeeper) admit(h uint64) bool {
-	slot := &d[(h>>1)&uint64(len(d)-1)]
 	mark := h | 1 // never 0, the empty slot
-	if slot.Load() == mark {
-		return true
+	first := ((h >> 1) & uint64(len(d)/doorWays-1)) * doorWays
+	bucket := d[first : first+doorWays]
+	way := -1 // the first empty slot
+	for i := range bucket {
+		switch bucket[i].Load() {
+		case mark:
+			return true
+		case 0:
+			if way < 0 {
+				way = i
+			}
+		}
 	}
-	slot.Store(mark)
+	if way < 0 {
+		way = int(h >> 62) // the top bits, independent of the bucket's
+	}
+	bucket[way].Store(mark)
 	return false
 }
 

@@ -95,12 +95,41 @@ func TestLiveDoorkeeper(t *testing.T) {
 	if n := cacheLen(l); n != 0 {
 		t.Errorf("%d one-off requests left %d entries in the cache, want none", 500, n)
 	}
-	again := httpReq(checkout, "GET", "api.stripe.com", "/v1/charges/ch_7")
+	again := httpReq(checkout, "GET", "api.stripe.com", "/v1/charges/ch_499") // the last one-off
 	if d := l.Decide(again); d.Cached || cacheLen(l) != 1 {
 		t.Errorf("a request's second miss: cached %v, %d entries; want a miss that is cached", d.Cached, cacheLen(l))
 	}
 	if d := l.Decide(again); !d.Cached || !d.Allow {
 		t.Errorf("its third call: %s, cached %v; want the cached allow", fmtDecision(d), d.Cached)
+	}
+}
+
+// TestDoorkeeperBuckets: requests whose hashes share a bucket each keep
+// their mark, so that two hot requests in one bucket, alternating, are
+// both admitted at their second miss; a full bucket evicts one mark.
+func TestDoorkeeperBuckets(t *testing.T) {
+	d := newDoorkeeper(0)
+	if len(d) != doorMinSlots {
+		t.Fatalf("%d slots, want %d", len(d), doorMinSlots)
+	}
+	same := func(i uint64) uint64 { return 2 + i<<40 } // bucket 1, top bits 0
+	for round := range 2 {
+		for i := range uint64(doorWays) {
+			if got := d.admit(same(i)); got != (round == 1) {
+				t.Errorf("round %d, hash %d: admit %v", round, i, got)
+			}
+		}
+	}
+	// A fifth hash in the full bucket takes way 0 (its top bits): the
+	// first hash's mark is gone, the others stay.
+	if d.admit(same(doorWays)) {
+		t.Error("a new hash was admitted")
+	}
+	if d.admit(same(0)) {
+		t.Error("the evicted hash was admitted")
+	}
+	if !d.admit(same(2)) {
+		t.Error("a hash in another way was evicted")
 	}
 }
 
