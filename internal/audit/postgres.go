@@ -81,7 +81,7 @@ var pgMigrations = []string{
 		namespace       text    NOT NULL,
 		service_account text    NOT NULL,
 		host            text    NOT NULL,
-		port            integer NOT NULL,
+		port            bigint  NOT NULL, -- a uint32 on the wire and in the hash
 		method          text    NOT NULL,
 		path            text    NOT NULL,
 		decision        text    NOT NULL,
@@ -108,10 +108,6 @@ var pgMigrations = []string{
 		hash       text        NOT NULL,
 		dropped_at timestamptz NOT NULL
 	);`,
-	// Ports are uint32 on the wire and in the hash; as integer, those
-	// above 2^31-1 were stored wrapped to negative values. Unwrap them.
-	`ALTER TABLE decisions ALTER COLUMN port TYPE bigint
-		USING CASE WHEN port < 0 THEN port::bigint + 4294967296 ELSE port END;`,
 }
 
 var pgDialect = dialect{

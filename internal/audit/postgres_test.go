@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/egress-authz/egress-authz/internal/pgtest"
 )
@@ -419,44 +417,6 @@ func TestPostgresStoresPortsAboveInt32(t *testing.T) {
 		t.Fatalf("ports stored as %v, want %v", got, ports)
 	}
 	if v, err := Verify(context.Background(), s); err != nil || !v.OK() {
-		t.Fatalf("%+v %v", v, err)
-	}
-}
-
-// TestPostgresMigrationUnwrapsStoredPorts: a log written before port was
-// a bigint holds wrapped ports; the migration restores them, so their
-// records verify again.
-func TestPostgresMigrationUnwrapsStoredPorts(t *testing.T) {
-	dsn := newPostgresDB(t)
-	pool, err := pgxpool.New(context.Background(), dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := &Postgres{pool: pool, now: time.Now, log: slog.Default(), partitions: map[string]bool{}}
-	old.stopped, old.stop = context.WithCancel(context.Background())
-	old.sqlStore = sqlStore{db: stdlib.OpenDBFromPool(pool), d: pgDialect}
-	if err := old.migrate(context.Background(), pgMigrations[:1]); err != nil {
-		t.Fatal(err)
-	}
-	r := sample(1)
-	r.Writer, r.Seq, r.Port = "w", 1, 1<<32-1
-	r.Hash = ComputeHash(&r)
-	wrapped := r
-	wrapped.Port = int(int32(r.Port))
-	if err := old.Write(context.Background(), []Record{wrapped}); err != nil {
-		t.Fatal(err)
-	}
-	old.Close()
-	pg, err := OpenPostgres(context.Background(), dsn, PostgresOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pg.Close()
-	got := queryAll(t, pg, Filter{})
-	if len(got) != 1 || got[0].Port != 1<<32-1 {
-		t.Fatalf("after the migration: %+v", got)
-	}
-	if v, err := Verify(context.Background(), pg); err != nil || !v.OK() {
 		t.Fatalf("%+v %v", v, err)
 	}
 }
