@@ -291,6 +291,12 @@ func (p *Postgres) Prune(ctx context.Context) ([]string, error) {
 			if _, err := tx.Exec(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, p.lockTimeout.Milliseconds())); err != nil {
 				return err
 			}
+			// Locked before the checkpoint is read: a late record written
+			// into this partition between the read and the DROP would be
+			// dropped without a checkpoint, and verify would call it deleted.
+			if _, err := tx.Exec(ctx, `LOCK TABLE `+pgx.Identifier{name}.Sanitize()+` IN ACCESS EXCLUSIVE MODE`); err != nil {
+				return err
+			}
 			if _, err := tx.Exec(ctx, fmt.Sprintf(`
 				INSERT INTO chain_checkpoints (writer, seq, hash, dropped_at)
 				SELECT DISTINCT ON (writer) writer, seq, hash, now() FROM %s ORDER BY writer, seq DESC
