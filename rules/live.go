@@ -40,7 +40,7 @@ type LiveOptions struct {
 type Live struct {
 	cur       atomic.Pointer[generation]
 	now       func() time.Time
-	realClock bool // timers stand in for clock reads on cache hits (now is time.Now)
+	realClock bool // timers stand in for clock reads on cache hits: now is time.Now (or a test set timers)
 	shards    []*lru.Cache[cacheKey, cacheEntry]
 	door      doorkeeper
 	seed      maphash.Seed

@@ -199,7 +199,7 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "egress-authz audit query: --"+err.Error())
 		return exitUsage
 	}
-	st, err := openExistingStore(ctx, *dsn)
+	st, err := audit.OpenExistingStore(ctx, *dsn)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit query:", err)
 		return exitFail
@@ -237,7 +237,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "egress-authz audit verify: --format %q: want text or json\n", *format)
 		return exitUsage
 	}
-	st, err := openExistingStore(ctx, *dsn)
+	st, err := audit.OpenExistingStore(ctx, *dsn)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit verify:", err)
 		return exitFail
@@ -262,21 +262,4 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		return exitFail
 	}
 	return exitOK
-}
-
-// openExistingStore opens a decision log for reading; a missing SQLite file
-// is an error rather than a new empty log.
-func openExistingStore(ctx context.Context, dsn string) (audit.Store, error) {
-	// Opening a SQLite path creates the file: a typo would then be an
-	// empty, "intact" log.
-	path, ok := strings.CutPrefix(dsn, "sqlite:")
-	if ok || strings.HasSuffix(dsn, ".db") {
-		if !ok {
-			path = dsn
-		}
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("decision log %s: %w", path, err)
-		}
-	}
-	return audit.OpenStore(ctx, dsn)
 }

@@ -575,7 +575,7 @@ Flags:
 	d := rules.Diff(oldT.Set(), newT.Set(), now)
 	var rep *replay.Report
 	if *against != "" {
-		st, err := openExistingStore(ctx, *against)
+		st, err := audit.OpenExistingStore(ctx, *against)
 		if err != nil {
 			fmt.Fprintln(stderr, "egress-authz rules diff: --against:", err)
 			return exitFail
@@ -819,7 +819,7 @@ Flags:
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --until", err)
 		return exitUsage
 	}
-	st, err := openExistingStore(ctx, *from)
+	st, err := audit.OpenExistingStore(ctx, *from)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --from:", err)
 		return exitFail

@@ -76,10 +76,12 @@ func csvSafe(v string) string {
 	return v
 }
 
-// termSafe escapes control characters, so that a field cannot move the
-// cursor, fake a row or send escape sequences to an auditor's terminal.
+// termSafe escapes what is not graphic (control and format characters,
+// such as escapes and bidi overrides), so that a field cannot move the
+// cursor, fake or reorder a row, or send escape sequences to an auditor's
+// terminal.
 func termSafe(v string) string {
-	if !strings.ContainsFunc(v, unicode.IsControl) {
+	if !strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsGraphic(r) }) {
 		return v
 	}
 	q := strconv.QuoteToGraphic(v)
@@ -177,7 +179,7 @@ func (e *tableEncoder) Encode(r *Record) error {
 		dec += " (dry-run)"
 	}
 	_, err := fmt.Fprintf(e.tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Time.UTC().Format("2006-01-02T15:04:05.000Z"),
-		dec, r.Reason, termSafe(dash(r.Rule)), termSafe(r.Principal), termSafe(hostPort(r)), termSafe(dash(r.Method)),
+		dec, termSafe(r.Reason), termSafe(dash(r.Rule)), termSafe(r.Principal), termSafe(hostPort(r)), termSafe(dash(r.Method)),
 		termSafe(dash(r.Path)), termSafe(r.RequestID))
 	return err
 }

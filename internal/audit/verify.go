@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 )
@@ -167,13 +168,32 @@ func (v *Verification) CheckHeads(heads map[string]uint64) {
 // retention): "sqlite:PATH" (or a path ending in
 // .db) or "postgres://...".
 func OpenStore(ctx context.Context, dsn string) (Store, error) {
-	switch {
-	case strings.HasPrefix(dsn, "sqlite:"):
-		return OpenSQLite(ctx, strings.TrimPrefix(dsn, "sqlite:"))
-	case strings.HasSuffix(dsn, ".db"):
-		return OpenSQLite(ctx, dsn)
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+	if path, ok := sqlitePath(dsn); ok {
+		return OpenSQLite(ctx, path)
+	}
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		return OpenPostgres(ctx, dsn, PostgresOptions{})
 	}
 	return nil, fmt.Errorf("decision log %q: want sqlite:PATH or postgres://...", dsn)
+}
+
+// OpenExistingStore is OpenStore for readers: a SQLite file must exist,
+// since opening one creates it, and a mistyped path would then be an
+// empty log that verify calls intact.
+func OpenExistingStore(ctx context.Context, dsn string) (Store, error) {
+	if path, ok := sqlitePath(dsn); ok {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("decision log %s: %w", path, err)
+		}
+	}
+	return OpenStore(ctx, dsn)
+}
+
+// sqlitePath returns the file of a SQLite DSN: sqlite:PATH, or a bare
+// path ending in .db.
+func sqlitePath(dsn string) (string, bool) {
+	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
+		return path, true
+	}
+	return dsn, strings.HasSuffix(dsn, ".db")
 }
