@@ -117,6 +117,16 @@ func recoverSegment(path string) (last Record, count int, err error) {
 			return last, count, nil
 		}
 		if err != nil {
+			rest, rerr := readFrom(f, fr.off)
+			if rerr != nil {
+				return last, count, fmt.Errorf("read %s: %w", path, rerr)
+			}
+			if !tornTail(rest) {
+				// Not what a crash leaves: cutting here would throw away
+				// the acknowledged records after the bad frame.
+				return last, count, fmt.Errorf("%s is corrupt at offset %d, after record %d, with %d bytes after it: keep a copy and move the write-ahead log directory aside to start a new chain",
+					path, fr.off, last.Seq, len(rest))
+			}
 			// A torn tail: the process died inside the write of a decision
 			// that was therefore never returned.
 			if terr := f.Truncate(fr.off); terr != nil {
@@ -131,4 +141,42 @@ func recoverSegment(path string) (last Record, count int, err error) {
 		last = rec
 		count++
 	}
+}
+
+// readFrom returns the bytes of f from off to its end.
+func readFrom(f *os.File, off int64) ([]byte, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, max(0, st.Size()-off))
+	_, err = f.ReadAt(b, off)
+	if err == io.EOF {
+		err = nil
+	}
+	return b, err
+}
+
+// tornTail reports whether rest, a segment from its first unreadable frame
+// on, is what a crash can leave at the end of the log: a last frame cut
+// short (the process died inside write(2)) or not all on disk, or zeros a
+// file system filled in after a power loss. Anything else is corruption
+// inside the log.
+func tornTail(rest []byte) bool {
+	if len(rest) < frameHeader {
+		return true
+	}
+	after := rest
+	if size := int(binary.BigEndian.Uint32(rest[:4])); size > 0 && size <= maxFrame {
+		if frameHeader+size >= len(rest) {
+			return true // the last frame
+		}
+		after = rest[frameHeader+size:]
+	}
+	for _, c := range after {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }

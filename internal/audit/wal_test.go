@@ -173,3 +173,70 @@ func TestSinkAheadOfTheLogIsNotWritten(t *testing.T) {
 		t.Error("the new records are no longer in the write-ahead log")
 	}
 }
+
+// TestRecoveryRefusesToCutCorruptionInsideTheLog: a bad frame followed by
+// good ones is not a torn tail. Recovery must not cut the acknowledged
+// records after it; Open fails, naming the segment and offset, and leaves
+// the file as it was. A torn tail is still cut.
+func TestRecoveryRefusesToCutCorruptionInsideTheLog(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		damage  func(b []byte, frame3 int64) []byte
+		opens   bool
+		records int // in the log after a successful Open
+	}{
+		{"flipped_byte_in_record_3", func(b []byte, at int64) []byte { b[at+frameHeader+2] ^= 0xff; return b }, false, 0},
+		{"cut_inside_record_10", func(b []byte, _ int64) []byte { return b[:len(b)-5] }, true, 9},
+		{"zeros_after_record_10", func(b []byte, _ int64) []byte { return append(b, make([]byte, 4096)...) }, true, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			w, err := Open(Options{Dir: dir, SegmentRecords: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 10 {
+				record(t, w, sample(i))
+			}
+			if err := w.Close(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			seg := filepath.Join(dir, segmentName(1))
+			b, _ := os.ReadFile(seg)
+			f, _ := os.Open(seg)
+			fr := &frameReader{r: bufio.NewReader(f)}
+			for range 2 {
+				if _, err := fr.next(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.Close()
+			b = tc.damage(b, fr.off)
+			if err := os.WriteFile(seg, b, 0o640); err != nil {
+				t.Fatal(err)
+			}
+
+			w2, err := Open(Options{Dir: dir, SegmentRecords: 100})
+			if !tc.opens {
+				if err == nil {
+					w2.Close(context.Background())
+					t.Fatal("Open cut a corrupt log")
+				}
+				if !strings.Contains(err.Error(), segmentName(1)) || !strings.Contains(err.Error(), "corrupt at offset") {
+					t.Errorf("error %q does not name the segment and offset", err)
+				}
+				if after, _ := os.ReadFile(seg); len(after) != len(b) {
+					t.Errorf("the segment went from %d to %d bytes", len(b), len(after))
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Open: %v", err)
+			}
+			defer w2.Close(context.Background())
+			if got := w2.Stats().Written; got != uint64(tc.records) {
+				t.Errorf("the log holds records up to %d, want %d", got, tc.records)
+			}
+		})
+	}
+}
