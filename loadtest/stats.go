@@ -101,8 +101,8 @@ func writeTable(w io.Writer, ss []Scenario) {
 	fmt.Fprintln(w, "| scenario | target | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | ratio (req/s, p99, p99.9) | goal | met |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
 	for _, s := range ss {
+		compared := s.Baseline.Target != ""
 		for i, r := range []Result{s.Baseline, s.Server} {
-			compared := s.Baseline.Target != ""
 			if i == 0 && !compared {
 				continue // a single run: nothing to compare with
 			}

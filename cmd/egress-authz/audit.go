@@ -100,14 +100,11 @@ func (s *server) openAudit() (authz.Recorder, error) {
 	return w, nil
 }
 
-// openStore opens a queryable decision-log sink: PostgreSQL with the
-// configured retention, or whatever audit.OpenStore knows.
+// openStore opens a queryable decision-log sink; PostgreSQL gets the
+// configured retention and the server's logger.
 func (s *server) openStore(ctx context.Context, dsn string) (audit.Store, error) {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return audit.OpenPostgres(ctx, dsn, audit.PostgresOptions{Retention: time.Duration(s.cfg.AuditRetention),
-			Logger: s.log.With("sink", "postgres")})
-	}
-	return audit.OpenStore(ctx, dsn)
+	return audit.OpenStoreWith(ctx, dsn, audit.PostgresOptions{Retention: time.Duration(s.cfg.AuditRetention),
+		Logger: s.log.With("sink", "postgres")})
 }
 
 // storedHeads says how far this server's writer has stored its chain in

@@ -168,11 +168,17 @@ func (v *Verification) CheckHeads(heads map[string]uint64) {
 // retention): "sqlite:PATH" (or a path ending in
 // .db) or "postgres://...".
 func OpenStore(ctx context.Context, dsn string) (Store, error) {
+	return OpenStoreWith(ctx, dsn, PostgresOptions{})
+}
+
+// OpenStoreWith is OpenStore with the options a PostgreSQL DSN opens with
+// (retention, logger); they mean nothing to SQLite.
+func OpenStoreWith(ctx context.Context, dsn string, pg PostgresOptions) (Store, error) {
 	if path, ok := sqlitePath(dsn); ok {
 		return OpenSQLite(ctx, path)
 	}
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return OpenPostgres(ctx, dsn, PostgresOptions{})
+		return OpenPostgres(ctx, dsn, pg)
 	}
 	return nil, fmt.Errorf("decision log %q: want sqlite:PATH or postgres://...", dsn)
 }

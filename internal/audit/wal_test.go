@@ -62,7 +62,7 @@ func TestCorruptFrameStopsTheSinkVisibly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the sink reported failing", func() bool { return w2.Stats().Failing["sqlite"] })
+	waitUntil(t, "the sink reported failing", func() bool { return w2.Stats().Failing["sqlite"] })
 	if stored, _ := w2.Stored("sqlite"); stored != 4 {
 		t.Errorf("the sink stored up to record %d, want 4 (the records before the corrupt one)", stored)
 	}
@@ -95,18 +95,6 @@ func TestRecordOverTheFrameLimitIsRefused(t *testing.T) {
 	v, err := Verify(context.Background(), f.reader(t))
 	if err != nil || !v.OK() || v.Records != 2 {
 		t.Fatalf("verify: %+v %v; want 2 records, intact", v, err)
-	}
-}
-
-// waitFor polls cond for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within 10 s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -152,7 +140,7 @@ func TestSinkAheadOfTheLogIsNotWritten(t *testing.T) {
 	for i := range 15 {
 		record(t, w2, sample(100+i))
 	}
-	waitFor(t, "the sink reported failing", func() bool { return w2.Stats().Failing["sqlite"] })
+	waitUntil(t, "the sink reported failing", func() bool { return w2.Stats().Failing["sqlite"] })
 	time.Sleep(300 * time.Millisecond) // time to write, had the runner gone on
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel2()
