@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/egress-authz/egress-authz/internal/when"
 )
 
 // Case is one test case of a rule set, as the compliance team writes them
@@ -146,12 +148,9 @@ func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 				p.errorf(v, "reason %q is not a reason a decision can have (one of %s)", s, reasonList())
 			}
 		case "at":
-			t, err := time.Parse(time.RFC3339, s)
+			t, err := when.ParseTime(s)
 			if err != nil {
-				t, err = time.Parse(time.DateOnly, s)
-			}
-			if err != nil {
-				p.errorf(v, "at must be a date YYYY-MM-DD or an RFC 3339 time, got %q", s)
+				p.errorf(v, "at: %v", err)
 			}
 			c.At = t
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
 	"github.com/egress-authz/egress-authz/internal/replay"
+	"github.com/egress-authz/egress-authz/internal/when"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -42,13 +43,7 @@ func parseAt(s string, now time.Time) (time.Time, error) {
 	if s == "" {
 		return now, nil
 	}
-	if t, err := time.Parse(time.RFC3339, s); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
-	}
-	return time.Time{}, fmt.Errorf("%q: want a day YYYY-MM-DD or an RFC 3339 time", s)
+	return when.ParseTime(s)
 }
 
 // loadTable loads and compiles the rule set at path. Why an invalid set is
@@ -549,11 +544,11 @@ Flags:
 	}
 	var filter audit.Filter
 	if *against != "" {
-		if filter.Since, err = audit.ParseTime(*since, wall); err != nil {
+		if filter.Since, err = when.ParseSince(*since, wall); err != nil {
 			fmt.Fprintln(stderr, "egress-authz rules diff: --since", err)
 			return exitUsage
 		}
-		if filter.Until, err = audit.ParseTime(*until, wall); err != nil {
+		if filter.Until, err = when.ParseSince(*until, wall); err != nil {
 			fmt.Fprintln(stderr, "egress-authz rules diff: --until", err)
 			return exitUsage
 		}
@@ -811,11 +806,11 @@ Flags:
 	now := time.Now().UTC()
 	f := audit.Filter{Namespace: *namespace}
 	var err error
-	if f.Since, err = audit.ParseTime(*since, now); err != nil {
+	if f.Since, err = when.ParseSince(*since, now); err != nil {
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --since", err)
 		return exitUsage
 	}
-	if f.Until, err = audit.ParseTime(*until, now); err != nil {
+	if f.Until, err = when.ParseSince(*until, now); err != nil {
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --until", err)
 		return exitUsage
 	}

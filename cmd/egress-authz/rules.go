@@ -8,7 +8,7 @@ import (
 	"io"
 	"time"
 
-	"github.com/egress-authz/egress-authz/internal/config"
+	"github.com/egress-authz/egress-authz/internal/when"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -59,7 +59,7 @@ func lintCmd(args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
-	window, err := config.ParseDays(*warnExpiry)
+	window, err := when.ParseDuration(*warnExpiry)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz rules lint: --warn-expiry:", err)
 		return exitUsage

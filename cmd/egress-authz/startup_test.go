@@ -46,6 +46,13 @@ rules:
 			stderr: []string{"nope.yaml"},
 		},
 		{
+			// 213504 days overflowed time.Duration and became 25 minutes.
+			name:   "retention_over_a_century",
+			args:   []string{"--rules", examplesPath(t), "--plaintext", "--audit-retention", "213504d"},
+			code:   2,
+			stderr: []string{"audit-retention", "213504d", "century"},
+		},
+		{
 			name:   "missing_rules_flag",
 			args:   []string{"--plaintext"},
 			code:   2,

@@ -12,6 +12,8 @@ import (
 	"text/tabwriter"
 	"time"
 	"unicode"
+
+	"github.com/egress-authz/egress-authz/internal/when"
 )
 
 // jsonRecord is a Record as the query outputs render it.
@@ -212,45 +214,18 @@ func hostPort(r *Record) string {
 	return r.Host + ":" + strconv.Itoa(r.Port)
 }
 
-// maxDays bounds "Nd" (a century), so that N days cannot overflow a
-// Duration and land in the future.
-const maxDays = 36500
-
 // MaxLimit is the most records one query may ask for.
 const MaxLimit = 1_000_000
-
-// ParseTime reads a --since/--until value: a duration back from now
-// ("15m", "24h", "7d") or an RFC 3339 time.
-func ParseTime(s string, now time.Time) (time.Time, error) {
-	if s == "" {
-		return time.Time{}, nil
-	}
-	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
-		return t, nil
-	}
-	if t, err := time.Parse(time.DateOnly, s); err == nil {
-		return t, nil
-	}
-	if d, ok := strings.CutSuffix(s, "d"); ok {
-		if n, err := strconv.Atoi(d); err == nil && n >= 0 && n <= maxDays {
-			return now.Add(-time.Duration(n) * 24 * time.Hour), nil
-		}
-	}
-	if d, err := time.ParseDuration(s); err == nil && d >= 0 {
-		return now.Add(-d), nil
-	}
-	return time.Time{}, fmt.Errorf("%q: want a duration back from now (15m, 24h, 7d) or an RFC 3339 time", s)
-}
 
 // FilterFromQuery reads a Filter from URL query parameters, as
 // /v1/decisions and audit query share them.
 func FilterFromQuery(get func(string) string, now time.Time) (Filter, error) {
 	var f Filter
 	var err error
-	if f.Since, err = ParseTime(get("since"), now); err != nil {
+	if f.Since, err = when.ParseSince(get("since"), now); err != nil {
 		return f, fmt.Errorf("since: %w", err)
 	}
-	if f.Until, err = ParseTime(get("until"), now); err != nil {
+	if f.Until, err = when.ParseSince(get("until"), now); err != nil {
 		return f, fmt.Errorf("until: %w", err)
 	}
 	f.Principal, f.Namespace, f.Host, f.Rule = get("principal"), get("namespace"), get("host"), get("rule")

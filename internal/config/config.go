@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/egress-authz/egress-authz/internal/when"
 )
 
 // Config is the serve command's configuration. The YAML keys are the flag
@@ -234,7 +236,7 @@ func (c *Config) String() string {
 }
 
 // Days is a duration written in days ("400d") or in Go's units ("72h"),
-// as ParseDays reads it, in the --config file as on the command line.
+// as when.ParseDuration reads it, in the --config file as on the command line.
 // (yaml.v3 reads a time.Duration with time.ParseDuration, which has no
 // days.)
 type Days time.Duration
@@ -245,7 +247,7 @@ func (d *Days) UnmarshalYAML(n *yaml.Node) error {
 	if err := n.Decode(&s); err != nil {
 		return err
 	}
-	v, err := ParseDays(s)
+	v, err := when.ParseDuration(s)
 	if err != nil {
 		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
@@ -257,36 +259,17 @@ func (d *Days) UnmarshalYAML(n *yaml.Node) error {
 type daysFlag struct{ d *Days }
 
 func (f daysFlag) String() string {
-	if f.d == nil || *f.d == 0 {
+	if f.d == nil {
 		return "0"
 	}
-	d := time.Duration(*f.d)
-	if d%(24*time.Hour) == 0 {
-		return strconv.Itoa(int(d/(24*time.Hour))) + "d"
-	}
-	return d.String()
+	return when.FormatDuration(time.Duration(*f.d))
 }
 
 func (f daysFlag) Set(s string) error {
-	d, err := ParseDays(s)
+	d, err := when.ParseDuration(s)
 	if err != nil {
 		return err
 	}
 	*f.d = Days(d)
 	return nil
-}
-
-// ParseDays parses a duration written in days ("14d") or in Go's units
-// ("72h").
-func ParseDays(s string) (time.Duration, error) {
-	if n, ok := strings.CutSuffix(s, "d"); ok {
-		if days, err := strconv.Atoi(n); err == nil && days >= 0 {
-			return time.Duration(days) * 24 * time.Hour, nil
-		}
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("%q is not a duration (like 14d or 72h)", s)
-	}
-	return d, nil
 }

@@ -118,15 +118,22 @@ func TestUnknownConfigKeyIsAnError(t *testing.T) {
 	}
 }
 
-func TestParseDays(t *testing.T) {
-	for in, want := range map[string]time.Duration{"14d": 14 * 24 * time.Hour, "0d": 0, "72h": 72 * time.Hour, "90m": 90 * time.Minute} {
-		if got, err := ParseDays(in); err != nil || got != want {
-			t.Errorf("ParseDays(%q) = %v, %v; want %v", in, got, err, want)
+// A retention beyond a century overflowed time.Duration: 213504d became
+// 25 minutes (dropping every PostgreSQL partition but today's), 200000d
+// turned negative and disabled retention. Both are refused, by flag and in
+// the config file.
+func TestAuditRetentionOverflowIsRefused(t *testing.T) {
+	for _, in := range []string{"213504d", "200000d", "36501d"} {
+		if _, err := parse(t, "--rules", "r", "--plaintext", "--audit-retention", in); err == nil || !strings.Contains(err.Error(), "century") {
+			t.Errorf("--audit-retention %s: error %v, want one saying it is over a century", in, err)
+		}
+		file := writeConfig(t, "rules: r\nplaintext: true\naudit-retention: "+in+"\n")
+		if _, err := parse(t, "--config", file); err == nil || !strings.Contains(err.Error(), "century") {
+			t.Errorf("audit-retention: %s in the config file: error %v, want one saying it is over a century", in, err)
 		}
 	}
-	for _, in := range []string{"", "d", "-1d", "1w", "x"} {
-		if _, err := ParseDays(in); err == nil {
-			t.Errorf("ParseDays(%q) accepted", in)
-		}
+	c, err := parse(t, "--rules", "r", "--plaintext", "--audit-retention", "36500d")
+	if err != nil || time.Duration(c.AuditRetention) != 36500*24*time.Hour {
+		t.Errorf("--audit-retention 36500d: %v, %v", c.AuditRetention, err)
 	}
 }
