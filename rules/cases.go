@@ -150,7 +150,7 @@ func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 		case "at":
 			t, err := when.ParseTime(s)
 			if err != nil {
-				p.errorf(v, "at must be a day YYYY-MM-DD or an RFC 3339 time: %v", err)
+				p.errorf(v, "at: %v", err)
 			}
 			c.At = t
 		}
