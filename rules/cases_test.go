@@ -73,7 +73,7 @@ func TestParseCasesErrors(t *testing.T) {
 		{"bad_rule_id", "cases:\n  - name: a\n" + ok + "    rule: Stripe Rule\n", `cases.yaml:6:11: rule "Stripe Rule" is not a rule id`},
 		{"bad_method", "cases:\n  - name: a\n" + ok + "    method: \"GET /\"\n", `cases.yaml:6:13: method "GET /" is not an HTTP method`},
 		{"bad_port", "cases:\n  - name: a\n    sni: x.example\n    port: 70000\n    expect: deny\n", `cases.yaml:4:11: port "70000" is not a port number`},
-		{"bad_at", "cases:\n  - name: a\n" + ok + "    at: tomorrow\n", `cases.yaml:6:9: at: \"tomorrow\": want a day`},
+		{"bad_at", "cases:\n  - name: a\n" + ok + "    at: tomorrow\n", `cases.yaml:6:9: at: "tomorrow": want a day`},
 		{"duplicate_name", "cases:\n  - name: a\n" + ok + "  - name: a\n" + ok, `cases.yaml:6:5: case name "a" already used at cases.yaml:2:5`},
 		{"list_value", "cases:\n  - name: [a]\n" + ok, `cases.yaml:2:11: name must be a single value, got a list`},
 		{"yaml_syntax", "cases:\n  - name: a\n    url: \"https://x\n  - b\n", "cases.yaml:3:1: invalid YAML"},
