@@ -1,0 +1,180 @@
+package parquetlog
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+)
+
+// realistic returns n chained records of the load test's world: 300
+// principals in 50 namespaces, 2,000 hosts, 10,000 rules, 10 % denied,
+// paths with an id, a random UUIDv4 request id and a random W3C trace id
+// in every record, 30,000 decisions a second.
+func realistic(writer string, from uint64, prev string, n int, start time.Time, rng *rand.Rand) []audit.Record {
+	out := make([]audit.Record, n)
+	t := start
+	for j := range out {
+		i := rng.IntN(10000)
+		pi := i % 300
+		allow := rng.Float64() > 0.1
+		if !allow {
+			pi = (i + 1) % 300
+		}
+		t = t.Add(time.Duration(rng.IntN(66000)))
+		r := audit.Record{
+			Time:      t,
+			RequestID: fmt.Sprintf("%08x-%04x-4%03x-%x%03x-%012x", rng.Uint32(), rng.IntN(1<<16), rng.IntN(1<<12), 8+rng.IntN(4), rng.IntN(1<<12), rng.Uint64()&(1<<48-1)),
+			TraceID:   fmt.Sprintf("%016x%016x", rng.Uint64(), rng.Uint64()|1),
+			Principal: fmt.Sprintf("spiffe://cluster.local/ns/team-%02d/sa/svc-%d", pi/6, pi%6), TrustDomain: "cluster.local",
+			Namespace: fmt.Sprintf("team-%02d", pi/6), ServiceAccount: fmt.Sprintf("svc-%d", pi%6),
+			Host: fmt.Sprintf("api-%d.vendor-%d.example.com", (i*7)%2000, (i*7)%2000%250), Port: 443,
+			Method: []string{"GET", "GET", "GET", "POST"}[rng.IntN(4)], Path: fmt.Sprintf("/v1/res-%d/items/%d", i%20, rng.IntN(1000)),
+			Enforced: true, RuleSet: "1edfe46c626abce8", CacheHit: rng.Float64() < 0.9,
+			Latency: time.Duration(1000 + rng.IntN(40000)), Writer: writer, Seq: from + uint64(j) + 1, PrevHash: prev,
+		}
+		if allow {
+			r.Decision, r.Reason, r.Rule, r.Owner, r.Ticket = audit.Allow, "allowed-by-rule", fmt.Sprintf("rule-%d", i), fmt.Sprintf("team-%02d", pi/6), fmt.Sprintf("SEC-%d", 1000+i)
+		} else {
+			r.Decision, r.Reason = audit.Deny, "no-matching-rule"
+		}
+		r.Hash = audit.ComputeHash(&r)
+		prev = r.Hash
+		out[j] = r
+	}
+	return out
+}
+
+// BenchmarkSegmentWrite: the sink's cost per record (conversion, encoding,
+// compression, the segment's fsync and rename) and the bytes on disk, for
+// the load test's realistic records with random request and trace ids.
+func BenchmarkSegmentWrite(b *testing.B) {
+	recs := realistic("w", 0, "", 262144, time.Date(2026, 12, 4, 1, 0, 0, 0, time.UTC), rand.New(rand.NewPCG(1, 1)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	var size int64
+	for i := 0; i < b.N; i++ {
+		dir := b.TempDir()
+		s, err := OpenSink(dir, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Cursor(context.Background(), "w")
+		for j := 0; j < len(recs); j += 2000 {
+			if err := s.Write(context.Background(), recs[j:min(j+2000, len(recs))]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := s.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		size = dirSize(b, dir)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(recs)), "ns/record")
+	b.ReportMetric(float64(size)/float64(len(recs)), "bytes/record")
+}
+
+func dirSize(tb testing.TB, dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// bigLog builds (once, kept in the temp dir) a log of n realistic records
+// over the 30 days before its end.
+func bigLog(b *testing.B, n int) string {
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("egress-authz-bench-parquet-%d-v1", n))
+	if _, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
+		return dir
+	}
+	os.RemoveAll(dir)
+	b.Logf("building %d records in %s (once)", n, dir)
+	s, err := OpenSink(dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.Cursor(context.Background(), "bench")
+	rng := rand.New(rand.NewPCG(2, 2))
+	span := 30 * 24 * time.Hour
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	var prev string
+	const chunk = 100000
+	for seq := 0; seq < n; seq += chunk {
+		recs := realistic("bench", uint64(seq), prev, chunk, start.Add(time.Duration(seq)*(span/time.Duration(n))), rng)
+		// Spread them evenly over the span.
+		for i := range recs {
+			recs[i].Time = start.Add(time.Duration(seq+i) * (span / time.Duration(n)))
+			recs[i].PrevHash = prev
+			recs[i].Hash = audit.ComputeHash(&recs[i])
+			prev = recs[i].Hash
+		}
+		if err := s.Write(context.Background(), recs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "complete"), nil, 0o644)
+	return dir
+}
+
+// BenchmarkQueryPrincipal24h: an auditor's question on a log of
+// 10,000,000 records spread over 30 days: one principal's decisions in a
+// 24 h window.
+func BenchmarkQueryPrincipal24h(b *testing.B) {
+	dir := bigLog(b, 10_000_000)
+	st, err := Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	f := audit.Filter{Principal: "spiffe://cluster.local/ns/team-07/sa/svc-3", Since: start.Add(15 * 24 * time.Hour), Until: start.Add(16 * 24 * time.Hour)}
+	b.ResetTimer()
+	var got int
+	for i := 0; i < b.N; i++ {
+		got = 0
+		if _, err := st.Query(context.Background(), f, func(*audit.Record) error { got++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if got == 0 {
+		b.Fatal("the query found nothing: the benchmark measures nothing")
+	}
+	b.ReportMetric(float64(got), "rows")
+}
+
+// BenchmarkVerify10M: audit verify of 10,000,000 records.
+func BenchmarkVerify10M(b *testing.B) {
+	dir := bigLog(b, 10_000_000)
+	st, err := Open(dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		v, err := st.Verify(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if !v.OK() || v.Records != 10_000_000 {
+			b.Fatalf("verify: %d records, breaks %v", v.Records, v.Breaks)
+		}
+	}
+	b.ReportMetric(float64(runtime.NumCPU()), "cpus")
+}

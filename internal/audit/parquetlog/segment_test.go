@@ -1,0 +1,46 @@
+package parquetlog
+
+import (
+	"testing"
+
+	"github.com/google/uuid"
+)
+
+func TestIDsStoredAsBytesOnlyWhenTheyRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		id   string
+		uuid bool
+	}{
+		{"3f2b8c1e-9a4d-4e2f-8b1c-0d9e7f6a5b4c", true},
+		{"3F2B8C1E-9A4D-4E2F-8B1C-0D9E7F6A5B4C", false}, // upper case would come back lower
+		{"3f2b8c1e9a4d4e2f8b1c0d9e7f6a5b4c", false},
+		{"{3f2b8c1e-9a4d-4e2f-8b1c-0d9e7f6a5b4c}", false},
+		{"3f2b8c1e-9a4d-4e2f-8b1c-0d9e7f6a5b4g", false},
+		{"ea-5c0a1e8f3b2d-1", false},
+		{"", false},
+	} {
+		u, ok := canonicalUUID(tc.id)
+		if ok != tc.uuid {
+			t.Errorf("canonicalUUID(%q) = %v, want %v", tc.id, ok, tc.uuid)
+		}
+		if ok && u.String() != tc.id {
+			t.Errorf("canonicalUUID(%q) = %s", tc.id, u)
+		}
+		if want, err := uuid.Parse(tc.id); ok && (err != nil || want != u) {
+			t.Errorf("canonicalUUID(%q) = %s, uuid.Parse %s %v", tc.id, u, want, err)
+		}
+	}
+	for _, tc := range []struct {
+		id string
+		ok bool
+	}{
+		{"4bf92f3577b34da6a3ce929d0e0e4736", true},
+		{"4BF92F3577B34DA6A3CE929D0E0E4736", false},
+		{"4bf92f3577b34da6a3ce929d0e0e473", false},
+		{"", false},
+	} {
+		if _, ok := traceBytes(tc.id); ok != tc.ok {
+			t.Errorf("traceBytes(%q) = %v, want %v", tc.id, ok, tc.ok)
+		}
+	}
+}

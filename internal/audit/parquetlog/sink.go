@@ -1,0 +1,296 @@
+package parquetlog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+)
+
+// Options configures a Sink. The zero value of each field means its
+// default.
+type Options struct {
+	// MaxRecords closes a segment once it holds this many records.
+	// Default 262,144 (a few MB on disk).
+	MaxRecords int
+	// MaxAge closes a segment this long after its first record, so that
+	// a quiet gateway's records still reach a closed segment. Default 10
+	// minutes.
+	MaxAge time.Duration
+	// Retention removes the day directories older than this; 0 keeps all.
+	Retention time.Duration
+	// WAL is the write-ahead log directory of the writer feeding the sink,
+	// recorded beside the segments so that a reader in another process can
+	// add the records not yet in a segment (the tail) to its answers.
+	WAL string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Logger for retention; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Sink writes one writer's records into segments under a directory. Its
+// methods are called by one goroutine of the audit writer (see
+// audit.Sink), except Durable and FlushBy, which are safe for concurrent
+// use.
+//
+// Records handed to Write are buffered in the open segment and become
+// durable when it closes (by size, by age, at a day boundary, on Flush or
+// Close); Durable reports how far that is, and the writer releases its
+// write-ahead log only that far.
+type Sink struct {
+	dir  string
+	opts Options
+
+	writer    string // set by Cursor: a sink serves one writer's chain
+	seg       *segmentWriter
+	durable   atomic.Uint64
+	flushBy   atomic.Int64 // unix nanoseconds; 0 when no segment is open
+	nextPrune time.Time    // when retention runs next
+}
+
+// pruneEvery is how often retention runs; a run that fails is logged and
+// tried again then, and never fails a write.
+const pruneEvery = time.Hour
+
+// OpenSink opens (creating it if needed) the segment directory dir for
+// writing.
+func OpenSink(dir string, opts Options) (*Sink, error) {
+	if opts.MaxRecords <= 0 {
+		opts.MaxRecords = 1 << 18
+	}
+	if opts.MaxAge <= 0 {
+		opts.MaxAge = 10 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open parquet decision log: %w", err)
+	}
+	return &Sink{dir: dir, opts: opts}, nil
+}
+
+// Name implements audit.Sink.
+func (s *Sink) Name() string { return "parquet" }
+
+// Cursor implements audit.Sink: the last record of writer in a closed
+// segment. It also removes the writer's unfinished segments, left by a
+// crash (their records are in the write-ahead log), and records where the
+// writer's log is, for readers of the tail.
+func (s *Sink) Cursor(ctx context.Context, writer string) (uint64, error) {
+	segs, err := listSegments(s.dir)
+	if err != nil {
+		return 0, err
+	}
+	var last uint64
+	for _, sg := range segs {
+		if sg.writer == writer {
+			last = max(last, sg.last)
+		}
+	}
+	if err := s.removeUnfinished(writer); err != nil {
+		return 0, err
+	}
+	if s.opts.WAL != "" {
+		if err := writeTail(s.dir, writer, s.opts.WAL); err != nil {
+			return 0, err
+		}
+	}
+	s.writer = writer
+	s.durable.Store(last)
+	return last, nil
+}
+
+// removeUnfinished removes writer's temporary segment files.
+func (s *Sink) removeUnfinished(writer string) error {
+	days, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("parquet decision log %s: %w", s.dir, err)
+	}
+	for _, d := range days {
+		if _, ok := parseDayDir(d.Name()); !ok || !d.IsDir() {
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(s.dir, d.Name()))
+		if err != nil {
+			return fmt.Errorf("parquet decision log: %w", err)
+		}
+		for _, f := range files {
+			if w, ok := parseTmpName(f.Name()); ok && w == writer {
+				if err := os.Remove(filepath.Join(s.dir, d.Name(), f.Name())); err != nil {
+					return fmt.Errorf("parquet decision log: %w", err)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Write implements audit.Sink: it appends recs to the open segment,
+// closing segments as they fill, age or cross midnight (UTC).
+func (s *Sink) Write(ctx context.Context, recs []audit.Record) error {
+	for len(recs) > 0 {
+		r := &recs[0]
+		if r.Seq <= s.durable.Load() && s.seg == nil {
+			recs = recs[1:] // already in a closed segment: written again after a crash
+			continue
+		}
+		if s.seg != nil && s.seg.meta.Records > 0 && r.Seq <= s.seg.meta.LastSeq {
+			recs = recs[1:]
+			continue
+		}
+		day := r.Time.UTC().Truncate(24 * time.Hour)
+		if s.seg != nil && day.After(s.seg.day) {
+			if err := s.closeSegment(); err != nil {
+				return err
+			}
+		}
+		if s.seg == nil {
+			seg, err := createSegment(s.dir, day, r.Writer, r.Seq, s.opts.Now())
+			if err != nil {
+				return err
+			}
+			s.seg = seg
+			s.flushBy.Store(seg.opened.Add(s.opts.MaxAge).UnixNano())
+		}
+		// As many records as fit in the segment and its day.
+		n := 1
+		for n < len(recs) && int(s.seg.meta.Records)+n < s.opts.MaxRecords &&
+			!recs[n].Time.UTC().Truncate(24*time.Hour).After(s.seg.day) {
+			n++
+		}
+		if err := s.seg.append(recs[:n]); err != nil {
+			s.seg.abort()
+			s.seg = nil
+			s.flushBy.Store(0)
+			return err
+		}
+		recs = recs[n:]
+		if int(s.seg.meta.Records) >= s.opts.MaxRecords {
+			if err := s.closeSegment(); err != nil {
+				return err
+			}
+		}
+	}
+	if s.seg != nil && !s.opts.Now().Before(s.seg.opened.Add(s.opts.MaxAge)) {
+		return s.closeSegment()
+	}
+	return nil
+}
+
+func (s *Sink) closeSegment() error {
+	seg := s.seg
+	s.seg = nil
+	s.flushBy.Store(0)
+	if _, err := seg.close(); err != nil {
+		seg.abort()
+		return err
+	}
+	s.durable.Store(seg.meta.LastSeq)
+	s.maybePrune()
+	return nil
+}
+
+// maybePrune runs retention when it is due.
+func (s *Sink) maybePrune() {
+	if s.opts.Retention <= 0 {
+		return
+	}
+	now := s.opts.Now()
+	if now.Before(s.nextPrune) {
+		return
+	}
+	s.nextPrune = now.Add(pruneEvery)
+	removed, err := Prune(s.dir, s.opts.Retention, now)
+	if err != nil {
+		s.opts.Logger.Warn("decision-log retention failed; it runs again in an hour", "dir", s.dir, "error", err.Error())
+	}
+	if len(removed) > 0 {
+		s.opts.Logger.Info("decision-log retention removed whole days", "dir", s.dir, "days", removed)
+	}
+}
+
+// Durable reports the last record stored in a closed segment.
+func (s *Sink) Durable() uint64 { return s.durable.Load() }
+
+// FlushBy reports when the open segment must be closed at the latest, or
+// the zero time when none is open.
+func (s *Sink) FlushBy() time.Time {
+	if n := s.flushBy.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
+// Flush closes the open segment, making every record written durable.
+func (s *Sink) Flush(ctx context.Context) error {
+	if s.seg == nil {
+		return nil
+	}
+	return s.closeSegment()
+}
+
+// Close implements audit.Sink: it closes the open segment. A segment that
+// cannot be closed is removed; its records stay in the write-ahead log.
+func (s *Sink) Close() error {
+	if s.seg == nil {
+		return nil
+	}
+	return s.closeSegment()
+}
+
+// tailFile is where a segment directory says which write-ahead log holds
+// a writer's newest records.
+func tailFile(dir, writer string) string {
+	return filepath.Join(dir, "_writers", writerFile(writer)+".json")
+}
+
+type tailInfo struct {
+	WAL string `json:"wal"`
+}
+
+func writeTail(dir, writer, wal string) error {
+	abs, err := filepath.Abs(wal)
+	if err != nil {
+		return err
+	}
+	b, _ := json.Marshal(tailInfo{WAL: abs})
+	path := tailFile(dir, writer)
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return fmt.Errorf("parquet decision log: %w", err)
+	}
+	if cur, err := os.ReadFile(path); err == nil && string(cur) == string(b) {
+		return nil
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		return fmt.Errorf("parquet decision log: %w", err)
+	}
+	return os.Rename(tmp, path)
+}
+
+func readTail(dir, writer string) (string, error) {
+	b, err := os.ReadFile(tailFile(dir, writer))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	var t tailInfo
+	if err := json.Unmarshal(b, &t); err != nil {
+		return "", fmt.Errorf("%s: %w", tailFile(dir, writer), err)
+	}
+	return t.WAL, nil
+}

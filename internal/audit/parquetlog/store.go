@@ -1,0 +1,312 @@
+package parquetlog
+
+import (
+	"cmp"
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+)
+
+// Store reads a segment directory: every writer's closed segments and, for
+// writers whose write-ahead log is reachable, the records not yet in a
+// segment. It is safe for concurrent use; it holds no file open between
+// calls.
+type Store struct {
+	dir  string
+	tail func(writer string, after uint64, fn func(*audit.Record) error) error
+}
+
+// Open opens the segment directory dir for reading. It must exist: a
+// mistyped path must not read as an empty, intact log.
+func Open(dir string) (*Store, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("parquet decision log: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("parquet decision log %s: not a directory", dir)
+	}
+	return &Store{dir: dir}, nil
+}
+
+// Close implements audit.Store.
+func (s *Store) Close() error { return nil }
+
+// Query implements audit.Store: the records f selects, newest first (by
+// time, then writer and sequence number, as the SQL stores order them),
+// read from the segments whose days, times and writers can hold a match,
+// plus the writers' tails.
+//
+// Segments are opened newest first and merged: a segment is read only once
+// the records already found are no newer than its newest one, so a query
+// with a limit reads a few segments, and one without holds in memory only
+// the matches of the segments that overlap in time.
+func (s *Store) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) error) (string, error) {
+	until := f.Until
+	var cur cursorPos
+	if f.Cursor != "" {
+		var err error
+		if cur, err = decodeCursor(f.Cursor); err != nil {
+			return "", err
+		}
+		if t := time.Unix(0, cur.ts+1); until.IsZero() || t.Before(until) {
+			until = t
+		}
+	}
+	refs, err := listSegments(s.dir)
+	if err != nil {
+		return "", err
+	}
+	var cands []*candidate
+	lastSeq := map[string]uint64{}
+	for _, ref := range refs {
+		lastSeq[ref.writer] = max(lastSeq[ref.writer], ref.last)
+		if !dayMayHold(ref.day, f.Since, until) {
+			continue
+		}
+		cands = append(cands, &candidate{ref: ref})
+	}
+	// Footers give each segment's time span: only those can be ordered.
+	for _, c := range cands {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		seg, err := openSegment(c.ref)
+		if err != nil {
+			return "", err
+		}
+		c.minTime, c.maxTime = seg.meta.MinTime, seg.meta.MaxTime
+		seg.close()
+	}
+	cands = slices.DeleteFunc(cands, func(c *candidate) bool {
+		return (!f.Since.IsZero() && c.maxTime < f.Since.UnixNano()) || (!until.IsZero() && c.minTime >= until.UnixNano())
+	})
+	tail, err := s.tailMatches(ctx, f, cur, until, lastSeq)
+	if err != nil {
+		return "", err
+	}
+	if len(tail) > 0 {
+		cands = append(cands, &candidate{loaded: true, recs: tail, maxTime: tail[0].Time.UnixNano()})
+	}
+	slices.SortFunc(cands, func(a, b *candidate) int { return cmp.Compare(b.maxTime, a.maxTime) })
+
+	m := &merger{}
+	next := 0
+	emitted := 0
+	var last *audit.Record
+	for {
+		// Load every segment that may hold a record newer than the
+		// newest one waiting.
+		for next < len(cands) && (m.Len() == 0 || cands[next].maxTime >= m.top().Time.UnixNano()) {
+			c := cands[next]
+			next++
+			if !c.loaded {
+				if c.recs, err = s.matches(ctx, c.ref, f, cur, until); err != nil {
+					return "", err
+				}
+			}
+			if len(c.recs) > 0 {
+				heap.Push(m, &iter{recs: c.recs})
+			}
+		}
+		if m.Len() == 0 {
+			return "", nil
+		}
+		if f.Limit > 0 && emitted == f.Limit {
+			return encodeCursor(last), nil
+		}
+		it := m.its[0]
+		r := &it.recs[it.i]
+		if err := fn(r); err != nil {
+			return "", err
+		}
+		last = r
+		emitted++
+		it.i++
+		if it.i == len(it.recs) {
+			heap.Pop(m)
+		} else {
+			heap.Fix(m, 0)
+		}
+	}
+}
+
+// dayMayHold reports whether a day directory may hold records in
+// [since, until): a segment's day is its first record's, and a record
+// stamped just before midnight may arrive after the day's last segment
+// closed, so a directory holds records of its own day and the few last
+// milliseconds of the day before.
+func dayMayHold(day, since, until time.Time) bool {
+	if !since.IsZero() && day.Add(24*time.Hour).Before(since) {
+		return false
+	}
+	if !until.IsZero() && !day.Add(-24*time.Hour).Before(until) {
+		return false
+	}
+	return true
+}
+
+// candidate is a segment, or the tail, that may hold matches.
+type candidate struct {
+	ref              segmentRef
+	minTime, maxTime int64
+	loaded           bool
+	recs             []audit.Record // matches, newest first
+}
+
+// newer orders records newest first, the query order.
+func newer(a, b *audit.Record) int {
+	if c := b.Time.Compare(a.Time); c != 0 {
+		return c
+	}
+	if a.Writer != b.Writer {
+		if a.Writer > b.Writer {
+			return -1
+		}
+		return 1
+	}
+	return cmpUint(b.Seq, a.Seq)
+}
+
+// matches reads the records of a segment that f selects (and that come
+// after the cursor), newest first, with their chain hashes.
+func (s *Store) matches(ctx context.Context, ref segmentRef, f audit.Filter, cur cursorPos, until time.Time) ([]audit.Record, error) {
+	seg, err := openSegment(ref)
+	if err != nil {
+		return nil, err
+	}
+	defer seg.close()
+	var out []audit.Record
+	var rec audit.Record
+	// Hashes are recomputed along the chain from the mark before each
+	// block of records with a match; blocks without one are not hashed.
+	var block []audit.Record
+	flush := func(upto int) {
+		if upto < 0 {
+			return
+		}
+		c := chainer{prev: blockPrev(&seg.meta, block[0].Seq)}
+		for i := 0; i <= upto; i++ {
+			c.next(&block[i])
+		}
+	}
+	pending := -1 // index in block of the last match not yet hashed
+	var matchIdx []int
+	finish := func() {
+		flush(pending)
+		for _, i := range matchIdx {
+			out = append(out, block[i])
+		}
+		block, matchIdx, pending = block[:0], matchIdx[:0], -1
+	}
+	for _, sp := range seg.rowGroups() {
+		if sp.known && ((!f.Since.IsZero() && sp.maxTime < f.Since.UnixNano()) || (!until.IsZero() && sp.minTime >= until.UnixNano())) {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		err := readRows(sp.rg, func(rows []row) error {
+			for i := range rows {
+				fromRow(&rows[i], &rec)
+				if _, ok := seg.meta.mark(rec.Seq); ok && len(block) > 0 {
+					finish()
+				}
+				block = append(block, rec)
+				if matchRecord(&f, &rec, until) && cur.before(&rec) {
+					matchIdx = append(matchIdx, len(block)-1)
+					pending = len(block) - 1
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("segment %s: %w", ref.path, err)
+		}
+		if len(block) > 0 {
+			finish()
+		}
+	}
+	slices.SortFunc(out, func(a, b audit.Record) int { return newer(&a, &b) })
+	return out, nil
+}
+
+// blockPrev is the hash before the record at seq, which starts a block:
+// the segment's mark there. A block that does not start at a mark (rows
+// before it were removed) has no known previous hash.
+func blockPrev(m *chainMeta, seq uint64) string {
+	if h, ok := m.mark(seq); ok {
+		return h
+	}
+	return ""
+}
+
+// matchRecord reports whether f selects r; until replaces f.Until (it
+// also carries the cursor's bound).
+func matchRecord(f *audit.Filter, r *audit.Record, until time.Time) bool {
+	switch {
+	case !f.Since.IsZero() && r.Time.Before(f.Since):
+	case !until.IsZero() && !r.Time.Before(until):
+	case f.Principal != "" && r.Principal != f.Principal:
+	case f.Namespace != "" && r.Namespace != f.Namespace:
+	case f.Host != "" && r.Host != f.Host:
+	case f.Rule != "" && r.Rule != f.Rule:
+	case f.Decision != "" && r.Decision != f.Decision:
+	case f.DryRun && r.Enforced:
+	default:
+		return true
+	}
+	return false
+}
+
+// iter walks one candidate's matches, newest first.
+type iter struct {
+	recs []audit.Record
+	i    int
+}
+
+// merger is a heap of iters by their current record, newest on top.
+type merger struct{ its []*iter }
+
+func (m *merger) Len() int { return len(m.its) }
+func (m *merger) Less(i, j int) bool {
+	return newer(&m.its[i].recs[m.its[i].i], &m.its[j].recs[m.its[j].i]) < 0
+}
+func (m *merger) Swap(i, j int) { m.its[i], m.its[j] = m.its[j], m.its[i] }
+func (m *merger) Push(x any)    { m.its = append(m.its, x.(*iter)) }
+func (m *merger) Pop() any {
+	it := m.its[len(m.its)-1]
+	m.its = m.its[:len(m.its)-1]
+	return it
+}
+func (m *merger) top() *audit.Record { return &m.its[0].recs[m.its[0].i] }
+
+// tailMatches reads, for every writer whose write-ahead log the directory
+// names, the records after its last segment that f selects, newest first.
+func (s *Store) tailMatches(ctx context.Context, f audit.Filter, cur cursorPos, until time.Time, lastSeq map[string]uint64) ([]audit.Record, error) {
+	if s.tail == nil {
+		return nil, nil
+	}
+	var out []audit.Record
+	for writer, last := range lastSeq {
+		err := s.tail(writer, last, func(r *audit.Record) error {
+			if matchRecord(&f, r, until) && cur.before(r) {
+				out = append(out, *r)
+			}
+			return ctx.Err()
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(out, func(a, b audit.Record) int { return newer(&a, &b) })
+	return out, nil
+}
+
+var errBadCursor = errors.New("invalid cursor")
