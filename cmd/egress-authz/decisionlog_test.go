@@ -11,8 +11,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
-	"github.com/egress-authz/egress-authz/internal/testutil"
 )
 
 // load sends allowed Checks from several goroutines, each with a unique
@@ -33,7 +33,7 @@ type load struct {
 // startLoad starts workers goroutines sending Checks to addr until stopped.
 func startLoad(t *testing.T, addr, prefix string, workers int) *load {
 	t.Helper()
-	client := authv3.NewAuthorizationClient(testutil.Dial(t, addr))
+	client := authv3.NewAuthorizationClient(authztest.Dial(t, addr))
 	l := &load{stop: make(chan struct{})}
 	for w := range workers {
 		l.wg.Add(1)
@@ -59,7 +59,7 @@ func startLoad(t *testing.T, addr, prefix string, workers int) *load {
 					continue
 				}
 				l.answered.Add(1)
-				md := testutil.Metadata(resp)
+				md := authztest.Metadata(resp)
 				l.mu.Lock()
 				switch {
 				case md["request_id"] != id:

@@ -1,9 +1,11 @@
-// Package testutil runs the real ext_authz server in-process, on a loopback
-// TCP socket, so that tests of any package talk gRPC to it as Envoy would.
+// Package authztest runs the real ext_authz server in-process, on a
+// loopback TCP socket, so that tests of any package talk gRPC to it as
+// Envoy would, and reads its answers the way the SPEC's "Response" section
+// describes them. It is to authz what net/http/httptest is to net/http.
 //
 // Every helper takes a testing.TB, fails the test on its own errors and
 // releases what it started when the test ends.
-package testutil
+package authztest
 
 import (
 	"context"
@@ -47,9 +49,9 @@ type Server struct {
 	Client authv3.AuthorizationClient
 }
 
-// Start serves authz.NewServer(d, opts) the way the serve command does
+// NewServer serves authz.NewServer(d, opts) the way the serve command does
 // (with authz.ServerCodec, plaintext) on 127.0.0.1:0 and connects a client.
-func Start(tb testing.TB, d authz.Decider, opts authz.Options) *Server {
+func NewServer(tb testing.TB, d authz.Decider, opts authz.Options) *Server {
 	tb.Helper()
 	g := grpc.NewServer(authz.ServerCodec())
 	authz.NewServer(d, opts).Register(g)

@@ -1,4 +1,11 @@
-package testutil
+// Package otlptest stands in for an OpenTelemetry Collector in tests:
+// in-process OTLP/gRPC endpoints for traces and logs that keep what they
+// receive, and point the standard OTEL_EXPORTER_OTLP_* variables at
+// themselves for the rest of the test.
+//
+// It imports no code of egress-authz, so that the tests of any package can
+// use it.
+package otlptest
 
 import (
 	"context"
@@ -50,7 +57,7 @@ func (r *TraceReceiver) Resource() []*commonpb.KeyValue {
 
 // StartTraceReceiver serves a TraceReceiver on 127.0.0.1:0 and points the
 // standard OpenTelemetry variables at it for the rest of the test.
-func StartTraceReceiver(t *testing.T) *TraceReceiver {
+func StartTraceReceiver(t testing.TB) *TraceReceiver {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,4 +1,4 @@
-package testutil
+package spiffetest
 
 import (
 	"crypto/x509"

@@ -1,4 +1,12 @@
-package testutil
+// Package spiffetest stands in for SPIRE in tests: a certificate authority
+// that issues X.509 SVIDs (and plain certificates), trust bundles as files
+// and pools, and an in-process SPIFFE Workload API serving them.
+//
+// It imports no code of egress-authz, so that the tests of any package,
+// including those of the code it helps to test, can use it. Every helper
+// that can fail takes a testing.TB, fails the test on its own errors and
+// releases what it started when the test ends.
+package spiffetest
 
 import (
 	"crypto/ecdsa"
