@@ -20,12 +20,11 @@ import (
 // fixture is a Writer feeding a real store: an SQLite file in a temp dir,
 // or a fresh database on the test PostgreSQL server.
 type fixture struct {
-	dir    string
-	kind   string
-	dsn    string
-	w      *Writer
-	sink   Sink
-	closed bool
+	dir  string
+	kind string
+	dsn  string
+	w    *Writer
+	sink Sink
 }
 
 func newFixture(t *testing.T, opts Options, wrap ...func(Sink) Sink) *fixture {

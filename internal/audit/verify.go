@@ -180,7 +180,7 @@ func OpenStoreWith(ctx context.Context, dsn string, pg PostgresOptions) (Store, 
 	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
 		return OpenPostgres(ctx, dsn, pg)
 	}
-	return nil, fmt.Errorf("decision log %q: want sqlite:PATH or postgres://...", dsn)
+	return nil, fmt.Errorf("decision log %q: want sqlite:PATH or a postgres:// URL", dsn)
 }
 
 // OpenExistingStore is OpenStore for readers: a SQLite file must exist,
