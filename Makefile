@@ -13,9 +13,13 @@ build: ## build the static binary into bin/
 run: build ## serve the example rules on :9191 (admin on 127.0.0.1:9192)
 	./$(BIN) serve --rules deploy/examples/rules.yaml --plaintext
 
-test: ## the whole suite, with the race detector (installs PostgreSQL for its tests if missing)
+# deploy/ is a module of its own, so that Kubernetes, Istio and kustomize
+# (its tests' dependencies) stay out of the server's go.mod: test and lint
+# run in it too.
+test: ## the whole suite of both modules, with the race detector (installs PostgreSQL for its tests if missing)
 	./scripts/ensure-postgres
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
+	cd deploy && CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
 
 bench: build ## Go micro-benchmarks, then the load test against a no-op server (report in loadtest/results)
 	$(GO) test -run '^$$' -bench . -benchmem ./rules ./authz ./internal/audit
@@ -31,6 +35,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 lint: ## gofmt, go vet, and lint the example rules
 	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
 	$(GO) vet $(PKGS)
+	cd deploy && $(GO) vet ./...
 	$(GO) run ./cmd/egress-authz rules lint deploy/examples/rules.yaml
 
 image: ## build the container image (needs a Docker engine); IMAGE=name:tag to rename
