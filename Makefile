@@ -3,6 +3,8 @@ GO        ?= go
 BIN       := bin/egress-authz
 PKGS      := ./...
 LDFLAGS   := -s -w
+# Pinned, and run with go run pkg@version, which leaves go.mod alone.
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED ?= 0
 
 .PHONY: build run test bench fuzz lint image clean
@@ -32,10 +34,12 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./rules || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $${FUZZTIME:-30s} ./authz
 
-lint: ## gofmt, go vet, and lint the example rules
+lint: ## gofmt; go mod tidy, go vet and staticcheck in both modules; lint the example rules
 	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
+	$(GO) mod tidy -diff
 	$(GO) vet $(PKGS)
-	cd deploy && $(GO) vet ./...
+	$(STATICCHECK) $(PKGS)
+	cd deploy && $(GO) mod tidy -diff && $(GO) vet ./... && $(STATICCHECK) ./...
 	$(GO) run ./cmd/egress-authz rules lint deploy/examples/rules.yaml
 
 image: ## build the container image (needs a Docker engine); IMAGE=name:tag to rename
