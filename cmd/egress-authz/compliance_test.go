@@ -21,7 +21,7 @@ import (
 	"github.com/egress-authz/egress-authz/authz"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
-	"github.com/egress-authz/egress-authz/internal/replay"
+	"github.com/egress-authz/egress-authz/internal/compliance"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -422,13 +422,13 @@ func testDiffReplay(t *testing.T, log *decisionLog) {
 			}
 			Unchanged int
 		}
-		Access struct{ Gained, Lost []rules.Access }
+		Access struct{ Gained, Lost []compliance.Access }
 		Replay struct {
 			Records, Skipped, Unchanged int
 			ChangedCount                int `json:"changed_count"`
 			RuleChangedCount            int `json:"rule_changed_count"`
-			Changed                     []replay.Group
-			RuleChanged                 []replay.Group `json:"rule_changed"`
+			Changed                     []compliance.Group
+			RuleChanged                 []compliance.Group `json:"rule_changed"`
 		}
 	}
 	if err := json.Unmarshal([]byte(out), &got); err != nil {
@@ -463,8 +463,8 @@ func testDiffReplay(t *testing.T, log *decisionLog) {
 			req = fmt.Sprintf("TLS %s:%d", g.Host, g.Port)
 		}
 		gotGroups = append(gotGroups, group{g.Principal, req, g.Was.String(), g.Now.String(), g.Count})
-		if g.Cause != replay.CauseChange {
-			t.Errorf("group %s %s: cause %s, want %s", g.Principal, req, g.Cause, replay.CauseChange)
+		if g.Cause != compliance.CauseChange {
+			t.Errorf("group %s %s: cause %s, want %s", g.Principal, req, g.Cause, compliance.CauseChange)
 		}
 	}
 	if fmt.Sprint(gotGroups) != fmt.Sprint(want) {
@@ -571,7 +571,7 @@ func testSuggest(t *testing.T, log *decisionLog) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	reqs, _, err := replay.Requests(context.Background(), st, audit.Filter{Namespace: "payments", Since: log.now.Add(-7 * 24 * time.Hour)})
+	reqs, _, err := compliance.Requests(context.Background(), st, audit.Filter{Namespace: "payments", Since: log.now.Add(-7 * 24 * time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
