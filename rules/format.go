@@ -443,6 +443,8 @@ func (p *parser) document(doc *yaml.Node) {
 		p.errorf(rules, "rules must be a list, got %s", kindName(rules))
 		return
 	}
+	p.set.Rules = slices.Grow(p.set.Rules, len(rules.Content))
+	p.set.patterns = slices.Grow(p.set.patterns, len(rules.Content))
 	for _, rn := range rules.Content {
 		p.rule(rn)
 	}
@@ -553,7 +555,18 @@ func (p *parser) rule(n *yaml.Node) {
 // patterns into pats.
 func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
 	p.fields(n, "from", []string{"principals", "namespaces", "serviceAccounts"}, func(key string, k, v *yaml.Node) {
-		for _, e := range p.strings(v, key) {
+		// Sized once: a large set has tens of thousands of these lists.
+		entries := p.strings(v, key)
+		switch key {
+		case "principals":
+			r.Principals = make([]string, 0, len(entries))
+			pats.principals = make([]principalPattern, 0, len(entries))
+		case "namespaces":
+			r.Namespaces = make([]string, 0, len(entries))
+		case "serviceAccounts":
+			r.ServiceAccounts = make([]string, 0, len(entries))
+		}
+		for _, e := range entries {
 			var err error
 			switch key {
 			case "principals":
@@ -579,7 +592,21 @@ func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
 // patterns into pats.
 func (p *parser) to(n *yaml.Node, r *Rule, pats *rulePatterns) {
 	p.fields(n, "to", []string{"hosts", "ports", "methods", "paths"}, func(key string, k, v *yaml.Node) {
-		for _, e := range p.strings(v, key) {
+		// Sized once: a large set has tens of thousands of these lists.
+		entries := p.strings(v, key)
+		switch key {
+		case "hosts":
+			r.Hosts = make([]string, 0, len(entries))
+			pats.hosts = make([]hostPattern, 0, len(entries))
+		case "ports":
+			r.Ports = make([]int, 0, len(entries))
+		case "methods":
+			r.Methods = make([]string, 0, len(entries))
+		case "paths":
+			r.Paths = make([]string, 0, len(entries))
+			pats.paths = make([]pathPattern, 0, len(entries))
+		}
+		for _, e := range entries {
 			var err error
 			switch key {
 			case "hosts":
