@@ -1,8 +1,4 @@
-// Package replay decides recorded requests again, against other rule sets:
-// "rules diff --against" asks which real requests a change would decide
-// differently, and "rules suggest" which rules would allow them. It is the
-// one place that turns a decision record back into a rules.Request.
-package replay
+package compliance
 
 import (
 	"context"
@@ -44,11 +40,13 @@ type Outcome struct {
 	Reason   rules.Reason `json:"reason,omitempty"`
 }
 
+// String writes the outcome as the text outputs do: "allow by RULE",
+// "deny (no-matching-rule)".
 func (o Outcome) String() string {
 	switch {
 	case o.Rule != "":
 		return fmt.Sprintf("%s by %s", o.Decision, o.Rule)
-	case o.Decision == audit.Allow:
+	case o.Decision == rules.DecisionWord(true):
 		return o.Decision
 	}
 	return fmt.Sprintf("%s (%s)", o.Decision, o.Reason)
@@ -56,10 +54,7 @@ func (o Outcome) String() string {
 
 // OutcomeOf returns the short form of d.
 func OutcomeOf(d *rules.Decision) Outcome {
-	o := Outcome{Decision: audit.Deny, Reason: d.Reason}
-	if d.Allow {
-		o.Decision = audit.Allow
-	}
+	o := Outcome{Decision: rules.DecisionWord(d.Allow), Reason: d.Reason}
 	if d.Rule != nil {
 		o.Rule = d.Rule.ID
 	}
@@ -82,7 +77,7 @@ const (
 
 // Group is recorded requests that would now be decided alike, differently
 // from how they were: same caller, host, port, method and generalised
-// path (see rules.GeneralizePath), same outcome then and now.
+// path (see GeneralizePath), same outcome then and now.
 type Group struct {
 	Principal string    `json:"principal"`
 	Host      string    `json:"host"`
@@ -161,7 +156,7 @@ func Replay(ctx context.Context, s audit.Store, f audit.Filter, old, new *rules.
 			cause = CauseBefore
 		}
 		k := key{principal: r.Principal, host: r.Host, port: r.Port, tls: req.SNI, method: r.Method,
-			path: rules.GeneralizePath(r.Path), was: was, now: got, cause: cause}
+			path: GeneralizePath(r.Path), was: was, now: got, cause: cause}
 		g := groups[k]
 		if g == nil {
 			g = &Group{Principal: k.principal, Host: k.host, Port: k.port, TLS: k.tls, Method: k.method, Path: k.path,
@@ -209,7 +204,7 @@ func (g *Group) sortKey() string {
 }
 
 // Requests reads the requests of the enforced decision records f selects,
-// for rules.Suggest. Left out are records no table decided
+// for Suggest. Left out are records no table decided
 // (invalid-request) and those of callers outside the trust domains of the
 // rule set that decided them (untrusted-trust-domain): trusting a new
 // trust domain is a decision for a person, not something to learn from

@@ -1,8 +1,7 @@
-package replay
+package compliance
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -10,19 +9,9 @@ import (
 	"github.com/egress-authz/egress-authz/rules"
 )
 
-const checkout = "spiffe://cluster.local/ns/payments/sa/checkout"
-
 func table(t *testing.T, rulesYAML string) *rules.Table {
 	t.Helper()
-	set, err := rules.Parse(rules.Source{Name: "rules.yaml", Data: []byte("apiVersion: egress-authz/v1\nkind: RuleSet\ntrustDomains: [cluster.local]\nrules:\n" + rulesYAML)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	tab, err := rules.Compile(set)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tab
+	return compileYAML(t, header+rulesYAML)
 }
 
 func TestRequest(t *testing.T) {
@@ -64,11 +53,6 @@ func TestRequest(t *testing.T) {
 // it as recorded.
 func TestReplayTellsChangesFromEarlierDrift(t *testing.T) {
 	ctx := context.Background()
-	db, err := audit.OpenSQLite(ctx, filepath.Join(t.TempDir(), "decisions.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	base := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
 	var recs []audit.Record
 	add := func(n int, method, host, path, decision, rule, reason string) {
@@ -87,9 +71,7 @@ func TestReplayTellsChangesFromEarlierDrift(t *testing.T) {
 	dry := recs[0]
 	dry.Enforced, dry.Seq, dry.Decision = false, uint64(len(recs)+1), "deny"
 	recs = append(recs, dry)
-	if err := db.Write(ctx, recs); err != nil {
-		t.Fatal(err)
-	}
+	db := &memStore{recs: recs}
 
 	old := table(t, "  - {id: status, action: allow, to: {hosts: [api.example.com], paths: [/status]}}\n")
 	nw := table(t, `  - {id: status, action: allow, to: {hosts: [api.example.com], paths: [/status]}}

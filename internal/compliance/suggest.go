@@ -1,8 +1,6 @@
-package rules
+package compliance
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
@@ -10,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // SuggestOptions tunes Suggest. The zero value means the defaults.
@@ -28,13 +28,13 @@ type SuggestOptions struct {
 type Suggestion struct {
 	// Set holds the proposed rules and the trust domains of the callers
 	// (not Files or Version: it was never read from a file).
-	Set *Set
+	Set *rules.Set
 	// Requests is, for each rule of Set, how many requests it was made from.
 	Requests []int
 	// Used is how many requests the rules were made from; Skipped counts
 	// the others by the reason no rule could allow them.
 	Used    int
-	Skipped map[Reason]int
+	Skipped map[rules.Reason]int
 }
 
 // Suggest proposes a minimal allow-list that allows every request of reqs
@@ -54,14 +54,14 @@ type Suggestion struct {
 //
 // Requests that no rule can allow (no or invalid identity, invalid host,
 // unsafe path) are counted in Skipped.
-func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
+func Suggest(reqs []rules.Request, opts SuggestOptions) *Suggestion {
 	if opts.Subdomains == 0 {
 		opts.Subdomains = 3
 	}
 	if opts.MaxPaths <= 0 {
 		opts.MaxPaths = 10
 	}
-	s := &Suggestion{Set: &Set{}, Skipped: map[Reason]int{}}
+	s := &Suggestion{Set: &rules.Set{}, Skipped: map[rules.Reason]int{}}
 	type use struct {
 		ports   map[int]bool
 		methods map[string]bool
@@ -72,53 +72,33 @@ func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
 	byCaller := map[string]map[string]*use{} // principal -> host -> use
 	tds := map[string]bool{}
 	for _, req := range reqs {
-		if req.Principal == "" {
-			s.Skipped[ReasonNoIdentity]++
+		// What Decide would deny before looking at a rule, no rule can
+		// allow. Trust domains are not judged: the proposal trusts its
+		// callers' (Requests leaves out those a rule set did not trust).
+		p, reason := rules.Prepare(req, nil)
+		if reason != "" {
+			s.Skipped[reason]++
 			continue
-		}
-		ident, ok := ParseIdentity(req.Principal)
-		if !ok {
-			s.Skipped[ReasonInvalidIdentity]++
-			continue
-		}
-		if req.Host == "" {
-			s.Skipped[ReasonNoHost]++
-			continue
-		}
-		host, port, ok := ParseAuthority(req.Host, req.SNI)
-		if !ok {
-			s.Skipped[ReasonInvalidHost]++
-			continue
-		}
-		if port == 0 {
-			port = req.Port
-		}
-		var path string
-		if !req.SNI {
-			if path, ok = NormalizePath(req.Path); !ok {
-				s.Skipped[ReasonUnsafePath]++
-				continue
-			}
 		}
 		s.Used++
-		tds[ident.TrustDomain] = true
+		tds[p.Identity.TrustDomain] = true
 		hosts := byCaller[req.Principal]
 		if hosts == nil {
 			hosts = map[string]*use{}
 			byCaller[req.Principal] = hosts
 		}
-		u := hosts[host]
+		u := hosts[p.Host]
 		if u == nil {
 			u = &use{ports: map[int]bool{}, methods: map[string]bool{}, paths: map[string]bool{}}
-			hosts[host] = u
+			hosts[p.Host] = u
 		}
 		u.n++
-		u.ports[port] = true // 0 (unknown) is kept: it means "any port"
+		u.ports[p.Port] = true // 0 (unknown) is kept: it means "any port"
 		if req.SNI {
 			u.sni = true
 		} else {
 			u.methods[req.Method] = true
-			u.paths[GeneralizePath(path)] = true
+			u.paths[GeneralizePath(p.Path)] = true
 		}
 	}
 
@@ -163,7 +143,7 @@ func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
 				// reaches the server; only a rule without methods can
 				// allow it.
 				for _, m := range d.methods {
-					if checkMethod(m) != nil {
+					if rules.CheckMethod(m) != nil {
 						d.methods, d.unnamable = nil, m
 						break
 					}
@@ -191,7 +171,7 @@ func Suggest(reqs []Request, opts SuggestOptions) *Suggestion {
 
 	ids := map[string]bool{}
 	for _, d := range order {
-		r := &Rule{Action: Allow, Mode: Enforce, Principals: d.principals, Hosts: d.hosts, Ports: d.ports,
+		r := &rules.Rule{Action: rules.Allow, Mode: rules.Enforce, Principals: d.principals, Hosts: d.hosts, Ports: d.ports,
 			Methods: d.methods, Paths: d.paths}
 		r.ID = uniqueID(ids, ruleSlug(d.principals, d.hosts))
 		what := "requests"
@@ -334,7 +314,7 @@ func collapsePaths(paths []string, limit int) []string {
 	for i, p := range paths {
 		covered := false
 		for j, q := range paths {
-			if i != j && strings.HasSuffix(q, "/**") && pathCovers(q, p) {
+			if i != j && strings.HasSuffix(q, "/**") && rules.PathCovers(q, p) {
 				covered = true
 				break
 			}
@@ -437,7 +417,7 @@ var slugRE = regexp.MustCompile(`[^a-z0-9]+`)
 func ruleSlug(principals, hosts []string) string {
 	who := "workloads"
 	if len(principals) == 1 {
-		if id, ok := ParseIdentity(principals[0]); ok && id.Namespace != "" {
+		if id, ok := rules.ParseIdentity(principals[0]); ok && id.Namespace != "" {
 			who = id.Namespace + "-" + id.ServiceAccount
 		} else if i := strings.LastIndexByte(principals[0], '/'); i >= 0 {
 			who = principals[0][i+1:]
@@ -446,7 +426,7 @@ func ruleSlug(principals, hosts []string) string {
 		// Several callers: their namespace, when they share one.
 		ns := ""
 		for i, p := range principals {
-			id, _ := ParseIdentity(p)
+			id, _ := rules.ParseIdentity(p)
 			if i > 0 && id.Namespace != ns {
 				ns = ""
 				break
@@ -478,94 +458,39 @@ func uniqueID(ids map[string]bool, id string) string {
 	return out
 }
 
-// Marshal writes a rule set as one rule file in the SPEC format, the way
-// deploy/examples/rules.yaml is written. Parsing the result gives back the
-// same rules.
-func Marshal(set *Set) []byte {
-	var b bytes.Buffer
-	b.WriteString("apiVersion: " + APIVersion + "\nkind: " + Kind + "\n")
-	b.WriteString("trustDomains: " + flowList(set.TrustDomains) + "\n")
-	if len(set.Rules) == 0 {
-		b.WriteString("rules: []\n")
-		return b.Bytes()
-	}
-	b.WriteString("rules:\n")
-	for i, r := range set.Rules {
-		if i > 0 {
-			b.WriteByte('\n')
-		}
-		b.WriteString("  - id: " + yamlScalar(r.ID) + "\n")
-		field := func(k, v string) {
-			if v != "" {
-				b.WriteString("    " + k + ": " + v + "\n")
-			}
-		}
-		if r.Description != "" {
-			field("description", quote(r.Description))
-		}
-		if r.Owner != "" {
-			field("owner", yamlScalar(r.Owner))
-		}
-		if r.Ticket != "" {
-			field("ticket", yamlScalar(r.Ticket))
-		}
-		if !r.Expires.IsZero() {
-			field("expires", r.Expires.Format(time.DateOnly))
-		}
-		if r.Mode == DryRun {
-			field("mode", string(DryRun))
-		}
-		field("action", string(r.Action))
-		section := func(name string, kv ...string) {
-			any := false
-			for i := 1; i < len(kv); i += 2 {
-				any = any || kv[i] != ""
-			}
-			if !any {
-				return
-			}
-			b.WriteString("    " + name + ":\n")
-			for i := 0; i+1 < len(kv); i += 2 {
-				if kv[i+1] != "" {
-					b.WriteString("      " + kv[i] + ": " + kv[i+1] + "\n")
-				}
-			}
-		}
-		section("from", "principals", flowList(r.Principals), "namespaces", flowList(r.Namespaces),
-			"serviceAccounts", flowList(r.ServiceAccounts))
-		section("to", "hosts", flowList(r.Hosts), "ports", flowList(intStrings(r.Ports)),
-			"methods", flowList(r.Methods), "paths", flowList(r.Paths))
-	}
-	return b.Bytes()
+// DeniedError is a request that a proposed allow-list denies although a
+// rule could allow it.
+type DeniedError struct {
+	Request rules.Request
+	Reason  rules.Reason // the proposal's reason for denying it
 }
 
-// flowList writes a YAML flow sequence, or "" for an empty list (the key
-// is then left out: an absent field matches anything).
-func flowList(s []string) string {
-	if len(s) == 0 {
-		return ""
-	}
-	q := make([]string, len(s))
-	for i, v := range s {
-		q[i] = yamlScalar(v)
-	}
-	return "[" + strings.Join(q, ", ") + "]"
+func (e *DeniedError) Error() string {
+	r := &e.Request
+	return fmt.Sprintf("it denies %s %s%s from %s (%s)", r.Method, r.Host, r.Path, r.Principal, e.Reason)
 }
 
-var plainRE = regexp.MustCompile(`^[A-Za-z0-9/_][A-Za-z0-9._/-]*$`)
-
-// yamlScalar writes s plain when the rule parser reads it back as the same
-// text (it reads a scalar's text whatever its YAML type, and rejects only
-// nulls), quoted otherwise.
-func yamlScalar(s string) string {
-	if plainRE.MatchString(s) && strings.ToLower(s) != "null" {
-		return s
+// CheckSuggestion checks a proposal as it will be printed: that yaml (what
+// Marshal wrote of a Suggestion made from reqs) parses and compiles, and
+// that, decided at now, it allows every request of reqs that a rule can
+// allow. It returns the parse or compile error, or a *DeniedError for the
+// first request the proposal denies.
+func CheckSuggestion(yaml []byte, reqs []rules.Request, now time.Time) error {
+	set, err := rules.Parse(rules.Source{Name: "suggestion.yaml", Data: yaml})
+	if err != nil {
+		return fmt.Errorf("parse: %w", err)
 	}
-	return quote(s)
-}
-
-// quote writes a YAML double-quoted scalar; JSON's escapes are YAML's.
-func quote(s string) string {
-	b, _ := json.Marshal(s)
-	return string(b)
+	t, err := rules.Compile(set)
+	if err != nil {
+		return fmt.Errorf("compile: %w", err)
+	}
+	for _, req := range reqs {
+		if _, reason := rules.Prepare(req, nil); reason != "" {
+			continue // denied before any rule is looked at: Suggest skipped it
+		}
+		if d := t.Decide(req, now); !d.Allow {
+			return &DeniedError{Request: req, Reason: d.Reason}
+		}
+	}
+	return nil
 }

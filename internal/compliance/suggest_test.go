@@ -1,11 +1,14 @@
-package rules
+package compliance
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 func TestGeneralizePath(t *testing.T) {
@@ -34,11 +37,20 @@ func TestGeneralizePath(t *testing.T) {
 			t.Errorf("GeneralizePath(%q) = %q, want %q", tc.in, got, tc.want)
 			continue
 		}
-		pp, err := compilePath(got)
+		// A valid path pattern that matches the path: a rule on it
+		// allows the path.
+		set, err := rules.Parse(rules.Source{Name: "r.yaml", Data: []byte(header +
+			fmt.Sprintf("  - {id: r, action: allow, to: {paths: [%q]}}\n", got))})
 		if err != nil {
 			t.Errorf("GeneralizePath(%q) = %q, not a valid pattern: %v", tc.in, got, err)
-		} else if !pp.match(tc.in) {
-			t.Errorf("GeneralizePath(%q) = %q does not match it", tc.in, got)
+			continue
+		}
+		tab, err := rules.Compile(set)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := tab.Decide(httpReq(checkout, "GET", "a.example", tc.in), testNow); !d.Allow {
+			t.Errorf("GeneralizePath(%q) = %q does not match it: %s", tc.in, got, d.Reason)
 		}
 	}
 }
@@ -77,14 +89,14 @@ func TestGroupHosts(t *testing.T) {
 }
 
 // payReq is a request from principal over https.
-func payReq(principal, method, host, path string) Request {
-	return Request{Principal: principal, Host: host, Port: 443, Method: method, Path: path}
+func payReq(principal, method, host, path string) rules.Request {
+	return rules.Request{Principal: principal, Host: host, Port: 443, Method: method, Path: path}
 }
 
 func TestSuggest(t *testing.T) {
 	disputes := "spiffe://cluster.local/ns/payments/sa/disputes"
 	reports := "spiffe://cluster.local/ns/payments/sa/reports"
-	reqs := []Request{
+	reqs := []rules.Request{
 		payReq(checkout, "POST", "api.stripe.com", "/v1/charges"),
 		payReq(checkout, "GET", "api.stripe.com", "/v1/charges/ch_3MmlLrLkdIwHu7ix0snN0B15"),
 		payReq(checkout, "GET", "API.stripe.com", "/v1/charges/ch_3MmlLrLkdIwHu7ix0snN0B99?expand=x"),
@@ -106,10 +118,10 @@ func TestSuggest(t *testing.T) {
 		payReq(checkout, "GET", "bad host", "/"),
 	}
 	s := Suggest(reqs, SuggestOptions{})
-	if s.Used != 12 || s.Skipped[ReasonUnsafePath] != 1 || s.Skipped[ReasonNoIdentity] != 1 || s.Skipped[ReasonInvalidHost] != 1 {
+	if s.Used != 12 || s.Skipped[rules.ReasonUnsafePath] != 1 || s.Skipped[rules.ReasonNoIdentity] != 1 || s.Skipped[rules.ReasonInvalidHost] != 1 {
 		t.Errorf("used %d, skipped %v", s.Used, s.Skipped)
 	}
-	yaml := string(Marshal(s.Set))
+	yaml := string(rules.Marshal(s.Set))
 	want := `apiVersion: egress-authz/v1
 kind: RuleSet
 trustDomains: [cluster.local]
@@ -175,32 +187,59 @@ rules:
 // checkSuggestion checks that a suggestion is a valid rule file that lint
 // has nothing to say about, and that it allows every request of reqs that
 // a rule can allow.
-func checkSuggestion(t *testing.T, s *Suggestion, reqs []Request) {
+func checkSuggestion(t *testing.T, s *Suggestion, reqs []rules.Request) {
 	t.Helper()
-	yaml := Marshal(s.Set)
-	set, err := Parse(Source{Name: "suggested.yaml", Data: yaml})
+	yaml := rules.Marshal(s.Set)
+	set, err := rules.Parse(rules.Source{Name: "suggested.yaml", Data: yaml})
 	if err != nil {
 		t.Fatalf("the suggestion does not parse: %v\n%s", err, yaml)
 	}
-	if w := Lint(set, testNow, 14*24*3600e9); len(w) > 0 {
+	if w := rules.Lint(set, testNow, 14*24*3600e9); len(w) > 0 {
 		t.Errorf("lint warns about the suggestion: %v", w)
 	}
-	tab, err := Compile(set)
+	tab, err := rules.Compile(set)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, req := range reqs {
 		d := tab.Decide(req, testNow)
 		switch d.Reason {
-		case ReasonAllowed, ReasonNoIdentity, ReasonInvalidIdentity, ReasonNoHost, ReasonInvalidHost, ReasonUnsafePath:
+		case rules.ReasonAllowed, rules.ReasonNoIdentity, rules.ReasonInvalidIdentity, rules.ReasonNoHost, rules.ReasonInvalidHost, rules.ReasonUnsafePath:
 		default:
 			t.Errorf("the suggestion denies %+v (%s)\n%s", req, d.Reason, yaml)
 		}
 	}
+	if err := CheckSuggestion(yaml, reqs, testNow); err != nil {
+		t.Errorf("CheckSuggestion: %v", err)
+	}
+}
+
+// TestCheckSuggestionCatchesAWrongProposal: the self-check "rules suggest"
+// runs before printing fails on a proposal that does not parse, and on one
+// that denies a request a rule could allow, but not on requests no rule
+// can allow.
+func TestCheckSuggestionCatchesAWrongProposal(t *testing.T) {
+	reqs := []rules.Request{
+		payReq(checkout, "POST", "api.stripe.com", "/v1/charges"),
+		payReq(checkout, "GET", "api.stripe.com", "/v1/a%2Fb"), // unsafe-path: no rule can allow it
+		payReq(refunds, "POST", "api.stripe.com", "/v1/refunds"),
+	}
+	s := Suggest(reqs[:2], SuggestOptions{})
+	if err := CheckSuggestion(rules.Marshal(s.Set), reqs[:2], testNow); err != nil {
+		t.Errorf("a proposal for its own requests: %v", err)
+	}
+	err := CheckSuggestion(rules.Marshal(s.Set), reqs, testNow)
+	var denied *DeniedError
+	if !errors.As(err, &denied) || denied.Request != reqs[2] || denied.Reason != rules.ReasonNoMatchingRule {
+		t.Errorf("a proposal that misses refunds: %v", err)
+	}
+	if err := CheckSuggestion([]byte("rules: {}\n"), reqs, testNow); err == nil || !strings.HasPrefix(err.Error(), "parse: ") {
+		t.Errorf("a proposal that does not parse: %v", err)
+	}
 }
 
 func TestSuggestCollapsesManyPaths(t *testing.T) {
-	var reqs []Request
+	var reqs []rules.Request
 	for i := range 30 {
 		reqs = append(reqs, payReq(checkout, "GET", "api.example.com", fmt.Sprintf("/api/v2/section%c/items", 'a'+i%26)))
 	}
@@ -217,7 +256,7 @@ func TestSuggestAllowsWhatItWasMadeFrom(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 5))
 	segs := []string{"v1", "v2", "items", "42", "ch_3MmlLrLkdIwHu7ix0snN0B15", "a%20b", "x.y", "~u", "3f2a9c4e-1b7d-4e8a-9c3b-2d1e0f4a5b6c", "*", "**", "a*b", ""}
 	for round := range 20 {
-		var reqs []Request
+		var reqs []rules.Request
 		for range 200 {
 			p := fmt.Sprintf("spiffe://cluster.local/ns/ns-%d/sa/sa-%d", rng.IntN(3), rng.IntN(3))
 			if rng.IntN(10) == 0 {
@@ -228,7 +267,7 @@ func TestSuggestAllowsWhatItWasMadeFrom(t *testing.T) {
 				h += fmt.Sprintf(":%d", 8000+rng.IntN(3))
 			}
 			if rng.IntN(6) == 0 {
-				reqs = append(reqs, Request{Principal: p, Host: strings.Split(h, ":")[0], SNI: true, Port: 443})
+				reqs = append(reqs, rules.Request{Principal: p, Host: strings.Split(h, ":")[0], SNI: true, Port: 443})
 				continue
 			}
 			path := ""
@@ -239,7 +278,7 @@ func TestSuggestAllowsWhatItWasMadeFrom(t *testing.T) {
 			if rng.IntN(100) == 0 {
 				method = "post" // a token, so the server decides it, but no methods list names it
 			}
-			reqs = append(reqs, Request{Principal: p, Host: h, Port: []int{443, 80, 0}[rng.IntN(3)],
+			reqs = append(reqs, rules.Request{Principal: p, Host: h, Port: []int{443, 80, 0}[rng.IntN(3)],
 				Method: method, Path: path})
 		}
 		s := Suggest(reqs, SuggestOptions{Subdomains: 2 + round%3, MaxPaths: 1 + round%6})
@@ -254,14 +293,14 @@ func TestSuggestAllowsWhatItWasMadeFrom(t *testing.T) {
 // methods list cannot name (lint wants upper case) leaves that rule's
 // methods open, and says why; other rules keep theirs.
 func TestSuggestLowerCaseMethod(t *testing.T) {
-	reqs := []Request{
+	reqs := []rules.Request{
 		payReq(checkout, "POST", "api.stripe.com", "/v1/charges"),
 		payReq(checkout, "post", "api.stripe.com", "/v1/charges"),
 		payReq(refunds, "POST", "api.stripe.com", "/v1/refunds"),
 	}
 	s := Suggest(reqs, SuggestOptions{})
 	if len(s.Set.Rules) != 2 {
-		t.Fatalf("%d rules, want 2:\n%s", len(s.Set.Rules), Marshal(s.Set))
+		t.Fatalf("%d rules, want 2:\n%s", len(s.Set.Rules), rules.Marshal(s.Set))
 	}
 	for _, r := range s.Set.Rules {
 		open := r.Principals[0] == checkout
@@ -273,20 +312,4 @@ func TestSuggestLowerCaseMethod(t *testing.T) {
 		}
 	}
 	checkSuggestion(t, s, reqs)
-}
-
-func TestMarshalRoundTrips(t *testing.T) {
-	set := parseYAML(t, explainRules)
-	again := parseYAML(t, string(Marshal(set)))
-	if len(again.Rules) != len(set.Rules) || !slices.Equal(again.TrustDomains, set.TrustDomains) {
-		t.Fatalf("%d rules, trust domains %v", len(again.Rules), again.TrustDomains)
-	}
-	for i, r := range set.Rules {
-		a := *again.Rules[i]
-		b := *r
-		a.Pos, b.Pos = Pos{}, Pos{}
-		if fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", b) {
-			t.Errorf("rule %d:\n got %+v\nwant %+v", i, a, b)
-		}
-	}
 }

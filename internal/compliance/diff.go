@@ -1,4 +1,4 @@
-package rules
+package compliance
 
 import (
 	"fmt"
@@ -6,13 +6,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // SetDiff is what changes from one rule set to another, rule by rule and
 // in access: who may reach what.
 type SetDiff struct {
-	Added     []*Rule // in the new set's order
-	Removed   []*Rule // in the old set's order
+	Added     []*rules.Rule // in the new set's order
+	Removed   []*rules.Rule // in the old set's order
 	Changed   []RuleChange
 	Unchanged int
 
@@ -31,7 +33,7 @@ func (d *SetDiff) Empty() bool {
 
 // RuleChange is a rule whose id is in both sets but whose content differs.
 type RuleChange struct {
-	Old, New *Rule
+	Old, New *rules.Rule
 	// Changes says what changed, one field a line, in words:
 	// "methods: added DELETE; removed PUT", "mode: dry-run -> enforce".
 	Changes []string
@@ -50,8 +52,8 @@ type Access struct {
 	Path           string `json:"path,omitempty"` // a path pattern
 	// Rule is the rule that gives (or took) it; Action says how: an allow
 	// rule that grants it, or a deny rule that blocks it.
-	Rule   string `json:"rule"`
-	Action Action `json:"via"`
+	Rule   string       `json:"rule"`
+	Action rules.Action `json:"via"`
 }
 
 // Who says in words who the access is for.
@@ -105,13 +107,13 @@ func (a *Access) What() string {
 // host covers "api.stripe.com", a "/v1/**" path covers "/v1/charges", a
 // namespace covers the principals in it). It does not work out how deny and
 // allow rules overlap; "rules diff --against" replays real traffic for that.
-func Diff(old, new *Set, now time.Time) *SetDiff {
+func Diff(old, new *rules.Set, now time.Time) *SetDiff {
 	d := &SetDiff{}
-	oldByID := map[string]*Rule{}
+	oldByID := map[string]*rules.Rule{}
 	for _, r := range old.Rules {
 		oldByID[r.ID] = r
 	}
-	newByID := map[string]*Rule{}
+	newByID := map[string]*rules.Rule{}
 	for _, r := range new.Rules {
 		newByID[r.ID] = r
 		o, ok := oldByID[r.ID]
@@ -151,7 +153,7 @@ func Diff(old, new *Set, now time.Time) *SetDiff {
 }
 
 // ruleChanges lists the differences between two versions of a rule.
-func ruleChanges(o, n *Rule) []string {
+func ruleChanges(o, n *rules.Rule) []string {
 	var out []string
 	scalar := func(name, a, b string) {
 		if a != b {
@@ -166,7 +168,7 @@ func ruleChanges(o, n *Rule) []string {
 	}
 	if o.Mode != n.Mode {
 		what := "now only recorded, no longer enforced"
-		if n.Mode == Enforce {
+		if n.Mode == rules.Enforce {
 			what = "now enforced"
 		}
 		out = append(out, fmt.Sprintf("mode: %s -> %s (%s)", o.Mode, n.Mode, what))
@@ -244,8 +246,8 @@ func intStrings(ns []int) []string {
 // ruleAccess is the access a rule gives (allow) or blocks (deny) at now:
 // every combination of its patterns. Dry-run and expired rules give none,
 // nor do principals outside the set's trust domains.
-func ruleAccess(r *Rule, set *Set, now time.Time) []Access {
-	if r.Mode != Enforce || (!r.Expires.IsZero() && !now.Before(r.Expires)) {
+func ruleAccess(r *rules.Rule, set *rules.Set, now time.Time) []Access {
+	if r.Mode != rules.Enforce || (!r.Expires.IsZero() && !now.Before(r.Expires)) {
 		return nil
 	}
 	orAny := func(s []string) []string {
@@ -256,7 +258,7 @@ func ruleAccess(r *Rule, set *Set, now time.Time) []Access {
 	}
 	var principals []string
 	for _, p := range r.Principals {
-		if td, err := ParsePrincipalTrustDomain(p); err == nil && slices.Contains(set.TrustDomains, td) {
+		if td, err := rules.ParsePrincipalTrustDomain(p); err == nil && slices.Contains(set.TrustDomains, td) {
 			principals = append(principals, p)
 		}
 	}
@@ -298,12 +300,12 @@ func canonicalHost(h string) string {
 		return h
 	}
 	if rest, ok := strings.CutPrefix(h, "*."); ok {
-		if n, _, ok := ParseAuthority(rest, false); ok {
+		if n, _, ok := rules.ParseAuthority(rest, false); ok {
 			return "*." + n
 		}
 		return h
 	}
-	if n, _, ok := ParseAuthority(h, false); ok {
+	if n, _, ok := rules.ParseAuthority(h, false); ok {
 		return n
 	}
 	return h
@@ -314,14 +316,14 @@ func canonicalHost(h string) string {
 // denies to denies.
 // Only changed rules can change access: a rule the same in both sets gives
 // the same access on both sides.
-func uncovered(set *Set, now time.Time, otherByID map[string]*Rule, other accessSets, allows, denies *[]Access) {
+func uncovered(set *rules.Set, now time.Time, otherByID map[string]*rules.Rule, other accessSets, allows, denies *[]Access) {
 	for _, r := range set.Rules {
 		if o, ok := otherByID[r.ID]; ok && len(ruleChanges(o, r)) == 0 {
 			continue
 		}
 		for _, a := range ruleAccess(r, set, now) {
 			idx, to := other.allows, allows
-			if a.Action == Deny {
+			if a.Action == rules.Deny {
 				idx, to = other.denies, denies
 			}
 			if !idx.covers(&a) {
@@ -336,12 +338,12 @@ type accessList map[string][]Access
 
 type accessSets struct{ allows, denies accessList }
 
-func accessIndex(set *Set, now time.Time) accessSets {
+func accessIndex(set *rules.Set, now time.Time) accessSets {
 	idx := accessSets{allows: accessList{}, denies: accessList{}}
 	for _, r := range set.Rules {
 		for _, a := range ruleAccess(r, set, now) {
 			l := idx.allows
-			if a.Action == Deny {
+			if a.Action == rules.Deny {
 				l = idx.denies
 			}
 			l[a.Host] = append(l[a.Host], a)
@@ -384,7 +386,7 @@ func accessCovers(c, a *Access) bool {
 	if c.Method != "" && c.Method != a.Method {
 		return false
 	}
-	if c.Path != "" && (a.Path == "" || !pathCovers(c.Path, a.Path)) {
+	if c.Path != "" && (a.Path == "" || !rules.PathCovers(c.Path, a.Path)) {
 		return false
 	}
 	return whoCovers(c, a)
@@ -394,7 +396,7 @@ func whoCovers(c, a *Access) bool {
 	// The identity fields a's caller is known to have.
 	ns, sa := a.Namespace, a.ServiceAccount
 	if a.Principal != "" && !strings.Contains(a.Principal, "*") {
-		if id, ok := ParseIdentity(a.Principal); ok {
+		if id, ok := rules.ParseIdentity(a.Principal); ok {
 			if ns == "" {
 				ns = id.Namespace
 			}
@@ -404,7 +406,7 @@ func whoCovers(c, a *Access) bool {
 		}
 	}
 	if c.Principal != "" {
-		if a.Principal == "" || !globCovers(c.Principal, a.Principal) {
+		if a.Principal == "" || !rules.GlobCovers(c.Principal, a.Principal) {
 			return false
 		}
 	}
@@ -417,65 +419,14 @@ func whoCovers(c, a *Access) bool {
 	return true
 }
 
-// pathCovers reports whether every path pattern b matches is matched by
-// pattern a.
-func pathCovers(a, b string) bool {
-	if a == b {
-		return true
-	}
-	aGlob, aSub := strings.CutSuffix(a, "/**")
-	bGlob, bSub := strings.CutSuffix(b, "/**")
-	if !aSub {
-		return !bSub && globCovers(a, b)
-	}
-	// a is "P/**": it covers P and anything below P/. b (or its head,
-	// when b is itself a subtree) must lie there.
-	if bSub {
-		return globCovers(aGlob, bGlob) || prefixCovered(aGlob, bGlob)
-	}
-	return globCovers(aGlob, b) || prefixCovered(aGlob, b)
-}
-
-// prefixCovered reports whether pattern b lies strictly below pattern p:
-// b's first segments are covered by p's and b has more.
-func prefixCovered(p, b string) bool {
-	n := strings.Count(p, "/")
-	segs := strings.SplitAfterN(b, "/", n+2)
-	if len(segs) <= n+1 {
-		return false
-	}
-	head := strings.TrimSuffix(strings.Join(segs[:n+1], ""), "/")
-	return globCovers(p, head)
-}
-
-// globCovers reports whether glob pattern a matches everything glob
-// pattern b does, segment by segment: a segment of a covers b's when they
-// are equal, when a's is "*" (b's segments are never empty where they
-// matter), or when b's has no '*' and a's matches it.
-func globCovers(a, b string) bool {
-	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
-	if len(as) != len(bs) {
-		return false
-	}
-	for i := range as {
-		switch {
-		case as[i] == bs[i]:
-		case as[i] == "*" && bs[i] != "":
-		case !strings.Contains(bs[i], "*") && matchSegment(as[i], bs[i]):
-		default:
-			return false
-		}
-	}
-	return true
-}
-
-// Describe says in plain words what a rule does.
-func (r *Rule) Describe() string {
+// Describe says in plain words what a rule does: "allows
+// spiffe://.../checkout to reach api.stripe.com, port 443, POST".
+func Describe(r *rules.Rule) string {
 	var b strings.Builder
 	switch {
-	case r.Mode == DryRun:
+	case r.Mode == rules.DryRun:
 		b.WriteString("(dry-run, recorded only) would " + string(r.Action) + " ")
-	case r.Action == Deny:
+	case r.Action == rules.Deny:
 		b.WriteString("denies ")
 	default:
 		b.WriteString("allows ")
@@ -497,7 +448,7 @@ func (r *Rule) Describe() string {
 		who += " in namespace " + orList(r.Namespaces)
 	}
 	b.WriteString(who)
-	if r.Action == Deny {
+	if r.Action == rules.Deny {
 		b.WriteString(" from reaching ")
 	} else {
 		b.WriteString(" to reach ")
@@ -520,4 +471,15 @@ func (r *Rule) Describe() string {
 		b.WriteString(", until " + r.Expires.Format(time.DateOnly))
 	}
 	return b.String()
+}
+
+// orList writes a list as "a", "a or b", "a, b or c".
+func orList(s []string) string {
+	switch len(s) {
+	case 0:
+		return "(none)"
+	case 1:
+		return s[0]
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
 }
