@@ -170,6 +170,7 @@ func start(cmd *exec.Cmd, fromStderr bool) (*proc, error) {
 		return nil, err
 	}
 	found := make(chan [2]string, 1) // gRPC and admin address
+	var last string                  // the output's last line, which says why a server that exits did
 	go func() {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -179,6 +180,7 @@ func start(cmd *exec.Cmd, fromStderr bool) (*proc, error) {
 			if sent {
 				continue // keep draining so the child never blocks on a full pipe
 			}
+			last = line
 			if a, ok := strings.CutPrefix(line, "listening "); ok {
 				found <- [2]string{a, ""}
 				sent = true
@@ -202,7 +204,7 @@ func start(cmd *exec.Cmd, fromStderr bool) (*proc, error) {
 	case a, ok := <-found:
 		if !ok {
 			_ = cmd.Wait()
-			return nil, fmt.Errorf("%s exited before serving", cmd.Path)
+			return nil, fmt.Errorf("%s exited before serving: %s", cmd.Path, last)
 		}
 		return &proc{cmd: cmd, addr: a[0], admin: a[1]}, nil
 	case <-time.After(60 * time.Second):
