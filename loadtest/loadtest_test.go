@@ -491,7 +491,8 @@ func TestReportCarriesCPUAndLogCost(t *testing.T) {
 
 	out := t.TempDir()
 	l := load{duration: time.Second, ids: idsRandom}
-	if err := report(out, "test", &l, ss); err != nil {
+	var stdout strings.Builder
+	if err := report(&stdout, out, "test", &l, ss); err != nil {
 		t.Fatal(err)
 	}
 	raw, err := os.ReadFile(filepath.Join(out, "report.json"))
@@ -534,6 +535,9 @@ func TestReportCarriesCPUAndLogCost(t *testing.T) {
 	}
 	if !strings.Contains(string(md), "CPU µs/req") || !strings.Contains(string(md), "| cmp | parquet | 38.5 | +2.5 |") {
 		t.Errorf("report.md lacks the CPU columns:\n%s", md)
+	}
+	if !strings.Contains(stdout.String(), "| cmp | parquet | 38.5 | +2.5 |") {
+		t.Errorf("the printed report lacks the log table:\n%s", stdout.String())
 	}
 }
 

@@ -435,7 +435,7 @@ func compareCmd(args []string) error {
 			return err
 		}
 	}
-	return report(*out, desc, &l, results)
+	return report(os.Stdout, *out, desc, &l, results)
 }
 
 // brief is a round's result in a progress line.
@@ -460,16 +460,18 @@ type reportMeta struct {
 	Command          string  `json:"command"`
 }
 
-func report(out, desc string, l *load, ss []Scenario) error {
+// report prints the tables to stdout and writes them, as Markdown, JSON
+// and SVG, into the directory out (none when out is empty).
+func report(stdout io.Writer, out, desc string, l *load, ss []Scenario) error {
 	host, _ := os.Hostname()
 	meta := reportMeta{
 		When: time.Now().UTC().Format(time.RFC3339), Machine: fmt.Sprintf("%s, %d CPUs, %s/%s", host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH),
 		Load: desc, DurationPerRound: l.duration.String(), RepeatShare: l.repeat, DenyShare: l.deny, Conns: l.conns, IDs: l.ids,
 		Command: "go run ./loadtest " + strings.Join(os.Args[1:], " "),
 	}
-	writeTable(os.Stdout, ss)
-	fmt.Println()
-	writeLogTable(os.Stdout, ss)
+	writeTable(stdout, ss)
+	fmt.Fprintln(stdout)
+	writeLogTable(stdout, ss)
 	if out == "" {
 		return nil
 	}
