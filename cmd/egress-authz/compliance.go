@@ -18,6 +18,7 @@ import (
 
 	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
 	"github.com/egress-authz/egress-authz/internal/replay"
 	"github.com/egress-authz/egress-authz/internal/when"
@@ -570,7 +571,7 @@ Flags:
 	d := rules.Diff(oldT.Set(), newT.Set(), now)
 	var rep *replay.Report
 	if *against != "" {
-		st, err := audit.OpenExistingStore(ctx, *against)
+		st, err := stores.OpenExisting(ctx, *against)
 		if err != nil {
 			fmt.Fprintln(stderr, "egress-authz rules diff: --against:", err)
 			return exitFail
@@ -814,7 +815,7 @@ Flags:
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --until", err)
 		return exitUsage
 	}
-	st, err := audit.OpenExistingStore(ctx, *from)
+	st, err := stores.OpenExisting(ctx, *from)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --from:", err)
 		return exitFail

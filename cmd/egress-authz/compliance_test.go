@@ -20,6 +20,8 @@ import (
 
 	"github.com/egress-authz/egress-authz/authz"
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/sqlstore"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
 	"github.com/egress-authz/egress-authz/internal/replay"
 	"github.com/egress-authz/egress-authz/rules"
@@ -276,7 +278,7 @@ func writeDecisionLog(t *testing.T, dir string) (*decisionLog, error) {
 		return clock
 	}
 	db := filepath.Join(dir, "decisions.db")
-	sink, err := audit.OpenSQLite(ctx, db)
+	sink, err := sqlstore.OpenSQLite(ctx, db)
 	if err != nil {
 		return nil, err
 	}
@@ -566,7 +568,7 @@ func testSuggest(t *testing.T, log *decisionLog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := audit.OpenStore(context.Background(), log.dsn)
+	st, err := stores.Open(context.Background(), log.dsn, stores.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

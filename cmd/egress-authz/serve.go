@@ -92,7 +92,7 @@ type server struct {
 
 	auditWriter *audit.Writer // nil with --audit none
 	store       audit.Store   // the first queryable decision log, opened apart from its sink, for /v1/decisions
-	storeSink   string        // the name of the sink that writes store, for /v1/verify
+	storeSink   string        // the name (audit.Sink.Name) of the sink that writes store, for /v1/verify
 	metrics     *telemetry.Metrics
 	tls         *spiffetls.Source // nil with --plaintext
 }

@@ -15,6 +15,7 @@ import (
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/testutil"
 )
 
@@ -181,7 +182,7 @@ func TestTracingSpanPerCheckWithTheRemoteParent(t *testing.T) {
 	// Each decision record carries its span's trace id.
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
-	st, err := audit.OpenStore(ctx, cfg.Audit[0])
+	st, err := stores.Open(ctx, cfg.Audit[0], stores.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

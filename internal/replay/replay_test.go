@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/sqlstore"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -64,7 +65,7 @@ func TestRequest(t *testing.T) {
 // it as recorded.
 func TestReplayTellsChangesFromEarlierDrift(t *testing.T) {
 	ctx := context.Background()
-	db, err := audit.OpenSQLite(ctx, filepath.Join(t.TempDir(), "decisions.db"))
+	db, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "decisions.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
