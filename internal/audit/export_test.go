@@ -38,3 +38,17 @@ func FrameOffsets(path string) ([]int64, error) {
 		offs = append(offs, fr.off)
 	}
 }
+
+// Waiting returns how many Records wait for room in the buffer.
+func Waiting(w *Writer) int64 { return w.waiting.Load() }
+
+// Synced returns how far the log is fsynced, which is as far as the sinks
+// may read.
+func Synced(w *Writer) uint64 { return w.log.synced.Load() }
+
+// WithFsync returns opts with fsync as the log's fsync of a file, so that a
+// test can hold an fsync up.
+func WithFsync(opts Options, fsync func(*os.File) error) Options {
+	opts.fsync = fsync
+	return opts
+}

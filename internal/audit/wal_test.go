@@ -46,21 +46,27 @@ func TestCorruptFrameStopsTheSinkVisibly(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// On a fake clock, the feeder's retries wait for the test: once it
+	// waits on its backoff, beside the sync loop, it has met the bad frame.
+	clk := audittest.NewClock(audittest.T0)
 	st2 := openSQLite(t, dbPath)
-	w2, err := audit.Open(audit.Options{Dir: walDir, SegmentRecords: 10}, st2)
+	w2, err := audit.Open(audit.Options{Dir: walDir, SegmentRecords: 10, Linger: -1, Now: clk.Now, After: clk.After}, st2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	audittest.WaitUntil(t, "the sink reported failing", func() bool { return w2.Stats().Failing[st2.Name()] })
+	clk.WaitTimers(t, 2)
+	if !w2.Stats().Failing[st2.Name()] {
+		t.Errorf("the sink is not reported failing: %+v", w2.Stats())
+	}
 	if stored, _ := w2.Stored(st2.Name()); stored != 4 {
 		t.Errorf("the sink stored up to record %d, want 4 (the records before the corrupt one)", stored)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	err = w2.Close(ctx)
 	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("Close took %v with a 1 s deadline", took)
+		t.Errorf("Close took %v with a 100 ms deadline", took)
 	}
 	if err == nil || !strings.Contains(err.Error(), "26 records not yet in sink "+st2.Name()) {
 		t.Errorf("Close: %v, want the 26 records the sink could not get", err)
@@ -115,17 +121,25 @@ func TestSinkAheadOfTheLogIsNotWritten(t *testing.T) {
 	}
 
 	// More new records than the store holds: they catch up with its
-	// position, and must not then be taken for stored.
+	// position, and must not then be taken for stored. On a fake clock,
+	// the feeder asks the sink again at each retry the test lets happen.
+	clk := audittest.NewClock(audittest.T0)
 	st := openSQLite(t, dbPath)
-	w2, err := audit.Open(audit.Options{Dir: walDir}, st)
+	w2, err := audit.Open(audit.Options{Dir: walDir, Now: clk.Now, After: clk.After}, st)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 15 {
 		record(t, w2, sample(100+i))
 	}
-	audittest.WaitUntil(t, "the sink reported failing", func() bool { return w2.Stats().Failing[st.Name()] })
-	time.Sleep(300 * time.Millisecond) // time to write, had the runner gone on
+	clk.WaitTimers(t, 2) // the sync loop, and the feeder's backoff
+	for range 4 {
+		if !w2.Stats().Failing[st.Name()] {
+			t.Fatalf("the sink is not reported failing: %+v", w2.Stats())
+		}
+		clk.Advance(10 * time.Second) // past the longest backoff and the sync interval
+		clk.WaitTimers(t, 2)          // the feeder asked again, and waits again
+	}
 	if err := w2.Close(cancelled()); err == nil {
 		t.Error("Close reported every record stored in a sink that took none")
 	}

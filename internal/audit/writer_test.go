@@ -288,10 +288,11 @@ func TestOverflowBlockWaitsForRoom(t *testing.T) {
 	// Another waits, and goes through once the store is back.
 	done := make(chan error, 1)
 	go func() { done <- f.w.Record(context.Background(), []audit.Record{sample(6)}) }()
+	audittest.WaitUntil(t, "the Record to wait for room", func() bool { return audit.Waiting(f.w) == 1 })
 	select {
 	case err := <-done:
 		t.Fatalf("Record did not block: %v", err)
-	case <-time.After(200 * time.Millisecond):
+	default:
 	}
 	release()
 	select {
@@ -464,21 +465,107 @@ func (c *countingSink) Write(ctx context.Context, recs []audit.Record) error {
 
 // TestSinksSeeOnlyFsyncedRecords: a store must never hold a record the
 // log could lose to a power cut, or after one the writer would reuse its
-// sequence number. With a sync interval of an hour, nothing reaches the
-// sink until Close fsyncs the log.
+// sequence number. On a fake clock, the sink's feeder looks at the log
+// again and again, and finds nothing it may read until the log is
+// fsynced: at the sync interval, or at Close.
 func TestSinksSeeOnlyFsyncedRecords(t *testing.T) {
+	clk := audittest.NewClock(audittest.T0)
 	cs := &countingSink{}
-	f := newFixture(t, audit.Options{SyncInterval: time.Hour, Linger: -1}, func(s audit.Sink) audit.Sink { cs.Sink = s; return cs })
+	f := newFixture(t, audit.Options{SyncInterval: time.Hour, Linger: -1, Now: clk.Now, After: clk.After},
+		func(s audit.Sink) audit.Sink { cs.Sink = s; return cs })
+	clk.WaitTimers(t, 2) // the sync loop and the idle feeder
 	for i := 0; i < 20; i++ {
 		record(t, f.w, sample(i))
 	}
-	time.Sleep(300 * time.Millisecond)
-	if n := cs.n.Load(); n != 0 {
-		t.Fatalf("the sink stored %d records before the log was fsynced", n)
+	for range 3 {
+		clk.Advance(time.Second) // the feeder's idle check
+		clk.WaitTimers(t, 2)     // the feeder looked, and waits again
+	}
+	if n := cs.n.Load(); n != 0 || audit.Synced(f.w) != 0 {
+		t.Fatalf("the sink stored %d records before the log was fsynced (to %d)", n, audit.Synced(f.w))
+	}
+	clk.Advance(time.Hour)
+	audittest.WaitUntil(t, "the sink to store the fsynced records", func() bool { return cs.n.Load() == 20 })
+
+	for i := 20; i < 25; i++ {
+		record(t, f.w, sample(i))
 	}
 	f.drain(t)
-	if n := cs.n.Load(); n != 20 {
-		t.Fatalf("after Close the sink has %d records, want 20", n)
+	if n := cs.n.Load(); n != 25 {
+		t.Fatalf("after Close the sink has %d records, want 25", n)
+	}
+}
+
+// TestFsyncIsNeverOnTheCheckPath: with the log's fsync held up, Records go
+// on (rotations included: a segment closed on the Check path is fsynced by
+// the sync loop, not by the rotation), and the sink gets none of them until
+// the fsync is done.
+func TestFsyncIsNeverOnTheCheckPath(t *testing.T) {
+	var hold atomic.Bool
+	held, resume := make(chan struct{}, 1), make(chan struct{})
+	var resumeOnce sync.Once
+	unblock := func() { resumeOnce.Do(func() { close(resume) }) }
+	defer unblock()
+	fsync := func(f *os.File) error {
+		if hold.Load() {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
+			<-resume
+		}
+		return f.Sync()
+	}
+	cs := &countingSink{}
+	f := newFixture(t, audit.WithFsync(audit.Options{SegmentRecords: 2, SyncInterval: time.Hour, Linger: -1}, fsync),
+		func(s audit.Sink) audit.Sink { cs.Sink = s; return cs })
+	t.Cleanup(unblock) // before the fixture's Close, which waits for the sync loop
+	hold.Store(true)
+	wait := func(c <-chan struct{}, failure string) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatal(failure)
+		}
+	}
+	rotated, more := make(chan struct{}), make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		for i := range 10 {
+			if i == 3 { // the third rotated, and the sync loop starts an fsync
+				close(rotated)
+				<-more
+			}
+			if err := f.w.Record(context.Background(), []audit.Record{sample(i)}); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	wait(held, "a rotation did not start an fsync")
+	wait(rotated, "the Record that rotated waits for the fsync of the segment it closed")
+	close(more) // three more rotations, with the fsync still held up
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Record waits for an fsync")
+	}
+	if st := f.w.Stats(); st.Written != 10 || cs.n.Load() != 0 || audit.Synced(f.w) != 0 {
+		t.Fatalf("stats %+v, %d records in the sink, synced to %d: want 10 written, none in the sink", st, cs.n.Load(), audit.Synced(f.w))
+	}
+	hold.Store(false)
+	unblock()
+	f.drain(t)
+	if n := cs.n.Load(); n != 10 {
+		t.Fatalf("the sink has %d records, want 10", n)
+	}
+	if v := verified(t, f.reader(t)); !v.OK() || v.Records != 10 {
+		t.Fatalf("%+v", v)
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package audittest helps test what stores, encodes or carries decision
 // records: sample records, a record with every field set and its
 // variants with one field changed (by reflection over audit.Record, so
-// that a field added to Record is covered without editing a test).
+// that a field added to Record is covered without editing a test), and a
+// fake clock for the Writer's Options.
 package audittest
 
 import (
