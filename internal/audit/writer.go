@@ -20,7 +20,9 @@ import (
 // Sink stores decision records. Each sink is driven by one goroutine of the
 // Writer, so its methods are never called concurrently.
 type Sink interface {
-	// Name says which sink this is, for logs and metrics ("sqlite", ...).
+	// Name identifies the sink among the writer's sinks, in logs, Stats
+	// and metrics: its DSN without credentials ("sqlite:data/decisions.db",
+	// "postgres://db.example:5432/audit", "otlp", "stdout").
 	Name() string
 	// Cursor returns the highest sequence number of writer the sink has
 	// stored, or 0 when it has none.
@@ -130,7 +132,7 @@ type Writer struct {
 }
 
 // Open opens (or creates) the write-ahead log in opts.Dir, recovers it after
-// a crash, and starts feeding the sinks.
+// a crash, and starts feeding the sinks, which must have distinct names.
 func Open(opts Options, sinks ...Sink) (*Writer, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("audit: no directory for the write-ahead log")
@@ -167,6 +169,13 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 	}
 	if opts.fsync == nil {
 		opts.fsync = (*os.File).Sync
+	}
+	names := map[string]bool{}
+	for _, s := range sinks {
+		if names[s.Name()] {
+			return nil, fmt.Errorf("audit: two decision-log sinks are both %s", s.Name())
+		}
+		names[s.Name()] = true
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)

@@ -181,6 +181,42 @@ func TestCloseDrainsEverything(t *testing.T) {
 	}
 }
 
+// TestSinksAreKeptApartByName: two sinks of one kind are two entries of
+// Stats, and Stored finds each by its name; two sinks of one name would
+// be one, and are refused.
+func TestSinksAreKeptApartByName(t *testing.T) {
+	dir := t.TempDir()
+	a, b := openSQLite(t, filepath.Join(dir, "a.db")), openSQLite(t, filepath.Join(dir, "b.db"))
+	down := &flaky{Sink: b}
+	down.fails.Store(1 << 30)
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "wal"), Linger: -1}, a, down)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(cancelled())
+	for i := range 5 {
+		record(t, w, sample(i))
+	}
+	audittest.WaitUntil(t, "a stored and b failing", func() bool {
+		n, _ := w.Stored(a.Name())
+		return n == 5 && w.Stats().Failing[b.Name()]
+	})
+	st := w.Stats()
+	if len(st.Sinks) != 2 || st.Sinks[a.Name()] != 0 || st.Sinks[b.Name()] != 5 || st.Failing[a.Name()] {
+		t.Errorf("stats %+v: want %s caught up and %s 5 behind and failing", st, a.Name(), b.Name())
+	}
+	if n, ok := w.Stored(b.Name()); !ok || n != 0 {
+		t.Errorf("Stored(%s) = %d, %v; want 0, true", b.Name(), n, ok)
+	}
+
+	twice := openSQLite(t, filepath.Join(dir, "a.db"))
+	defer twice.Close()
+	if _, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "wal2")}, openSQLite(t, filepath.Join(dir, "a.db")), twice); err == nil ||
+		!strings.Contains(err.Error(), a.Name()) {
+		t.Errorf("two sinks named %s: %v, want an error naming it", a.Name(), err)
+	}
+}
+
 // lockDB takes SQLite's write lock from another connection, so the sink's
 // writes fail (busy) until release is called: a real slow store.
 func lockDB(t *testing.T, path string) (release func()) {

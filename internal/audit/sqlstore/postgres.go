@@ -22,6 +22,7 @@ import (
 // It is both an audit.Sink and an audit.Store.
 type Postgres struct {
 	sqlStore
+	name        string // the DSN without credentials
 	pool        *pgxpool.Pool
 	retention   time.Duration // 0 keeps everything
 	now         func() time.Time
@@ -136,7 +137,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	if err != nil {
 		return nil, fmt.Errorf("open postgres decision log: %w", err)
 	}
-	p := &Postgres{pool: pool, retention: opts.Retention, now: opts.Now, log: opts.Logger,
+	p := &Postgres{name: Redact(dsn), pool: pool, retention: opts.Retention, now: opts.Now, log: opts.Logger,
 		lockTimeout: pruneLockTimeout, partitions: map[string]bool{}}
 	if p.now == nil {
 		p.now = time.Now
@@ -153,8 +154,8 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	return p, nil
 }
 
-// Name implements audit.Sink.
-func (p *Postgres) Name() string { return "postgres" }
+// Name implements audit.Sink: the DSN without its credentials (Redact).
+func (p *Postgres) Name() string { return p.name }
 
 func partitionName(day time.Time) string { return "decisions_" + day.Format("20060102") }
 

@@ -98,8 +98,8 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return s, nil
 }
 
-// Name implements audit.Sink.
-func (s *SQLite) Name() string { return "sqlite" }
+// Name implements audit.Sink: "sqlite:" and the path it was opened with.
+func (s *SQLite) Name() string { return "sqlite:" + s.path }
 
 // Write implements audit.Sink.
 func (s *SQLite) Write(ctx context.Context, recs []audit.Record) error {

@@ -47,6 +47,8 @@ type backend struct {
 	// match reports whether dsn is this backend's, and returns what opens
 	// it (a path, or the DSN itself).
 	match func(dsn string) (target string, ok bool)
+	// key is the sink's name for target (see audit.Sink.Name).
+	key func(target string) string
 	// open opens a queryable store; nil when the backend is a sink only.
 	open func(ctx context.Context, target string, opts Options) (store, error)
 	// sink opens a sink that cannot be queried; nil when open is set.
@@ -61,6 +63,7 @@ var backends = []backend{
 	{
 		forms: "sqlite:PATH",
 		match: sqlitePath,
+		key:   func(path string) string { return "sqlite:" + path },
 		open: func(ctx context.Context, path string, _ Options) (store, error) {
 			return sqlstore.OpenSQLite(ctx, path)
 		},
@@ -76,6 +79,7 @@ var backends = []backend{
 		match: func(dsn string) (string, bool) {
 			return dsn, strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 		},
+		key: sqlstore.Redact,
 		open: func(ctx context.Context, dsn string, opts Options) (store, error) {
 			return sqlstore.OpenPostgres(ctx, dsn, sqlstore.PostgresOptions{Retention: opts.Retention, Logger: opts.Logger})
 		},
@@ -83,6 +87,7 @@ var backends = []backend{
 	{
 		forms: "otlp",
 		match: func(dsn string) (string, bool) { return dsn, dsn == "otlp" },
+		key:   func(string) string { return "otlp" },
 		sink: func(ctx context.Context, _ string, opts Options) (audit.Sink, error) {
 			s, err := otlpsink.New(ctx, otlpsink.CursorPath(opts.DataDir))
 			if err != nil {
@@ -94,6 +99,7 @@ var backends = []backend{
 	{
 		forms: "stdout",
 		match: func(dsn string) (string, bool) { return dsn, dsn == "stdout" },
+		key:   func(string) string { return "stdout" },
 		sink: func(_ context.Context, _ string, opts Options) (audit.Sink, error) {
 			w := opts.Stdout
 			if w == nil {
@@ -173,4 +179,15 @@ func OpenSink(ctx context.Context, dsn string, opts Options) (audit.Sink, error)
 		return b.sink(ctx, target, opts)
 	}
 	return b.open(ctx, target, opts)
+}
+
+// Key returns the name the sink dsn names goes by (audit.Sink.Name): the
+// DSN without its credentials, in logs, metrics and Writer.Stored. A DSN
+// no backend takes loses what looks like credentials too.
+func Key(dsn string) string {
+	b, target, ok := find(dsn)
+	if !ok {
+		return sqlstore.Redact(dsn)
+	}
+	return b.key(target)
 }

@@ -1,6 +1,7 @@
 package stores
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
@@ -10,6 +11,37 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/audittest"
 )
+
+// TestKeyIsTheSinkName: the name a DSN's sink goes by in Stats and metrics
+// is known before it is opened, and holds no credentials.
+func TestKeyIsTheSinkName(t *testing.T) {
+	dir := t.TempDir()
+	var out bytes.Buffer
+	opts := Options{DataDir: dir, Stdout: &out}
+	for _, dsn := range []string{"sqlite:" + filepath.Join(dir, "a.db"), filepath.Join(dir, "b.db"), "stdout", "otlp"} {
+		s, err := OpenSink(context.Background(), dsn, opts)
+		if err != nil {
+			t.Fatalf("OpenSink(%q): %v", dsn, err)
+		}
+		if s.Name() != Key(dsn) {
+			t.Errorf("OpenSink(%q).Name() = %q, Key = %q", dsn, s.Name(), Key(dsn))
+		}
+		s.Close()
+	}
+	if got := Key(filepath.Join(dir, "b.db")); got != "sqlite:"+filepath.Join(dir, "b.db") {
+		t.Errorf("Key of a bare .db path = %q, want it as sqlite:PATH", got)
+	}
+	for dsn, want := range map[string]string{
+		"postgres://alice:s3cret@db.example:5432/audit":          "postgres://db.example:5432/audit",
+		"postgresql://db.example/audit?password=s3cret":          "postgresql://db.example/audit",
+		"mysql://alice:s3cret@db.example/audit":                  "mysql://db.example/audit",
+		"postgres://alice:s3cret@db.example/audit?sslmode=allow": "postgres://db.example/audit?sslmode=allow",
+	} {
+		if got := Key(dsn); got != want {
+			t.Errorf("Key(%q) = %q, want %q", dsn, got, want)
+		}
+	}
+}
 
 func TestOpenSaysWhatItTakes(t *testing.T) {
 	ctx := context.Background()
