@@ -216,7 +216,7 @@ func TestEveryFieldIsAnAttribute(t *testing.T) {
 		lr := logRecord(r)
 		lr.WalkAttributes(func(kv attribute.KeyValue) bool {
 			keys = append(keys, string(kv.Key))
-			text += string(kv.Key) + "=" + kv.Value.Emit() + " "
+			text += string(kv.Key) + "=" + kv.Value.String() + " "
 			return true
 		})
 		return keys, lr.Timestamp().String() + " " + text
