@@ -24,7 +24,7 @@ test: ## the whole suite of both modules, with the race detector (installs Postg
 	cd deploy && CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
 
 bench: build ## Go micro-benchmarks, then the load test against a no-op server (report in loadtest/results)
-	$(GO) test -run '^$$' -bench . -benchmem ./rules ./authz ./internal/audit
+	$(GO) test -run '^$$' -bench . -benchmem ./rules ./authz ./internal/audit/...
 	$(GO) build -o bin/loadtest ./loadtest
 	./bin/loadtest compare --rules 10000 --concurrency 64 --duration 5s --rounds 2 --audit sqlite --out loadtest/results
 	./bin/loadtest memory --rules 100000 --cache 100000

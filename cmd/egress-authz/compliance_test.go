@@ -22,6 +22,7 @@ import (
 
 	"github.com/egress-authz/egress-authz/authz"
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/sqlstore"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
 	"github.com/egress-authz/egress-authz/rules"
 )
@@ -104,7 +105,7 @@ func writeDecisionLog(t *testing.T, dir string) (*decisionLog, error) {
 		return clock
 	}
 	db := filepath.Join(dir, "decisions.db")
-	sink, err := audit.OpenSQLite(ctx, db)
+	sink, err := sqlstore.OpenSQLite(ctx, db)
 	if err != nil {
 		return nil, err
 	}

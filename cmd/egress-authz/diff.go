@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/compliance"
 	"github.com/egress-authz/egress-authz/internal/when"
 	"github.com/egress-authz/egress-authz/rules"
@@ -143,7 +144,7 @@ Flags:
 	d := compliance.Diff(oldT.Set(), newT.Set(), now)
 	var rep *compliance.Report
 	if *against != "" {
-		st, err := audit.OpenExistingStore(ctx, *against)
+		st, err := stores.OpenExisting(ctx, *against)
 		if err != nil {
 			fmt.Fprintln(stderr, "egress-authz rules diff: --against:", err)
 			return exitFail

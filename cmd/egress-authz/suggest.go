@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/compliance"
 	"github.com/egress-authz/egress-authz/internal/when"
 	"github.com/egress-authz/egress-authz/rules"
@@ -84,7 +85,7 @@ Flags:
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --until", err)
 		return exitUsage
 	}
-	st, err := audit.OpenExistingStore(ctx, *from)
+	st, err := stores.OpenExisting(ctx, *from)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz rules suggest: --from:", err)
 		return exitFail

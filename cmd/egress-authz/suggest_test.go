@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/compliance"
 	"github.com/egress-authz/egress-authz/rules"
 )
@@ -55,7 +56,7 @@ func testSuggest(t *testing.T, log *decisionLog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := audit.OpenStore(context.Background(), log.dsn)
+	st, err := stores.Open(context.Background(), log.dsn, stores.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/otlptest"
 )
 
@@ -182,7 +183,7 @@ func TestTracingSpanPerCheckWithTheRemoteParent(t *testing.T) {
 	// Each decision record carries its span's trace id.
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
-	st, err := audit.OpenStore(ctx, cfg.Audit[0])
+	st, err := stores.Open(ctx, cfg.Audit[0], stores.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

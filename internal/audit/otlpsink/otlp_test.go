@@ -1,21 +1,36 @@
-package audit
+package otlpsink
 
 import (
 	"context"
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/audittest"
+	"github.com/egress-authz/egress-authz/internal/audit/sqlstore"
 )
+
+var sample = audittest.Sample
+
+func record(t *testing.T, w *audit.Writer, recs ...audit.Record) {
+	t.Helper()
+	if err := w.Record(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // logsReceiver is an in-process OTLP/gRPC logs endpoint, as an
 // OpenTelemetry Collector would be.
@@ -23,7 +38,7 @@ type logsReceiver struct {
 	collogs.UnimplementedLogsServiceServer
 	mu    sync.Mutex
 	attrs []map[string]string // one per log record: attribute key -> value as text
-	delay time.Duration       // a slow endpoint
+	gate  chan struct{}       // when set, each export waits for a value: a slow endpoint
 	calls int
 	fail  int     // when > 0, the fail-th call is refused
 	seqs  []int64 // egress_authz.seq of each log record, in arrival order
@@ -31,8 +46,12 @@ type logsReceiver struct {
 }
 
 func (r *logsReceiver) Export(ctx context.Context, req *collogs.ExportLogsServiceRequest) (*collogs.ExportLogsServiceResponse, error) {
-	if r.delay > 0 {
-		time.Sleep(r.delay)
+	if r.gate != nil {
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -77,13 +96,13 @@ func (r *logsReceiver) received() (seqs []int64, sizes []int) {
 
 // startLogsReceiver starts a receiver with grpc-go's default limits, among
 // them the 4 MiB maximum message the OpenTelemetry Collector keeps too.
-func startLogsReceiver(t *testing.T, delay time.Duration) *logsReceiver {
+func startLogsReceiver(t *testing.T, gate chan struct{}) *logsReceiver {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rcv := &logsReceiver{delay: delay}
+	rcv := &logsReceiver{gate: gate}
 	g := grpc.NewServer()
 	collogs.RegisterLogsServiceServer(g, rcv)
 	go g.Serve(ln)
@@ -94,13 +113,13 @@ func startLogsReceiver(t *testing.T, delay time.Duration) *logsReceiver {
 }
 
 func TestOTLPEveryRecordArrivesWithItsFields(t *testing.T) {
-	rcv := startLogsReceiver(t, 0)
+	rcv := startLogsReceiver(t, nil)
 	dir := t.TempDir()
-	o, err := NewOTLP(context.Background(), OTLPCursorPath(dir))
+	o, err := New(context.Background(), CursorPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Open(Options{Dir: filepath.Join(dir, "wal"), BatchSize: 16}, o)
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "wal"), BatchSize: 16}, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,11 +153,11 @@ func TestOTLPEveryRecordArrivesWithItsFields(t *testing.T) {
 		}
 	}
 	// The cursor survives a restart: nothing is sent twice.
-	o2, err := NewOTLP(context.Background(), OTLPCursorPath(dir))
+	o2, err := New(context.Background(), CursorPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w2, err := Open(Options{Dir: filepath.Join(dir, "wal")}, o2)
+	w2, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "wal")}, o2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,50 +170,79 @@ func TestOTLPEveryRecordArrivesWithItsFields(t *testing.T) {
 	}
 }
 
+// TestSlowOTLPDoesNotSlowSQLite: each sink has its own position in the
+// write-ahead log. With the OTLP endpoint stuck on its first export,
+// SQLite takes every record.
 func TestSlowOTLPDoesNotSlowSQLite(t *testing.T) {
-	rcv := startLogsReceiver(t, 300*time.Millisecond)
+	gate := make(chan struct{})
+	rcv := startLogsReceiver(t, gate)
 	dir := t.TempDir()
-	o, err := NewOTLP(context.Background(), OTLPCursorPath(dir))
+	o, err := New(context.Background(), CursorPath(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := OpenSQLite(context.Background(), filepath.Join(dir, "d.db"))
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(dir, "d.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Open(Options{Dir: filepath.Join(dir, "wal"), BatchSize: 10}, st, o)
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(dir, "wal"), BatchSize: 10}, st, o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() {
-		// The slow sink is not waited for: its records stay in the log.
-		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-		defer cancel()
+		// The stuck sink is not waited for: its records stay in the log.
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
 		_ = w.Close(ctx)
 	}()
 	for i := 0; i < 200; i++ {
 		record(t, w, sample(i))
 	}
-	// SQLite catches up at once; OTLP, at 10 records per 300 ms, cannot.
-	deadline := time.Now().Add(5 * time.Second)
-	for w.Stats().Sinks["sqlite"] != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("sqlite still behind: %+v", w.Stats())
+	audittest.WaitUntil(t, "sqlite to store every record", func() bool { return w.Stats().Sinks[st.Name()] == 0 })
+	if behind := w.Stats().Sinks[o.Name()]; behind != 200 {
+		t.Fatalf("otlp is %d records behind, want all 200 (its endpoint took none)", behind)
+	}
+	if rcv.count() != 0 {
+		t.Fatal("the stuck receiver has records")
+	}
+}
+
+// TestEveryFieldIsAnAttribute: each field of a record, changed in turn by
+// reflection over audit.Record, changes the log record it is exported as,
+// whose attributes are egress_authz.NAME for every field but the time,
+// which is the timestamp.
+func TestEveryFieldIsAnAttribute(t *testing.T) {
+	export := func(r *audit.Record) (keys []string, text string) {
+		lr := logRecord(r)
+		lr.WalkAttributes(func(kv attribute.KeyValue) bool {
+			keys = append(keys, string(kv.Key))
+			text += string(kv.Key) + "=" + kv.Value.String() + " "
+			return true
+		})
+		return keys, lr.Timestamp().String() + " " + text
+	}
+	full := audittest.Full()
+	keys, base := export(&full)
+	var want []string
+	for _, f := range audit.Fields() {
+		if f.Kind != audit.KindTime {
+			want = append(want, "egress_authz."+f.Name)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	if behind := w.Stats().Sinks["otlp"]; behind < 100 {
-		t.Fatalf("otlp is only %d records behind: the test does not show independence", behind)
+	if !slices.Equal(keys, want) {
+		t.Errorf("attributes %v, want %v", keys, want)
 	}
-	if rcv.count() >= 200 {
-		t.Fatal("the slow receiver already has everything")
+	for _, v := range audittest.Vary(full) {
+		if _, got := export(&v.Record); got == base {
+			t.Errorf("changing Record.%s leaves the exported log record as it was", v.Field)
+		}
 	}
 }
 
 // chained returns n records of writer "w1" with seqs 1 to n, as the writer
 // would hand them to a sink, each with a path about pathLen(i) bytes long.
-func chained(n int, pathLen func(i int) int) []Record {
-	recs := make([]Record, n)
+func chained(n int, pathLen func(i int) int) []audit.Record {
+	recs := make([]audit.Record, n)
 	for i := range recs {
 		r := sample(i)
 		r.Path = "/v1/customers/" + fmt.Sprint(i) + "/charges?expand=" + strings.Repeat("x", pathLen(i))
@@ -206,9 +254,9 @@ func chained(n int, pathLen func(i int) int) []Record {
 }
 
 func TestOTLPBacklogLargerThanAMessageArrivesInChunks(t *testing.T) {
-	rcv := startLogsReceiver(t, 0)
+	rcv := startLogsReceiver(t, nil)
 	ctx := context.Background()
-	o, err := NewOTLP(ctx, OTLPCursorPath(t.TempDir()))
+	o, err := New(ctx, CursorPath(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -252,13 +300,13 @@ func TestOTLPBacklogLargerThanAMessageArrivesInChunks(t *testing.T) {
 }
 
 func TestOTLPFailedChunkLeavesCursorAfterDeliveredPrefix(t *testing.T) {
-	rcv := startLogsReceiver(t, 0)
+	rcv := startLogsReceiver(t, nil)
 	rcv.mu.Lock()
 	rcv.fail = 2
 	rcv.mu.Unlock()
 	ctx := context.Background()
-	cursor := OTLPCursorPath(t.TempDir())
-	o, err := NewOTLP(ctx, cursor)
+	cursor := CursorPath(t.TempDir())
+	o, err := New(ctx, cursor)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,7 +317,7 @@ func TestOTLPFailedChunkLeavesCursorAfterDeliveredPrefix(t *testing.T) {
 		t.Fatal("write succeeded though the receiver refused the second chunk")
 	}
 	// A restart resumes after the chunk delivered, and not later.
-	o2, err := NewOTLP(ctx, cursor)
+	o2, err := New(ctx, cursor)
 	if err != nil {
 		t.Fatal(err)
 	}

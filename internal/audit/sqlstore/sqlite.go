@@ -1,4 +1,4 @@
-package audit
+package sqlstore
 
 import (
 	"context"
@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 
 	_ "modernc.org/sqlite" // the CGO-free SQLite driver, so the binary stays static
+
+	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
 // SQLite is the embedded decision log: one file in WAL mode, so auditors'
-// queries run while the server writes. It is both a Sink and a Store.
+// queries run while the server writes. It is both an audit.Sink and an
+// audit.Store.
 type SQLite struct {
 	sqlStore
 	path   string
@@ -95,18 +98,18 @@ func OpenSQLite(ctx context.Context, path string) (*SQLite, error) {
 	return s, nil
 }
 
-// Name implements Sink.
-func (s *SQLite) Name() string { return "sqlite" }
+// Name implements audit.Sink: "sqlite:" and the path it was opened with.
+func (s *SQLite) Name() string { return "sqlite:" + s.path }
 
-// Write implements Sink.
-func (s *SQLite) Write(ctx context.Context, recs []Record) error {
+// Write implements audit.Sink.
+func (s *SQLite) Write(ctx context.Context, recs []audit.Record) error {
 	if err := s.writeTx(ctx, s.insert, recs); err != nil {
 		return fmt.Errorf("sqlite %s: %w", s.path, err)
 	}
 	return nil
 }
 
-// Close implements Sink and Store.
+// Close implements audit.Sink and audit.Store.
 func (s *SQLite) Close() error {
 	if s.insert != nil {
 		s.insert.Close()

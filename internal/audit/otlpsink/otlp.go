@@ -1,4 +1,8 @@
-package audit
+// Package otlpsink exports the decision log as OpenTelemetry logs: one log
+// record per decision, every field an egress_authz.* attribute, sent by
+// OTLP/gRPC to the endpoint the standard OTEL_EXPORTER_OTLP_* variables
+// name. It is an audit.Sink only: nothing is read back.
+package otlpsink
 
 import (
 	"context"
@@ -16,9 +20,11 @@ import (
 	sdklog "go.opentelemetry.io/otel/sdk/log"
 	"go.opentelemetry.io/otel/sdk/resource"
 	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
-// OTLP is a Sink that exports each record as one OpenTelemetry log record,
+// Sink is an audit.Sink that exports each record as one OpenTelemetry log record,
 // with the record's fields as attributes, to an OTLP/gRPC endpoint set by
 // the standard OTEL_EXPORTER_OTLP_* variables (an OpenTelemetry Collector
 // in front of the SIEM, typically). Each batch is exported synchronously,
@@ -28,7 +34,7 @@ import (
 // the cursor update, or a chunk failing after earlier ones were delivered,
 // sends records again, with the same writer and seq attributes, for the
 // receiver to de-duplicate.
-type OTLP struct {
+type Sink struct {
 	exp        sdklog.Exporter
 	provider   *sdklog.LoggerProvider
 	logger     otellog.Logger
@@ -52,22 +58,22 @@ func (c *collector) Enabled(context.Context, sdklog.EnabledParameters) bool { re
 func (c *collector) Shutdown(context.Context) error                         { return nil }
 func (c *collector) ForceFlush(context.Context) error                       { return nil }
 
-// NewOTLP returns an OTLP sink keeping its cursor in cursorPath.
-func NewOTLP(ctx context.Context, cursorPath string) (*OTLP, error) {
+// New returns a sink keeping its cursor in cursorPath (see CursorPath).
+func New(ctx context.Context, cursorPath string) (*Sink, error) {
 	exp, err := otlploggrpc.New(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("otlp log exporter: %w", err)
 	}
-	return newOTLP(exp, cursorPath), nil
+	return newSink(exp, cursorPath), nil
 }
 
-func newOTLP(exp sdklog.Exporter, cursorPath string) *OTLP {
+func newSink(exp sdklog.Exporter, cursorPath string) *Sink {
 	host, _ := os.Hostname()
 	res := resource.NewWithAttributes(semconv.SchemaURL,
 		semconv.ServiceName("egress-authz"), semconv.ServiceInstanceID(host))
 	c := &collector{}
 	provider := sdklog.NewLoggerProvider(sdklog.WithProcessor(c), sdklog.WithResource(res))
-	return &OTLP{
+	return &Sink{
 		exp:        exp,
 		provider:   provider,
 		logger:     provider.Logger("github.com/egress-authz/egress-authz/audit"),
@@ -76,11 +82,11 @@ func newOTLP(exp sdklog.Exporter, cursorPath string) *OTLP {
 	}
 }
 
-// Name implements Sink.
-func (o *OTLP) Name() string { return "otlp" }
+// Name implements audit.Sink.
+func (o *Sink) Name() string { return "otlp" }
 
-// Cursor implements Sink, from the cursor file ("writer seq").
-func (o *OTLP) Cursor(_ context.Context, writer string) (uint64, error) {
+// Cursor implements audit.Sink, from the cursor file ("writer seq").
+func (o *Sink) Cursor(_ context.Context, writer string) (uint64, error) {
 	b, err := os.ReadFile(o.cursorPath)
 	if os.IsNotExist(err) {
 		return 0, nil
@@ -109,13 +115,13 @@ const (
 	otlpChunkBytes   = 2 << 20
 )
 
-// Write implements Sink. It exports recs in order, one chunk at a time,
+// Write implements audit.Sink. It exports recs in order, one chunk at a time,
 // and moves the cursor past each chunk once it has been delivered. When a
 // chunk fails, Write returns the error with the cursor at the end of the
 // chunks already delivered: the writer retries the whole batch, so that
 // prefix is sent again (at least once, as after a crash), and a restart
 // resumes after it. No record is skipped.
-func (o *OTLP) Write(ctx context.Context, recs []Record) error {
+func (o *Sink) Write(ctx context.Context, recs []audit.Record) error {
 	o.collected.mu.Lock()
 	o.collected.recs = o.collected.recs[:0]
 	o.collected.mu.Unlock()
@@ -158,7 +164,7 @@ func chunkEnd(batch []sdklog.Record, start int) int {
 }
 
 // setCursor records that r and everything before it have been delivered.
-func (o *OTLP) setCursor(r *Record) error {
+func (o *Sink) setCursor(r *audit.Record) error {
 	tmp := o.cursorPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(r.Writer+" "+strconv.FormatUint(r.Seq, 10)+"\n"), 0o640); err != nil {
 		return err
@@ -222,35 +228,56 @@ func valueSize(v attribute.Value) int {
 	return n
 }
 
-func logRecord(r *Record) otellog.Record {
+func logRecord(r *audit.Record) otellog.Record {
 	var lr otellog.Record
 	lr.SetTimestamp(r.Time)
 	lr.SetEventName("egress_authz.decision")
 	lr.SetSeverity(otellog.SeverityInfo)
-	if r.Decision == Deny {
+	if r.Decision == audit.Deny {
 		lr.SetSeverity(otellog.SeverityWarn)
 	}
 	lr.SetSeverityText(strings.ToUpper(r.Decision))
 	lr.SetBody(attribute.StringValue(fmt.Sprintf("%s %s %s:%d %s %s (%s)", r.Decision, r.Principal, r.Host, r.Port, r.Method, r.Path, r.Reason)))
-	s := func(k, v string) attribute.KeyValue { return attribute.String("egress_authz."+k, v) }
-	lr.AddAttributes(
-		s("request_id", r.RequestID), s("trace_id", r.TraceID), s("principal", r.Principal),
-		s("trust_domain", r.TrustDomain), s("namespace", r.Namespace), s("service_account", r.ServiceAccount),
-		s("host", r.Host), attribute.Int("egress_authz.port", r.Port), s("method", r.Method), s("path", r.Path),
-		s("decision", r.Decision), attribute.Bool("egress_authz.enforced", r.Enforced), s("rule", r.Rule),
-		s("owner", r.Owner), s("ticket", r.Ticket), s("ruleset", r.RuleSet), s("reason", r.Reason),
-		attribute.Bool("egress_authz.cache_hit", r.CacheHit), attribute.Int64("egress_authz.latency_ns", int64(r.Latency)),
-		s("writer", r.Writer), attribute.Int64("egress_authz.seq", int64(r.Seq)), s("prev_hash", r.PrevHash), s("hash", r.Hash),
-	)
+	var attrs [32]attribute.KeyValue
+	lr.AddAttributes(appendAttributes(attrs[:0], r)...)
 	return lr
 }
 
-// Close implements Sink.
-func (o *OTLP) Close() error {
+// attrKeys are the attribute keys of the fields, egress_authz.NAME, made
+// once.
+var attrKeys = func() []string {
+	var keys []string
+	for _, f := range audit.Fields() {
+		keys = append(keys, "egress_authz."+f.Name)
+	}
+	return keys
+}()
+
+var recordFields = audit.Fields()
+
+// appendAttributes appends an attribute per field of r but its time, which
+// is the log record's timestamp.
+func appendAttributes(kvs []attribute.KeyValue, r *audit.Record) []attribute.KeyValue {
+	for i := range recordFields {
+		f := &recordFields[i]
+		switch f.Kind {
+		case audit.KindString:
+			kvs = append(kvs, attribute.String(attrKeys[i], *f.Str(r)))
+		case audit.KindBool:
+			kvs = append(kvs, attribute.Bool(attrKeys[i], *f.Bool(r)))
+		case audit.KindInt:
+			kvs = append(kvs, attribute.Int64(attrKeys[i], f.Int(r)))
+		}
+	}
+	return kvs
+}
+
+// Close implements audit.Sink.
+func (o *Sink) Close() error {
 	ctx := context.Background()
 	return errors.Join(o.provider.Shutdown(ctx), o.exp.Shutdown(ctx))
 }
 
-// OTLPCursorPath is where the OTLP sink of a data directory keeps its
+// CursorPath is where the OTLP sink of a data directory keeps its
 // position.
-func OTLPCursorPath(dataDir string) string { return filepath.Join(dataDir, "otlp.cursor") }
+func CursorPath(dataDir string) string { return filepath.Join(dataDir, "otlp.cursor") }

@@ -1,4 +1,4 @@
-package audit
+package sqlstore
 
 import (
 	"context"
@@ -12,14 +12,17 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
 // Postgres is the decision log shared by many replicas: one table
 // partitioned by day, written with COPY, queried and verified like the
 // SQLite log. Chains stay per writer, so replicas never contend for a chain.
-// It is both a Sink and a Store.
+// It is both an audit.Sink and an audit.Store.
 type Postgres struct {
 	sqlStore
+	name        string // the DSN without credentials
 	pool        *pgxpool.Pool
 	retention   time.Duration // 0 keeps everything
 	now         func() time.Time
@@ -110,6 +113,16 @@ var pgMigrations = []string{
 	);`,
 }
 
+// pgCopyColumns are the columns COPY fills: the partition key ts, then
+// the record's columns.
+var pgCopyColumns = func() []string {
+	cols := []string{"ts"}
+	for _, f := range recordFields {
+		cols = append(cols, f.Column)
+	}
+	return cols
+}()
+
 var pgDialect = dialect{
 	placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
 	// One migrator at a time across replicas.
@@ -124,7 +137,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	if err != nil {
 		return nil, fmt.Errorf("open postgres decision log: %w", err)
 	}
-	p := &Postgres{pool: pool, retention: opts.Retention, now: opts.Now, log: opts.Logger,
+	p := &Postgres{name: Redact(dsn), pool: pool, retention: opts.Retention, now: opts.Now, log: opts.Logger,
 		lockTimeout: pruneLockTimeout, partitions: map[string]bool{}}
 	if p.now == nil {
 		p.now = time.Now
@@ -141,8 +154,8 @@ func OpenPostgres(ctx context.Context, dsn string, opts PostgresOptions) (*Postg
 	return p, nil
 }
 
-// Name implements Sink.
-func (p *Postgres) Name() string { return "postgres" }
+// Name implements audit.Sink: the DSN without its credentials (Redact).
+func (p *Postgres) Name() string { return p.name }
 
 func partitionName(day time.Time) string { return "decisions_" + day.Format("20060102") }
 
@@ -175,9 +188,9 @@ func (p *Postgres) ensurePartitions(ctx context.Context, days []time.Time) error
 	return nil
 }
 
-// Write implements Sink: COPY into a staging table, then insert what is
+// Write implements audit.Sink: COPY into a staging table, then insert what is
 // not already there, so a replayed batch stores nothing twice.
-func (p *Postgres) Write(ctx context.Context, recs []Record) error {
+func (p *Postgres) Write(ctx context.Context, recs []audit.Record) error {
 	var days []time.Time
 	seen := map[time.Time]bool{}
 	for i := range recs {
@@ -194,16 +207,11 @@ func (p *Postgres) Write(ctx context.Context, recs []Record) error {
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS decisions_in (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
 			return err
 		}
-		cols := []string{"writer", "seq", "ts", "ts_ns", "request_id", "trace_id", "principal", "trust_domain", "namespace",
-			"service_account", "host", "port", "method", "path", "decision", "enforced", "rule", "owner", "ticket",
-			"ruleset", "reason", "cache_hit", "latency_ns", "prev_hash", "hash"}
 		rows := pgx.CopyFromSlice(len(recs), func(i int) ([]any, error) {
 			r := &recs[i]
-			return []any{r.Writer, int64(r.Seq), r.Time, r.Time.UnixNano(), r.RequestID, r.TraceID, r.Principal,
-				r.TrustDomain, r.Namespace, r.ServiceAccount, r.Host, int64(r.Port), r.Method, r.Path, r.Decision,
-				r.Enforced, r.Rule, r.Owner, r.Ticket, r.RuleSet, r.Reason, r.CacheHit, int64(r.Latency), r.PrevHash, r.Hash}, nil
+			return recordArgs(append(make([]any, 0, 1+numColumns), r.Time), r), nil
 		})
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decisions_in"}, cols, rows); err != nil {
+		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decisions_in"}, pgCopyColumns, rows); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO decisions SELECT * FROM decisions_in ON CONFLICT DO NOTHING`)
@@ -321,7 +329,7 @@ func (p *Postgres) Prune(ctx context.Context) ([]string, error) {
 	return dropped, nil
 }
 
-// Cursor implements Sink. Retention may have dropped a writer's last
+// Cursor implements audit.Sink. Retention may have dropped a writer's last
 // records: its checkpoint says they were stored, so they are not sent
 // again (into partitions retention already dropped).
 func (p *Postgres) Cursor(ctx context.Context, writer string) (uint64, error) {
@@ -335,18 +343,18 @@ func (p *Postgres) Cursor(ctx context.Context, writer string) (uint64, error) {
 	return uint64(n), nil
 }
 
-// Checkpoints returns, per writer, the last record removed by retention:
-// that writer's chain continues from it.
-func (p *Postgres) Checkpoints(ctx context.Context) (map[string]Checkpoint, error) {
+// Checkpoints implements audit.Checkpointer: per writer, the last record
+// removed by retention, from which that writer's chain continues.
+func (p *Postgres) Checkpoints(ctx context.Context) (map[string]audit.Checkpoint, error) {
 	rows, err := p.pool.Query(ctx, `SELECT writer, seq, hash FROM chain_checkpoints`)
 	if err != nil {
 		return nil, fmt.Errorf("read checkpoints: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]Checkpoint{}
+	out := map[string]audit.Checkpoint{}
 	for rows.Next() {
 		var w string
-		var c Checkpoint
+		var c audit.Checkpoint
 		var seq int64
 		if err := rows.Scan(&w, &seq, &c.Hash); err != nil {
 			return nil, err
@@ -357,7 +365,7 @@ func (p *Postgres) Checkpoints(ctx context.Context) (map[string]Checkpoint, erro
 	return out, rows.Err()
 }
 
-// Close implements Sink and Store. It stops a retention run under way.
+// Close implements audit.Sink and audit.Store. It stops a retention run under way.
 func (p *Postgres) Close() error {
 	p.mu.Lock()
 	p.closed = true

@@ -1,4 +1,4 @@
-package audit
+package sqlstore
 
 import (
 	"context"
@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/pgtest"
 )
 
@@ -65,7 +66,7 @@ func TestPostgresRetentionDropsOldPartitionsAndChainsStillVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Open(Options{Dir: filepath.Join(t.TempDir(), "wal")}, pg)
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(t.TempDir(), "wal")}, pg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,33 +92,33 @@ func TestPostgresRetentionDropsOldPartitionsAndChainsStillVerify(t *testing.T) {
 	if len(dropped) != 5 || dropped[0] != "decisions_20261112" || dropped[4] != "decisions_20261116" {
 		t.Fatalf("dropped %v", dropped)
 	}
-	left := queryAll(t, pg2, Filter{})
+	left := queryAll(t, pg2, audit.Filter{})
 	for _, r := range left {
 		if r.Time.Before(time.Date(2026, 11, 17, 0, 0, 0, 0, time.UTC)) {
 			t.Fatalf("record from %s survived retention", r.Time)
 		}
 	}
-	v, err := Verify(context.Background(), pg2)
+	v, err := audit.Verify(context.Background(), pg2)
 	if err != nil || !v.OK() || v.Records != len(left) || v.Records == 0 {
 		t.Fatalf("after retention the remaining chain must verify from its checkpoint: %+v %v", v, err)
 	}
 	// Deleting the first record after the checkpoint is still caught.
 	f := &fixture{kind: "postgres", dsn: dsn}
 	tamper(t, f, fmt.Sprintf("DELETE FROM decisions WHERE seq = %d", left[len(left)-1].Seq))
-	if v, _ := Verify(context.Background(), pg2); v.OK() {
+	if v, _ := audit.Verify(context.Background(), pg2); v.OK() {
 		t.Fatal("deletion right after the retention checkpoint not detected")
 	}
 }
 
 func TestPostgresTwoWritersInterleaveAndBothChainsVerify(t *testing.T) {
 	dsn := newPostgresDB(t)
-	var writers []*Writer
+	var writers []*audit.Writer
 	for i := 0; i < 2; i++ {
 		pg, err := OpenPostgres(context.Background(), dsn, PostgresOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, err := Open(Options{Dir: filepath.Join(t.TempDir(), "wal"), BatchSize: 7}, pg)
+		w, err := audit.Open(audit.Options{Dir: filepath.Join(t.TempDir(), "wal"), BatchSize: 7}, pg)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -126,10 +127,10 @@ func TestPostgresTwoWritersInterleaveAndBothChainsVerify(t *testing.T) {
 	var wg sync.WaitGroup
 	for _, w := range writers {
 		wg.Add(1)
-		go func(w *Writer) {
+		go func(w *audit.Writer) {
 			defer wg.Done()
 			for i := 0; i < 300; i++ {
-				if err := w.Record(context.Background(), []Record{sample(i)}); err != nil {
+				if err := w.Record(context.Background(), []audit.Record{sample(i)}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -144,7 +145,7 @@ func TestPostgresTwoWritersInterleaveAndBothChainsVerify(t *testing.T) {
 	}
 	r, _ := OpenPostgres(context.Background(), dsn, PostgresOptions{})
 	defer r.Close()
-	v, err := Verify(context.Background(), r)
+	v, err := audit.Verify(context.Background(), r)
 	if err != nil || !v.OK() || v.Records != 600 || len(v.Writers) != 2 {
 		t.Fatalf("%+v %v", v, err)
 	}
@@ -167,7 +168,7 @@ func TestPostgresOutage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Open(Options{Dir: filepath.Join(t.TempDir(), "wal"), BatchSize: 50}, pg)
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(t.TempDir(), "wal"), BatchSize: 50}, pg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,7 @@ func TestPostgresOutage(t *testing.T) {
 	if count != n || distinct != n {
 		t.Fatalf("%d rows, %d distinct, want %d exactly once", count, distinct, n)
 	}
-	if v, err := Verify(context.Background(), r); err != nil || !v.OK() {
+	if v, err := audit.Verify(context.Background(), r); err != nil || !v.OK() {
 		t.Fatalf("%+v %v", v, err)
 	}
 }
@@ -213,7 +214,7 @@ func TestPostgresOutage(t *testing.T) {
 // batches the writer hands the sink, for the two key spreads of
 // BenchmarkSQLiteWrite.
 func BenchmarkPostgresWrite(b *testing.B) {
-	open := func(b *testing.B) Sink {
+	open := func(b *testing.B) audit.Sink {
 		pg, err := OpenPostgres(context.Background(), newPostgresDB(b), PostgresOptions{})
 		if err != nil {
 			b.Fatal(err)
@@ -260,16 +261,6 @@ func (c *pgClock) Add(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// waitUntil fails the test unless cond holds within 10 seconds.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 func partitionExists(t *testing.T, dsn, name string) bool {
 	t.Helper()
 	db, err := sql.Open("pgx", dsn)
@@ -296,7 +287,7 @@ func oldPartition(t *testing.T, dsn string) *pgClock {
 	defer pg.Close()
 	old := sample(1)
 	old.Writer, old.Seq, old.Time = "old", 1, time.Date(2026, 11, 10, 12, 0, 0, 0, time.UTC)
-	if err := pg.Write(context.Background(), []Record{old}); err != nil {
+	if err := pg.Write(context.Background(), []audit.Record{old}); err != nil {
 		t.Fatal(err)
 	}
 	return clock
@@ -325,21 +316,26 @@ func TestPostgresFailedRetentionDoesNotFailWrites(t *testing.T) {
 		r.Writer, r.Seq, r.Time = "new", seq, clock.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := pg.Write(ctx, []Record{r}); err != nil {
+		if err := pg.Write(ctx, []audit.Record{r}); err != nil {
 			t.Fatalf("write %d: %v", seq, err)
 		}
 	}
 	failures := func() int { return strings.Count(logs.String(), "retention failed") }
 
+	// Retention runs in the background; pruners.Wait waits for the run a
+	// write started, if it started one.
 	write(1)
-	waitUntil(t, "the failed retention to be logged", func() bool { return failures() == 1 })
+	pg.pruners.Wait()
+	if failures() != 1 {
+		t.Fatalf("want the failed retention logged once:\n%s", logs.String())
+	}
 	if !strings.Contains(logs.String(), "depend on it") {
 		t.Fatalf("the log does not say why retention failed:\n%s", logs.String())
 	}
 	// Within the backoff, writes do not try again.
 	clock.Add(30 * time.Second)
 	write(2)
-	time.Sleep(300 * time.Millisecond)
+	pg.pruners.Wait()
 	if failures() != 1 {
 		t.Fatalf("retention retried within its backoff:\n%s", logs.String())
 	}
@@ -347,8 +343,11 @@ func TestPostgresFailedRetentionDoesNotFailWrites(t *testing.T) {
 	tamper(t, f, "DROP VIEW old_day")
 	clock.Add(2 * time.Minute)
 	write(3)
-	waitUntil(t, "the expired partition to be dropped", func() bool { return !partitionExists(t, dsn, "decisions_20261110") })
-	if got := len(queryAll(t, pg, Filter{})); got != 3 {
+	pg.pruners.Wait()
+	if partitionExists(t, dsn, "decisions_20261110") {
+		t.Fatalf("the expired partition was not dropped:\n%s", logs.String())
+	}
+	if got := len(queryAll(t, pg, audit.Filter{})); got != 3 {
 		t.Fatalf("%d records stored, want the 3 written after the old day", got)
 	}
 }
@@ -384,13 +383,16 @@ func TestPostgresRetentionWaitsForItsLockOnlySoLong(t *testing.T) {
 		r := sample(int(seq))
 		r.Writer, r.Seq, r.Time = "new", seq, clock.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		err := pg.Write(ctx, []Record{r})
+		err := pg.Write(ctx, []audit.Record{r})
 		cancel()
 		if err != nil {
 			t.Fatalf("write %d while an old partition is locked: %v", seq, err)
 		}
 	}
-	waitUntil(t, "the DROP to give up", func() bool { return strings.Contains(logs.String(), "lock timeout") })
+	pg.pruners.Wait()
+	if !strings.Contains(logs.String(), "lock timeout") {
+		t.Fatalf("the DROP did not give up at its lock timeout:\n%s", logs.String())
+	}
 	if err := tx.Rollback(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +402,7 @@ func TestPostgresRetentionWaitsForItsLockOnlySoLong(t *testing.T) {
 // hash; stored as a 32-bit integer, one above 2^31-1 came back wrapped and
 // verify called an intact record edited.
 func TestPostgresStoresPortsAboveInt32(t *testing.T) {
-	f := newFixtureOn(t, "postgres", Options{})
+	f := newFixtureOn(t, "postgres", audit.Options{})
 	ports := []int{443, 1<<31 - 1, 1 << 31, 1<<32 - 1}
 	for i, port := range ports {
 		r := sample(i)
@@ -410,13 +412,13 @@ func TestPostgresStoresPortsAboveInt32(t *testing.T) {
 	f.drain(t)
 	s := f.reader(t)
 	var got []int
-	if err := s.Chains(context.Background(), func(r *Record) error { got = append(got, r.Port); return nil }); err != nil {
+	if err := s.Chains(context.Background(), func(r *audit.Record) error { got = append(got, r.Port); return nil }); err != nil {
 		t.Fatal(err)
 	}
 	if fmt.Sprint(got) != fmt.Sprint(ports) {
 		t.Fatalf("ports stored as %v, want %v", got, ports)
 	}
-	if v, err := Verify(context.Background(), s); err != nil || !v.OK() {
+	if v, err := audit.Verify(context.Background(), s); err != nil || !v.OK() {
 		t.Fatalf("%+v %v", v, err)
 	}
 }
@@ -432,7 +434,7 @@ func retainedChain(t *testing.T, dsn string, times ...time.Time) (string, uint64
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := Open(Options{Dir: filepath.Join(t.TempDir(), "wal")}, pg)
+	w, err := audit.Open(audit.Options{Dir: filepath.Join(t.TempDir(), "wal")}, pg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -444,7 +446,7 @@ func retainedChain(t *testing.T, dsn string, times ...time.Time) (string, uint64
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	head, _ := w.Stored("postgres")
+	head, _ := w.Stored(pg.Name())
 	pg2, err := OpenPostgres(context.Background(), dsn, PostgresOptions{Retention: 2 * 24 * time.Hour, Now: clock.Now})
 	if err != nil {
 		t.Fatal(err)
@@ -469,16 +471,16 @@ func TestPostgresRetentionAtMidnightVerifies(t *testing.T) {
 		midnight.Add(time.Second),            // seq 3
 		midnight.Add(2 * time.Second),        // seq 4
 	}
-	forge := func(t *testing.T, pg *Postgres, seq uint64, edit func(*Record)) string {
-		var r Record
-		_ = pg.Chains(context.Background(), func(c *Record) error {
+	forge := func(t *testing.T, pg *Postgres, seq uint64, edit func(*audit.Record)) string {
+		var r audit.Record
+		_ = pg.Chains(context.Background(), func(c *audit.Record) error {
 			if c.Seq == seq {
 				r = *c
 			}
 			return nil
 		})
 		edit(&r)
-		r.Hash = ComputeHash(&r)
+		r.Hash = audit.ComputeHash(&r)
 		return fmt.Sprintf("UPDATE decisions SET decision = '%s', prev_hash = '%s', hash = '%s' WHERE seq = %d", r.Decision, r.PrevHash, r.Hash, seq)
 	}
 	tests := []struct {
@@ -495,10 +497,10 @@ func TestPostgresRetentionAtMidnightVerifies(t *testing.T) {
 			return []string{"DELETE FROM decisions WHERE seq = 3"}
 		}, 4, "records 3..3 were deleted"},
 		{"replaced_after_checkpoint", func(t *testing.T, pg *Postgres) []string {
-			return []string{forge(t, pg, 3, func(r *Record) { r.Decision, r.PrevHash = Allow, "" })}
+			return []string{forge(t, pg, 3, func(r *audit.Record) { r.Decision, r.PrevHash = audit.Allow, "" })}
 		}, 3, "does not follow record 2"},
 		{"edited_after_checkpoint_with_valid_hash", func(t *testing.T, pg *Postgres) []string {
-			return []string{forge(t, pg, 3, func(r *Record) { r.Decision = Deny })}
+			return []string{forge(t, pg, 3, func(r *audit.Record) { r.Decision = audit.Deny })}
 		}, 4, "does not follow record 3"},
 	}
 	for _, tt := range tests {
@@ -517,7 +519,7 @@ func TestPostgresRetentionAtMidnightVerifies(t *testing.T) {
 			if tt.sql != nil {
 				tamper(t, &fixture{kind: "postgres", dsn: dsn}, tt.sql(t, pg)...)
 			}
-			v, err := Verify(context.Background(), pg)
+			v, err := audit.Verify(context.Background(), pg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -547,7 +549,7 @@ func TestPostgresCheckHeadsAfterRetentionDroppedAWholeChain(t *testing.T) {
 	if head != 4 {
 		t.Fatalf("writer stored up to %d, want 4", head)
 	}
-	v, err := Verify(context.Background(), pg)
+	v, err := audit.Verify(context.Background(), pg)
 	if err != nil || !v.OK() || v.Records != 0 {
 		t.Fatalf("%+v %v", v, err)
 	}
@@ -579,25 +581,25 @@ func TestPostgresCursorCountsTheCheckpoint(t *testing.T) {
 // a copy of a record at another time (its hash recomputed) can be stored
 // beside it. Verify says so, not "records 4..2 were deleted".
 func TestVerifyReportsAStoredTwiceSeq(t *testing.T) {
-	f := newFixtureOn(t, "postgres", Options{})
+	f := newFixtureOn(t, "postgres", audit.Options{})
 	for i := 1; i <= 6; i++ {
 		record(t, f.w, sample(i))
 	}
 	f.drain(t)
 	s := f.reader(t)
-	var copy3 Record
-	_ = s.Chains(context.Background(), func(r *Record) error {
+	var copy3 audit.Record
+	_ = s.Chains(context.Background(), func(r *audit.Record) error {
 		if r.Seq == 3 {
 			copy3 = *r
 		}
 		return nil
 	})
 	copy3.Time = copy3.Time.Add(time.Second)
-	copy3.Hash = ComputeHash(&copy3)
-	cols := "writer, seq, ts, ts_ns, request_id, trace_id, principal, trust_domain, namespace, service_account, host, port, method, path, decision, enforced, rule, owner, ticket, ruleset, reason, cache_hit, latency_ns, prev_hash"
+	copy3.Hash = audit.ComputeHash(&copy3)
+	cols := "ts, " + strings.TrimSuffix(columns, ", hash")
 	tamper(t, f, fmt.Sprintf("INSERT INTO decisions (%s, hash) SELECT %s, '%s' FROM decisions WHERE seq = 3", cols,
 		strings.Replace(strings.Replace(cols, "ts_ns", fmt.Sprint(copy3.Time.UnixNano()), 1), "ts,", "ts + interval '1 second',", 1), copy3.Hash))
-	v, err := Verify(context.Background(), s)
+	v, err := audit.Verify(context.Background(), s)
 	if err != nil {
 		t.Fatal(err)
 	}
