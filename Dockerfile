@@ -12,9 +12,10 @@ ARG GO_VERSION=1.26.8
 
 FROM golang:${GO_VERSION} AS build
 WORKDIR /src
-# No separate "go mod download": go.mod also lists the test-only modules
-# (Kubernetes, Istio, kustomize for deploy/'s tests); go build fetches only
-# what the binary imports, into the cache mount.
+# No separate "go mod download": go build fetches only what the binary
+# imports, into the cache mount, and not the modules only tests use.
+# deploy/ (its own module, with Kubernetes, Istio and kustomize for the
+# manifest tests) is not in the build context at all (.dockerignore).
 COPY . .
 ARG VERSION=dev
 # Static (no cgo, so no libc to ship), reproducible paths, no symbol table.

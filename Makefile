@@ -3,6 +3,8 @@ GO        ?= go
 BIN       := bin/egress-authz
 PKGS      := ./...
 LDFLAGS   := -s -w
+# Pinned, and run with go run pkg@version, which leaves go.mod alone.
+STATICCHECK := $(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED ?= 0
 
 .PHONY: build run test bench fuzz lint image clean
@@ -13,12 +15,16 @@ build: ## build the static binary into bin/
 run: build ## serve the example rules on :9191 (admin on 127.0.0.1:9192)
 	./$(BIN) serve --rules deploy/examples/rules.yaml --plaintext
 
-test: ## the whole suite, with the race detector (installs PostgreSQL for its tests if missing)
+# deploy/ is a module of its own, so that Kubernetes, Istio and kustomize
+# (its tests' dependencies) stay out of the server's go.mod: test and lint
+# run in it too.
+test: ## the whole suite of both modules, with the race detector (installs PostgreSQL for its tests if missing)
 	./scripts/ensure-postgres
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
+	cd deploy && CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
 
 bench: build ## Go micro-benchmarks, then the load test against a no-op server (report in loadtest/results)
-	$(GO) test -run '^$$' -bench . -benchmem ./rules ./authz ./internal/audit
+	$(GO) test -run '^$$' -bench . -benchmem ./rules ./authz ./internal/audit/...
 	$(GO) build -o bin/loadtest ./loadtest
 	./bin/loadtest compare --rules 10000 --concurrency 64 --duration 5s --rounds 2 --audit sqlite --out loadtest/results
 	./bin/loadtest memory --rules 100000 --cache 100000
@@ -28,9 +34,12 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./rules || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $${FUZZTIME:-30s} ./authz
 
-lint: ## gofmt, go vet, and lint the example rules
+lint: ## gofmt; go mod tidy, go vet and staticcheck in both modules; lint the example rules
 	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
+	$(GO) mod tidy -diff
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+	cd deploy && $(GO) mod tidy -diff && $(GO) vet ./... && $(STATICCHECK) ./...
 	$(GO) run ./cmd/egress-authz rules lint deploy/examples/rules.yaml
 
 image: ## build the container image (needs a Docker engine); IMAGE=name:tag to rename

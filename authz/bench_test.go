@@ -8,7 +8,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 
 	"github.com/egress-authz/egress-authz/authz"
-	"github.com/egress-authz/egress-authz/internal/testutil"
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -34,8 +34,8 @@ func benchRequests() []struct {
 // with the production codec and a cached rule table: the latency Envoy
 // sees, minus the network.
 func BenchmarkCheckGRPC(b *testing.B) {
-	live := rules.NewLive(testutil.Table(b, "rules.yaml", testRules), rules.LiveOptions{CacheSize: 100000})
-	s := testutil.Start(b, live, authz.Options{})
+	live := rules.NewLive(authztest.Table(b, "rules.yaml", testRules), rules.LiveOptions{CacheSize: 100000})
+	s := authztest.NewServer(b, live, authz.Options{})
 	ctx := context.Background()
 	for _, bc := range benchRequests() {
 		b.Run(bc.name, func(b *testing.B) {
@@ -65,7 +65,7 @@ func BenchmarkCheckGRPC(b *testing.B) {
 // BenchmarkCheckDirect measures Server.Check alone: the mapping, the
 // decision and the response, with and without the decision cache.
 func BenchmarkCheckDirect(b *testing.B) {
-	table := testutil.Table(b, "rules.yaml", testRules)
+	table := authztest.Table(b, "rules.yaml", testRules)
 	for _, cache := range []struct {
 		name string
 		size int

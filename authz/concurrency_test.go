@@ -11,7 +11,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/egress-authz/egress-authz/authz"
-	"github.com/egress-authz/egress-authz/internal/testutil"
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -48,10 +48,10 @@ func TestCheckConcurrentSwap(t *testing.T) {
 		workers = 32
 		checks  = 200
 	)
-	a := testutil.Table(t, "a.yaml", allowSet)
-	b := testutil.Table(t, "b.yaml", denySet)
+	a := authztest.Table(t, "a.yaml", allowSet)
+	b := authztest.Table(t, "b.yaml", denySet)
 	live := rules.NewLive(a, rules.LiveOptions{CacheSize: 1000})
-	s := testutil.Start(t, live, authz.Options{})
+	s := authztest.NewServer(t, live, authz.Options{})
 
 	// A few distinct requests, so that the cache is both hit and missed.
 	reqs := make([]*authv3.CheckRequest, 8)
@@ -89,7 +89,7 @@ func TestCheckConcurrentSwap(t *testing.T) {
 		wg.Go(func() {
 			for i := range checks {
 				req := reqs[(w+i)%len(reqs)]
-				ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
+				ctx, cancel := context.WithTimeout(context.Background(), authztest.Timeout)
 				resp, err := s.Client.Check(ctx, req)
 				cancel()
 				if err != nil {

@@ -12,8 +12,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/egress-authz/egress-authz/authz"
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/audit"
-	"github.com/egress-authz/egress-authz/internal/testutil"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -91,7 +91,7 @@ func TestCheckRecords(t *testing.T) {
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
 	traceparent := "00-" + trace + "-00f067aa0ba902b7-01"
-	table := testutil.Table(t, "rules.yaml", dryRunRules)
+	table := authztest.Table(t, "rules.yaml", dryRunRules)
 
 	// outcome is the part of an audit.Record that a decision sets.
 	type outcome struct {
@@ -137,7 +137,7 @@ func TestCheckRecords(t *testing.T) {
 			r := &recorder{}
 			opts := tc.opts
 			opts.Recorder, opts.Now = r, func() time.Time { return now }
-			s := testutil.Start(t, rules.NewLive(table, rules.LiveOptions{CacheSize: 100}), opts)
+			s := authztest.NewServer(t, rules.NewLive(table, rules.LiveOptions{CacheSize: 100}), opts)
 			v := verdictOf(t, s.Check(t, tc.req))
 			recs := r.last(t)
 			if len(recs) != len(tc.want) {
@@ -175,8 +175,8 @@ func TestCheckRecords(t *testing.T) {
 // Recorder refuses, the request is denied, whatever the rules say.
 func TestCheckAuditUnavailable(t *testing.T) {
 	r := &recorder{err: errors.New("buffer full")}
-	live := rules.NewLive(testutil.Table(t, "rules.yaml", dryRunRules), rules.LiveOptions{CacheSize: 100})
-	s := testutil.Start(t, live, authz.Options{Recorder: r})
+	live := rules.NewLive(authztest.Table(t, "rules.yaml", dryRunRules), rules.LiveOptions{CacheSize: 100})
+	s := authztest.NewServer(t, live, authz.Options{Recorder: r})
 	// Three times: a request is cached at its second miss, so the third
 	// answer comes from the cache and must be denied all the same.
 	runCached := func(name string, req *authv3.CheckRequest, w want) {

@@ -1,21 +1,17 @@
 package authz_test
 
 import (
-	"encoding/json"
 	"maps"
 	"slices"
 	"testing"
-	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/egress-authz/egress-authz/authz"
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
-	"github.com/egress-authz/egress-authz/internal/testutil"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -115,8 +111,8 @@ func runCases(t *testing.T, yaml string, opts authz.Options, cases []checkCase) 
 	t.Helper()
 	for _, lv := range liveVariants {
 		t.Run(lv.name, func(t *testing.T) {
-			table := testutil.Table(t, "rules.yaml", yaml)
-			s := testutil.Start(t, rules.NewLive(table, rules.LiveOptions{CacheSize: lv.cache}), opts)
+			table := authztest.Table(t, "rules.yaml", yaml)
+			s := authztest.NewServer(t, rules.NewLive(table, rules.LiveOptions{CacheSize: lv.cache}), opts)
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					// Three times, so that the cached variant also answers
@@ -136,15 +132,13 @@ func runCases(t *testing.T, yaml string, opts authz.Options, cases []checkCase) 
 	}
 }
 
-// verdict is what a CheckResponse says, read from its dynamic metadata
-// after verdictOf has checked that every part of the response agrees.
-type verdict struct {
-	Allow     bool
-	Reason    string
-	Rule      string
-	RuleSet   string
-	RequestID string
-	HTTP      bool // the response has an HTTP part (OkResponse or DeniedResponse)
+// verdict is what a response says (authztest.VerdictOf, which also checks
+// that it is well formed), with the expectations of this package's tests.
+type verdict struct{ authztest.Verdict }
+
+func verdictOf(t testing.TB, resp *authv3.CheckResponse) verdict {
+	t.Helper()
+	return verdict{authztest.VerdictOf(t, resp)}
 }
 
 func (v verdict) expect(t testing.TB, w want) {
@@ -155,90 +149,6 @@ func (v verdict) expect(t testing.TB, w want) {
 	if v.HTTP == w.tls {
 		t.Errorf("response has an HTTP part: %v, want %v", v.HTTP, !w.tls)
 	}
-}
-
-// verdictOf checks that resp is a well-formed answer as the SPEC's
-// "Response" section describes it, and returns what it says.
-func verdictOf(t testing.TB, resp *authv3.CheckResponse) verdict {
-	t.Helper()
-	md := testutil.Metadata(resp)
-	wantKeys := []string{"decision", "reason", "request_id", "rule", "ruleset"}
-	if got := slices.Sorted(maps.Keys(md)); !slices.Equal(got, wantKeys) {
-		t.Errorf("dynamic_metadata keys %v, want %v", got, wantKeys)
-	}
-	v := verdict{Allow: md["decision"] == "allow", Reason: md["reason"], Rule: md["rule"], RuleSet: md["ruleset"], RequestID: md["request_id"]}
-	if md["decision"] != "allow" && md["decision"] != "deny" {
-		t.Errorf("dynamic_metadata decision %q, want allow or deny", md["decision"])
-	}
-	if v.RequestID == "" || !utf8.ValidString(v.RequestID) {
-		t.Errorf("request_id %q: want a non-empty UTF-8 string", v.RequestID)
-	}
-	switch c := code.Code(resp.GetStatus().GetCode()); c {
-	case code.Code_OK:
-		if !v.Allow || v.Reason != string(rules.ReasonAllowed) || v.Rule == "" {
-			t.Errorf("status OK but metadata %v", md)
-		}
-		switch hr := resp.GetHttpResponse().(type) {
-		case nil:
-		case *authv3.CheckResponse_OkResponse:
-			v.HTTP = true
-			// Nothing may be added upstream: the upstream is a third party.
-			if !proto.Equal(hr.OkResponse, &authv3.OkHttpResponse{}) {
-				t.Errorf("allow changes the request: %v", hr.OkResponse)
-			}
-		default:
-			t.Errorf("status OK with HTTP response %T", hr)
-		}
-	case code.Code_PERMISSION_DENIED:
-		if v.Allow || v.Reason == "" || v.Reason == string(rules.ReasonAllowed) {
-			t.Errorf("status PERMISSION_DENIED but metadata %v", md)
-		}
-		if msg := resp.GetStatus().GetMessage(); msg != v.Reason {
-			t.Errorf("status message %q, want the reason %q", msg, v.Reason)
-		}
-		switch hr := resp.GetHttpResponse().(type) {
-		case nil:
-		case *authv3.CheckResponse_DeniedResponse:
-			v.HTTP = true
-			checkDenied(t, hr.DeniedResponse, v)
-		default:
-			t.Errorf("status PERMISSION_DENIED with HTTP response %T", hr)
-		}
-	default:
-		t.Errorf("status code %v, want OK or PERMISSION_DENIED", c)
-	}
-	return v
-}
-
-// checkDenied checks the HTTP part of a deny: 403, the decision header and
-// a JSON body with exactly decision, reason, rule and request_id.
-func checkDenied(t testing.TB, d *authv3.DeniedHttpResponse, v verdict) {
-	t.Helper()
-	if got := d.GetStatus().GetCode(); got != typev3.StatusCode_Forbidden {
-		t.Errorf("HTTP status %v, want 403", got)
-	}
-	if got := headerValues(d.GetHeaders(), authz.DecisionHeader); !slices.Equal(got, []string{"deny"}) {
-		t.Errorf("header %s: %q, want [deny]", authz.DecisionHeader, got)
-	}
-	var body map[string]any
-	if err := json.Unmarshal([]byte(d.GetBody()), &body); err != nil {
-		t.Errorf("deny body %q is not JSON: %v", d.GetBody(), err)
-		return
-	}
-	want := map[string]any{"decision": "deny", "reason": v.Reason, "rule": v.Rule, "request_id": v.RequestID}
-	if !maps.Equal(body, want) {
-		t.Errorf("deny body %v, want %v", body, want)
-	}
-}
-
-func headerValues(hs []*corev3.HeaderValueOption, key string) []string {
-	var out []string
-	for _, h := range hs {
-		if h.GetHeader().GetKey() == key {
-			out = append(out, h.GetHeader().GetValue())
-		}
-	}
-	return out
 }
 
 // httpReq is the CheckRequest the gateway sends for an HTTP request, edited
@@ -302,11 +212,6 @@ func withHeaderMap(kv ...string) func(*authv3.CheckRequest) {
 			h.HeaderMap.Headers = append(h.HeaderMap.Headers, &corev3.HeaderValue{Key: kv[i], RawValue: []byte(kv[i+1])})
 		}
 	}
-}
-
-// withPrincipal sets source.principal.
-func withPrincipal(p string) func(*authv3.CheckRequest) {
-	return func(req *authv3.CheckRequest) { req.Attributes.Source.Principal = p }
 }
 
 // withSocketPort sets the destination socket's port.

@@ -14,7 +14,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/egress-authz/egress-authz/authz"
-	"github.com/egress-authz/egress-authz/internal/testutil"
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -161,7 +161,7 @@ func reloadUnderLoad(t *testing.T, files ruleFiles, swaps int) {
 			t.Errorf("Run: %v", err)
 		}
 	}()
-	s := testutil.Start(t, live, authz.Options{})
+	s := authztest.NewServer(t, live, authz.Options{})
 
 	r := httpReq(checkout, "POST", "https://api.flip.test/v1/charges")
 	load := []*authv3.CheckRequest{
@@ -203,7 +203,7 @@ func reloadUnderLoad(t *testing.T, files ruleFiles, swaps int) {
 				default:
 				}
 				i := n % len(load)
-				cctx, ccancel := context.WithTimeout(context.Background(), testutil.Timeout)
+				cctx, ccancel := context.WithTimeout(context.Background(), authztest.Timeout)
 				resp, err := s.Client.Check(cctx, load[i])
 				ccancel()
 				checks.Add(1)

@@ -13,15 +13,15 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/egress-authz/egress-authz/authz"
-	"github.com/egress-authz/egress-authz/internal/testutil"
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
 // start serves testRules, uncached, with opts.
-func start(t *testing.T, opts authz.Options) (*testutil.Server, *rules.Table) {
+func start(t *testing.T, opts authz.Options) (*authztest.Server, *rules.Table) {
 	t.Helper()
-	table := testutil.Table(t, "rules.yaml", testRules)
-	return testutil.Start(t, rules.NewLive(table, rules.LiveOptions{}), opts), table
+	table := authztest.Table(t, "rules.yaml", testRules)
+	return authztest.NewServer(t, rules.NewLive(table, rules.LiveOptions{}), opts), table
 }
 
 func TestCheckRequestID(t *testing.T) {
@@ -104,7 +104,7 @@ func TestCheckInvalidUTF8(t *testing.T) {
 	}
 	for _, lv := range liveVariants {
 		t.Run(lv.name, func(t *testing.T) {
-			s := testutil.Start(t, rules.NewLive(testutil.Table(t, "rules.yaml", testRules), rules.LiveOptions{CacheSize: lv.cache}), authz.Options{})
+			s := authztest.NewServer(t, rules.NewLive(authztest.Table(t, "rules.yaml", testRules), rules.LiveOptions{CacheSize: lv.cache}), authz.Options{})
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
 					b, err := proto.Marshal(tc.req)
@@ -118,7 +118,7 @@ func TestCheckInvalidUTF8(t *testing.T) {
 					if proto.Unmarshal(b, new(authv3.CheckRequest)) == nil {
 						t.Fatalf("test bug: the edited request is valid")
 					}
-					ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
+					ctx, cancel := context.WithTimeout(context.Background(), authztest.Timeout)
 					defer cancel()
 					resp, err := s.CheckRaw(ctx, b)
 					if err != nil {
@@ -159,7 +159,7 @@ func TestCheckGarbage(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), testutil.Timeout)
+			ctx, cancel := context.WithTimeout(context.Background(), authztest.Timeout)
 			defer cancel()
 			resp, err := s.CheckRaw(ctx, tc.b)
 			if err != nil {
@@ -187,10 +187,10 @@ func withDeepMetadata(depth int, leaf string) func(*authv3.CheckRequest) {
 // TestCheckWithoutServerCodec: a server built without authz.ServerCodec
 // (grpc-go's strict codec) still decides valid requests.
 func TestCheckWithoutServerCodec(t *testing.T) {
-	table := testutil.Table(t, "rules.yaml", testRules)
+	table := authztest.Table(t, "rules.yaml", testRules)
 	g := grpc.NewServer()
 	authz.NewServer(rules.NewLive(table, rules.LiveOptions{CacheSize: 100}), authz.Options{}).Register(g)
-	s := testutil.Serve(t, g)
+	s := authztest.Serve(t, g)
 	cases := []checkCase{
 		{"allow", httpReq(checkout, "POST", "https://api.stripe.com/v1/charges"), allow("payments-stripe-charges")},
 		{"deny_by_rule", httpReq(checkout, "POST", "https://api.stripe.com/v1/accounts/a"), deny(rules.ReasonDeniedByRule, "stripe-no-account-changes")},

@@ -5,4 +5,8 @@
 // the kustomizations are rendered as kubectl apply -k would, and the names
 // and ports that tie the pieces together are checked against each other and
 // against the serve command's flags and admin paths.
+//
+// The directory is a module of its own, which uses the server's module from
+// ../ (a replace directive), so that the Kubernetes, Istio and kustomize
+// libraries these tests need stay out of the server's go.mod.
 package deploy

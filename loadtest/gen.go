@@ -101,12 +101,14 @@ func (w *world) Request(rng *rand.Rand, denyShare float64, unique uint64) reques
 }
 
 // mix draws requests: with probability repeat one of a fixed pool (cache
-// hits once warm), otherwise a fresh unique one (a cache miss).
+// hits once warm), otherwise a fresh unique one (a cache miss). With ids,
+// every request carries a fresh x-request-id and traceparent (--ids random).
 type mix struct {
 	w         *world
 	pool      []request
 	repeat    float64
 	denyShare float64
+	ids       bool
 }
 
 func newMix(w *world, poolSize int, repeat, denyShare float64, seed uint64) *mix {
@@ -118,12 +120,45 @@ func newMix(w *world, poolSize int, repeat, denyShare float64, seed uint64) *mix
 	return m
 }
 
-// next returns the next request for a worker with its own rng and a
-// counter for unique requests.
-func (m *mix) next(rng *rand.Rand, unique *uint64) *authv3.CheckRequest {
-	if rng.Float64() < m.repeat {
-		return m.pool[rng.IntN(len(m.pool))].msg
+// stream is one sender's state: its own generators and a counter for
+// unique requests. The ids have a generator of their own, so that a run
+// with --ids random sends the same requests in the same order as one
+// without, only with ids added.
+type stream struct {
+	rng, ids *rand.Rand
+	unique   uint64
+	// own, when set, is reused for every pooled request given ids: for a
+	// sender with one request in flight at a time (see idCopy).
+	own *idCopy
+}
+
+// newStream returns the stream of sender n of a run seeded with seed;
+// unique is where its counter for unique requests starts, apart from every
+// other sender's.
+func newStream(seed, n, unique uint64) *stream {
+	return &stream{
+		rng:    rand.New(rand.NewPCG(seed, n)),
+		ids:    rand.New(rand.NewPCG(seed, n|1<<63)),
+		unique: unique,
 	}
-	*unique++
-	return m.w.Request(rng, m.denyShare, *unique).msg
+}
+
+// next returns the stream's next request.
+func (m *mix) next(s *stream) *authv3.CheckRequest {
+	if s.rng.Float64() < m.repeat {
+		msg := m.pool[s.rng.IntN(len(m.pool))].msg
+		switch {
+		case m.ids && s.own != nil:
+			msg = s.own.fill(msg, s.ids)
+		case m.ids:
+			msg = withIDs(msg, s.ids) // the pooled message is shared: copy
+		}
+		return msg
+	}
+	s.unique++
+	msg := m.w.Request(s.rng, m.denyShare, s.unique).msg
+	if m.ids {
+		setIDs(msg.Attributes.Request.Http.Headers, s.ids) // built for this send alone
+	}
+	return msg
 }

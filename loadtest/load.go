@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -85,12 +84,12 @@ func closedLoop(ctx context.Context, send sender, m *mix, workers int, d time.Du
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			unique := uint64(w) << 40
+			s := newStream(seed, uint64(w), uint64(w)<<40)
+			s.own = new(idCopy) // one request in flight: reuse its copy
 			local := newHistogram()
 			var n, errs, allowed int64
 			for ctx.Err() == nil {
-				req := m.next(rng, &unique)
+				req := m.next(s)
 				t := time.Now()
 				ok, err := send(ctx, req)
 				if ctx.Err() != nil || (err != nil && time.Until(end) < 5*time.Millisecond) {
@@ -128,8 +127,7 @@ func openLoop(ctx context.Context, send sender, m *mix, rate float64, d time.Dur
 	c := newCounts()
 	interval := time.Duration(float64(time.Second) / rate)
 	total := int(d / interval)
-	rng := rand.New(rand.NewPCG(seed, 99))
-	unique := uint64(1) << 50
+	s := newStream(seed, 99, uint64(1)<<50)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for i := 0; i < total; i++ {
@@ -137,7 +135,7 @@ func openLoop(ctx context.Context, send sender, m *mix, rate float64, d time.Dur
 		if wait := time.Until(intended); wait > 0 {
 			time.Sleep(wait)
 		}
-		req := m.next(rng, &unique)
+		req := m.next(s)
 		wg.Add(1)
 		go func(intended time.Time) {
 			defer wg.Done()

@@ -65,6 +65,7 @@ type load struct {
 	repeat      float64
 	deny        float64
 	pool        int
+	ids         string
 }
 
 func (l *load) flags(fs *flag.FlagSet) {
@@ -76,6 +77,18 @@ func (l *load) flags(fs *flag.FlagSet) {
 	fs.Float64Var(&l.repeat, "repeat", 0.9, "share of requests drawn from a fixed pool (cache hits once warm)")
 	fs.Float64Var(&l.deny, "deny", 0.1, "share of requests from a caller the rule does not name (denied)")
 	fs.IntVar(&l.pool, "pool", 20000, "distinct requests in the repeated pool")
+	fs.StringVar(&l.ids, "ids", idsNone, "identifiers in each request: none (the server makes a request id), or random "+
+		"(a fresh UUIDv4 x-request-id and W3C traceparent in every request, as a mesh with tracing sends)")
+}
+
+// newMix returns the request mix of the load.
+func (l *load) newMix(w *world) (*mix, error) {
+	if err := checkIDs(l.ids); err != nil {
+		return nil, err
+	}
+	m := newMix(w, l.pool, l.repeat, l.deny, 1)
+	m.ids = l.ids == idsRandom
+	return m, nil
 }
 
 func genCmd(args []string) error {
@@ -93,40 +106,39 @@ func runCmd(args []string) error {
 	addr := fs.String("addr", "127.0.0.1:9191", "ext_authz server")
 	mode := fs.String("mode", "closed", "closed or open")
 	rate := fs.Float64("rate", 1000, "open loop: requests per second")
+	pid := fs.Int("pid", 0, "the server's process id on this machine: report its CPU time per request (from /proc)")
 	_ = fs.Parse(args)
+	m, err := l.newMix(newWorld(l.rules))
+	if err != nil {
+		return err
+	}
 	send, closeConn, err := dial(*addr, l.conns)
 	if err != nil {
 		return err
 	}
 	defer closeConn()
-	m := newMix(newWorld(l.rules), l.pool, l.repeat, l.deny, 1)
-	r := round(context.Background(), send, m, &l, *addr, *mode, *rate, 1)
+	r := round(context.Background(), target{name: *addr, send: send, pid: *pid}, m, &l, *mode, *rate, 1)
 	writeTable(os.Stdout, []Scenario{{Name: "run", Server: r}})
 	return nil
 }
 
-// round warms up, then measures one run.
-func round(ctx context.Context, send sender, m *mix, l *load, target, mode string, rate float64, seed uint64) Result {
-	if l.warmup > 0 {
-		closedLoop(ctx, send, m, l.concurrency, l.warmup, seed+1000)
-	}
-	var c *counts
-	var d time.Duration
-	if mode == "open" {
-		c, d = openLoop(ctx, send, m, rate, l.duration, seed)
-	} else {
-		c, d = closedLoop(ctx, send, m, l.concurrency, l.duration, seed)
-	}
-	return summarize(target, mode, c.hist, d, c.requests.Load(), c.errors.Load(), c.allowed.Load())
-}
-
 // proc is a server started as a subprocess.
 type proc struct {
-	cmd  *exec.Cmd
-	addr string
+	cmd     *exec.Cmd
+	addr    string // gRPC
+	admin   string // egress-authz's admin listener; "" for the no-op server
+	stopped bool
 }
 
+func (p *proc) pid() int { return p.cmd.Process.Pid }
+
+// stop ends the server gracefully (it drains its decision log), or kills
+// it after 20 s. Once stopped, cmd.ProcessState holds its CPU times.
 func (p *proc) stop() {
+	if p.stopped {
+		return
+	}
+	p.stopped = true
 	if p.cmd.Process != nil {
 		_ = p.cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -157,7 +169,8 @@ func start(cmd *exec.Cmd, fromStderr bool) (*proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	found := make(chan string, 1)
+	found := make(chan [2]string, 1) // gRPC and admin address
+	var last string                  // the output's last line, which says why a server that exits did
 	go func() {
 		sc := bufio.NewScanner(r)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -167,17 +180,19 @@ func start(cmd *exec.Cmd, fromStderr bool) (*proc, error) {
 			if sent {
 				continue // keep draining so the child never blocks on a full pipe
 			}
+			last = line
 			if a, ok := strings.CutPrefix(line, "listening "); ok {
-				found <- a
+				found <- [2]string{a, ""}
 				sent = true
 				continue
 			}
 			var m struct {
-				Msg  string `json:"msg"`
-				Addr string `json:"grpc_addr"`
+				Msg   string `json:"msg"`
+				Addr  string `json:"grpc_addr"`
+				Admin string `json:"admin_addr"`
 			}
 			if json.Unmarshal([]byte(line), &m) == nil && m.Msg == "serving" {
-				found <- m.Addr
+				found <- [2]string{m.Addr, m.Admin}
 				sent = true
 			}
 		}
@@ -189,9 +204,9 @@ func start(cmd *exec.Cmd, fromStderr bool) (*proc, error) {
 	case a, ok := <-found:
 		if !ok {
 			_ = cmd.Wait()
-			return nil, fmt.Errorf("%s exited before serving", cmd.Path)
+			return nil, fmt.Errorf("%s exited before serving: %s", cmd.Path, last)
 		}
-		return &proc{cmd: cmd, addr: a}, nil
+		return &proc{cmd: cmd, addr: a[0], admin: a[1]}, nil
 	case <-time.After(60 * time.Second):
 		_ = cmd.Process.Kill()
 		return nil, fmt.Errorf("%s did not start within 60 s", cmd.Path)
@@ -218,13 +233,79 @@ func startServer(bin, rulesFile, dir string, cacheSize int, auditDSN string, env
 	return start(cmd, true)
 }
 
+// logServer is an egress-authz with one of the decision logs compare
+// measures, for one scenario.
+type logServer struct {
+	log       logSpec
+	dir       string // its data directory: write-ahead log, SQLite file, segments
+	proc      *proc
+	t         target
+	closeConn func()
+}
+
+func startLogServer(bin, rulesFile, dir string, cacheSize int, log logSpec, env []string, conns int) (*logServer, error) {
+	p, err := startServer(bin, rulesFile, dir, cacheSize, log.dsn(dir), env)
+	if err != nil {
+		return nil, err
+	}
+	send, closeConn, err := dial(p.addr, conns)
+	if err != nil {
+		p.stop()
+		return nil, err
+	}
+	return &logServer{log: log, dir: dir, proc: p, closeConn: closeConn,
+		t: target{name: "egress-authz", send: send, pid: p.pid(), admin: p.admin}}, nil
+}
+
+// finish stops the server and returns its totals over the scenario: its
+// counters, read just before the stop, then the CPU the stop took and the
+// size of its files after it.
+func (s *logServer) finish(ctx context.Context, sent int64) (*Totals, error) {
+	m, err := scrape(ctx, s.proc.admin)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.log.label(), err)
+	}
+	t := &Totals{Sent: sent, Records: int64(m[metricWritten])}
+	if n := m[metricCacheHit] + m[metricCacheMiss]; n > 0 {
+		t.CacheHitShare = m[metricCacheHit] / n
+	}
+	before, err := procCPU(s.proc.pid())
+	if err != nil {
+		return nil, err
+	}
+	s.closeConn()
+	s.proc.stop()
+	if st := s.proc.cmd.ProcessState; st != nil {
+		t.StopCPU = max(0, st.UserTime()+st.SystemTime()-before.run)
+	}
+	n, ok, err := s.log.storeBytes(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		t.StoreBytes = &n
+		if sent > 0 {
+			t.BytesPerDecision = float64(n) / float64(sent)
+		}
+		if t.Records > 0 {
+			t.BytesPerRecord = float64(n) / float64(t.Records)
+		}
+	}
+	if t.WALBytes, err = dirBytes(filepath.Join(s.dir, "wal")); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
 func compareCmd(args []string) error {
 	fs := flag.NewFlagSet("compare", flag.ExitOnError)
 	var l load
 	l.flags(fs)
 	bin := fs.String("bin", "bin/egress-authz", "egress-authz binary to measure (make build)")
 	rounds := fs.Int("rounds", 2, "A/B rounds per scenario (baseline, server, baseline, server, ...)")
-	auditFlag := fs.String("audit", "sqlite", "decision log: sqlite, stdout (the write-ahead log and chain without a store; the output is discarded) or none")
+	auditFlag := fs.String("audit", "sqlite", "decision logs to measure, comma-separated, each in its own egress-authz after the same baseline round: "+
+		"none, stdout (the write-ahead log and chain without a store; the output is discarded), sqlite, parquet (segments in the server's data directory) "+
+		"or a DSN. With none among them, the report gives each other log's server CPU per decision over none's (e.g. --audit none,parquet)")
 	scenarios := fs.String("scenarios", "cache,nocache,open", "which scenarios: cache, nocache, open")
 	openShare := fs.Float64("open-share", 0.7, "open loop rate as a share of the baseline's closed-loop throughput")
 	out := fs.String("out", "loadtest/results", "directory for report.json, report.md and latency.svg")
@@ -234,6 +315,11 @@ func compareCmd(args []string) error {
 	if *envFlag != "" {
 		env = strings.Split(*envFlag, ",")
 	}
+	logs, err := parseLogs(*auditFlag)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
 
 	dir, err := os.MkdirTemp("", "egress-authz-loadtest-")
 	if err != nil {
@@ -245,7 +331,10 @@ func compareCmd(args []string) error {
 	if err := os.WriteFile(rulesFile, []byte(w.RulesYAML()), 0o644); err != nil {
 		return err
 	}
-	m := newMix(w, l.pool, l.repeat, l.deny, 1)
+	m, err := l.newMix(w)
+	if err != nil {
+		return err
+	}
 	noop, err := startNoop()
 	if err != nil {
 		return fmt.Errorf("baseline: %w", err)
@@ -256,6 +345,7 @@ func compareCmd(args []string) error {
 		return err
 	}
 	defer closeNoop()
+	baseline := target{name: "noop", send: sendNoop, pid: noop.pid()}
 
 	var results []Scenario
 	var baseMax float64
@@ -264,38 +354,65 @@ func compareCmd(args []string) error {
 		want[strings.TrimSpace(s)] = true
 	}
 	runScenario := func(name string, cacheSize int, mode string, rate float64, goal string, met func(Ratio) bool) error {
-		auditDSN := *auditFlag
-		if auditDSN == "sqlite" {
-			auditDSN = "sqlite:" + filepath.Join(dir, name, "decisions.db")
+		srvs := make([]*logServer, len(logs))
+		for i, lg := range logs {
+			s, err := startLogServer(*bin, rulesFile, filepath.Join(dir, name, fmt.Sprintf("%d-%s", i, lg.label())), cacheSize, lg, env, l.conns)
+			if err != nil {
+				return fmt.Errorf("%s: egress-authz --audit %s: %w", name, lg.label(), err)
+			}
+			defer s.proc.stop()
+			defer s.closeConn()
+			srvs[i] = s
 		}
-		srv, err := startServer(*bin, rulesFile, filepath.Join(dir, name), cacheSize, auditDSN, env)
-		if err != nil {
-			return fmt.Errorf("%s: egress-authz: %w", name, err)
-		}
-		defer srv.stop()
-		sendSrv, closeSrv, err := dial(srv.addr, l.conns)
-		if err != nil {
-			return err
-		}
-		defer closeSrv()
-		var base, test []Result
+		var base []Result
+		test := make([][]Result, len(srvs))
 		for i := 0; i < *rounds; i++ {
 			seed := uint64(i + 1)
-			base = append(base, round(context.Background(), sendNoop, m, &l, "noop", mode, rate, seed))
-			test = append(test, round(context.Background(), sendSrv, m, &l, "egress-authz", mode, rate, seed))
-			fmt.Fprintf(os.Stderr, "%s round %d: noop %.0f req/s p99 %s | egress-authz %.0f req/s p99 %s\n", name, i+1,
-				base[i].Throughput, base[i].P99, test[i].Throughput, test[i].P99)
+			b := round(ctx, baseline, m, &l, mode, rate, seed)
+			base = append(base, b)
+			line := fmt.Sprintf("%s round %d: noop %s", name, i+1, brief(b))
+			for j, s := range srvs {
+				r := round(ctx, s.t, m, &l, mode, rate, seed)
+				test[j] = append(test[j], r)
+				line += fmt.Sprintf(" | egress-authz, log %s %s", s.log.label(), brief(r))
+			}
+			fmt.Fprintln(os.Stderr, line)
 		}
-		s := Scenario{Name: name, Baseline: merge(base), Server: merge(test), Goal: goal}
-		s.Ratio = ratio(s.Server, s.Baseline)
-		s.Met = met(s.Ratio) && s.Server.Errors == 0
-		if mode == "closed" && s.Baseline.Throughput > baseMax {
-			baseMax = s.Baseline.Throughput
+		b := merge(base)
+		if mode == "closed" && b.Throughput > baseMax {
+			baseMax = b.Throughput
 		}
-		results = append(results, s)
+		noneCPU := 0.0
+		var ss []Scenario
+		for j, s := range srvs {
+			r := merge(test[j])
+			totals, err := s.finish(ctx, r.Requests+r.Warmup)
+			if err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			sc := Scenario{Name: name, Audit: s.log.label(), Baseline: b, Server: r, Goal: goal, Totals: totals}
+			sc.Ratio = ratio(sc.Server, sc.Baseline)
+			sc.Met = met(sc.Ratio) && sc.Server.Errors == 0
+			if s.log == "none" {
+				noneCPU = r.CPUPerRequest
+			}
+			ss = append(ss, sc)
+		}
+		for k := range ss {
+			if cpu := ss[k].Server.CPUPerRequest; noneCPU > 0 && cpu > 0 && logs[k] != "none" {
+				d := cpu - noneCPU
+				ss[k].Totals.LogCPUPerDecision = &d
+			}
+		}
+		results = append(results, ss...)
 		return nil
 	}
-	desc := fmt.Sprintf("%d rules, %d concurrent, closed loop, decision log %s", l.rules, l.concurrency, *auditFlag)
+	var labels []string
+	for _, lg := range logs {
+		labels = append(labels, lg.label())
+	}
+	desc := fmt.Sprintf("%d rules, %d concurrent, closed loop, decision log %s, request ids %s",
+		l.rules, l.concurrency, strings.Join(labels, " and "), l.ids)
 	if want["cache"] {
 		if err := runScenario("closed-cache-on", 100000, "closed", 0, "req/s ≥ 0.90×, p99 ≤ 1.25×",
 			func(r Ratio) bool { return r.Throughput >= 0.90 && r.P99 <= 1.25 }); err != nil {
@@ -318,31 +435,65 @@ func compareCmd(args []string) error {
 			return err
 		}
 	}
-	return report(*out, desc, &l, results)
+	return report(os.Stdout, *out, desc, &l, results)
 }
 
-func report(out, desc string, l *load, ss []Scenario) error {
-	host, _ := os.Hostname()
-	meta := map[string]any{
-		"when": time.Now().UTC().Format(time.RFC3339), "machine": fmt.Sprintf("%s, %d CPUs, %s/%s", host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH),
-		"load": desc, "duration_per_round": l.duration.String(), "repeat_share": l.repeat, "deny_share": l.deny, "conns": l.conns,
-		"command": "go run ./loadtest " + strings.Join(os.Args[1:], " "),
+// brief is a round's result in a progress line.
+func brief(r Result) string {
+	s := fmt.Sprintf("%.0f req/s p99 %s", r.Throughput, r.P99)
+	if r.CPUPerRequest > 0 {
+		s += fmt.Sprintf(" CPU %.1f µs/req", r.CPUPerRequest/1e3)
 	}
-	writeTable(os.Stdout, ss)
+	return s
+}
+
+// reportMeta says how a report was made.
+type reportMeta struct {
+	When             string  `json:"when"`
+	Machine          string  `json:"machine"`
+	Load             string  `json:"load"`
+	DurationPerRound string  `json:"duration_per_round"`
+	RepeatShare      float64 `json:"repeat_share"`
+	DenyShare        float64 `json:"deny_share"`
+	Conns            int     `json:"conns"`
+	IDs              string  `json:"ids"`
+	Command          string  `json:"command"`
+}
+
+// report prints the tables to stdout and writes them, as Markdown, JSON
+// and SVG, into the directory out (none when out is empty).
+func report(stdout io.Writer, out, desc string, l *load, ss []Scenario) error {
+	host, _ := os.Hostname()
+	meta := reportMeta{
+		When: time.Now().UTC().Format(time.RFC3339), Machine: fmt.Sprintf("%s, %d CPUs, %s/%s", host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH),
+		Load: desc, DurationPerRound: l.duration.String(), RepeatShare: l.repeat, DenyShare: l.deny, Conns: l.conns, IDs: l.ids,
+		Command: "go run ./loadtest " + strings.Join(os.Args[1:], " "),
+	}
+	writeTable(stdout, ss)
+	fmt.Fprintln(stdout)
+	writeLogTable(stdout, ss)
 	if out == "" {
 		return nil
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	j, _ := json.MarshalIndent(map[string]any{"meta": meta, "scenarios": ss}, "", "  ")
+	j, err := json.MarshalIndent(struct {
+		Meta      reportMeta `json:"meta"`
+		Scenarios []Scenario `json:"scenarios"`
+	}{meta, ss}, "", "  ")
+	if err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(out, "report.json"), append(j, '\n'), 0o644); err != nil {
 		return err
 	}
 	var md strings.Builder
 	fmt.Fprintf(&md, "# egress-authz vs a no-op ext_authz server\n\n%s; %s per round, %s; command: `%s`\n\n",
-		desc, l.duration, meta["machine"], meta["command"])
+		desc, l.duration, meta.Machine, meta.Command)
 	writeTable(&md, ss)
+	md.WriteString("\n")
+	writeLogTable(&md, ss)
 	if err := os.WriteFile(filepath.Join(out, "report.md"), []byte(md.String()), 0o644); err != nil {
 		return err
 	}

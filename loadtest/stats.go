@@ -27,7 +27,23 @@ type Result struct {
 	P99        time.Duration `json:"p99_ns"`
 	P999       time.Duration `json:"p999_ns"`
 	Max        time.Duration `json:"max_ns"`
-	hist       *hdr.Histogram
+	// Warmup is the requests of the unmeasured warm-ups before the rounds.
+	Warmup int64 `json:"warmup_requests"`
+	// CPU is the server process's CPU time (user and system) for the
+	// measured requests, their decision log's work included; 0 when not
+	// measured.
+	CPU time.Duration `json:"cpu_ns,omitempty"`
+	// CPUPerRequest is CPU over Requests, in nanoseconds.
+	CPUPerRequest float64 `json:"cpu_per_request_ns,omitempty"`
+	hist          *hdr.Histogram
+}
+
+// setCPU records the server's CPU time for the result's requests.
+func (r *Result) setCPU(d time.Duration) {
+	r.CPU = d
+	if r.Requests > 0 {
+		r.CPUPerRequest = float64(d) / float64(r.Requests)
+	}
 }
 
 func summarize(target, mode string, h *hdr.Histogram, d time.Duration, requests, errors, allowed int64) Result {
@@ -48,15 +64,25 @@ func merge(rs []Result) Result {
 	}
 	h := newHistogram()
 	var d time.Duration
-	var req, errs, allowed int64
+	var cpu time.Duration
+	var req, errs, allowed, warm int64
+	everyCPU := true
 	for _, r := range rs {
 		h.Merge(r.hist)
 		d += r.Duration
 		req += r.Requests
 		errs += r.Errors
 		allowed += r.Allowed
+		warm += r.Warmup
+		cpu += r.CPU
+		everyCPU = everyCPU && r.CPU > 0
 	}
-	return summarize(rs[0].Target, rs[0].Mode, h, d, req, errs, allowed)
+	m := summarize(rs[0].Target, rs[0].Mode, h, d, req, errs, allowed)
+	m.Warmup = warm
+	if everyCPU {
+		m.setCPU(cpu) // else per request would divide some rounds' CPU by all rounds' requests
+	}
+	return m
 }
 
 // Ratio is a figure of the server under test divided by the baseline's.
@@ -83,28 +109,78 @@ func ratio(a, base Result) Ratio {
 }
 
 // Scenario is one comparison: the same load against the baseline and the
-// server, alternately.
+// server, alternately. Servers with different decision logs (compare
+// --audit none,sqlite) are scenarios of the same name and baseline.
 type Scenario struct {
 	Name     string `json:"name"`
+	Audit    string `json:"audit,omitempty"` // the server's decision log (--audit)
 	Baseline Result `json:"baseline"`
 	Server   Result `json:"server"`
 	Ratio    Ratio  `json:"ratio"`
 	Goal     string `json:"goal"`
 	Met      bool   `json:"met"`
+	// Totals is what the server did over the whole scenario; nil for a
+	// single run.
+	Totals *Totals `json:"totals,omitempty"`
+}
+
+// Totals are the figures of a server over a whole scenario, warm-ups
+// included, read from its metrics and files when it stopped.
+type Totals struct {
+	// Sent is the requests the load client sent it and counted (those cut
+	// off by the end of a run, at most one per caller, are not).
+	Sent int64 `json:"sent"`
+	// Records is the decision records it wrote
+	// (egress_authz_audit_records_written_total): one per Check, and one
+	// more for each dry-run rule that also matched.
+	Records int64 `json:"records"`
+	// CacheHitShare is its decision cache's hits over lookups.
+	CacheHitShare float64 `json:"cache_hit_share"`
+	// LogCPUPerDecision is the server's CPU per request minus that of
+	// the same scenario's --audit none server, in nanoseconds: what the
+	// decision log costs. Absent without a none server or CPU figures.
+	LogCPUPerDecision *float64 `json:"log_cpu_per_decision_ns,omitempty"`
+	// StopCPU is the CPU time from the end of the last round to the
+	// process's exit: shutting down, and a sink storing what it still
+	// held (closing a segment). It is in no round's CPU figure.
+	StopCPU time.Duration `json:"stop_cpu_ns"`
+	// StoreBytes is the size of the decision log's files after the stop,
+	// BytesPerDecision that over Sent (a decision is a Check) and
+	// BytesPerRecord over Records; absent for a log whose files compare
+	// does not place (none, stdout, a DSN).
+	StoreBytes       *int64  `json:"store_bytes,omitempty"`
+	BytesPerDecision float64 `json:"bytes_per_decision,omitempty"`
+	BytesPerRecord   float64 `json:"bytes_per_record,omitempty"`
+	// WALBytes is the size of the write-ahead log after the stop.
+	WALBytes int64 `json:"wal_bytes"`
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.3f", float64(d)/1e6) }
 
+// us prints nanoseconds as microseconds, or nothing when not measured.
+func us(ns float64) string {
+	if ns == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.1f", ns/1e3)
+}
+
 // writeTable prints scenarios as a Markdown table (also readable as text).
-// A scenario without a baseline (a single run) is one row, without ratio.
+// A scenario without a baseline (a single run) is one row, without ratio;
+// scenarios that share one (several decision logs) print it once.
 func writeTable(w io.Writer, ss []Scenario) {
-	fmt.Fprintln(w, "| scenario | target | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | ratio (req/s, p99, p99.9) | goal | met |")
-	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
-	for _, s := range ss {
+	fmt.Fprintln(w, "| scenario | target | req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU µs/req | ratio (req/s, p99, p99.9) | goal | met |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|")
+	for k, s := range ss {
 		compared := s.Baseline.Target != ""
+		shared := k > 0 && ss[k-1].Name == s.Name && compared
 		for i, r := range []Result{s.Baseline, s.Server} {
-			if i == 0 && !compared {
-				continue // a single run: nothing to compare with
+			if i == 0 && (!compared || shared) {
+				continue // a single run: nothing to compare with; or printed already
+			}
+			name := r.Target
+			if i == 1 && s.Audit != "" {
+				name += ", log " + s.Audit
 			}
 			rat, goal, met := "", "", ""
 			if i == 1 && compared {
@@ -112,9 +188,43 @@ func writeTable(w io.Writer, ss []Scenario) {
 				goal = s.Goal
 				met = map[bool]string{true: "yes", false: "**no**"}[s.Met]
 			}
-			fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %s | %s | %s |\n",
-				s.Name, r.Target, r.Throughput, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors, rat, goal, met)
+			fmt.Fprintf(w, "| %s | %s | %.0f | %s | %s | %s | %s | %s | %d | %s | %s | %s | %s |\n",
+				s.Name, name, r.Throughput, ms(r.P50), ms(r.P90), ms(r.P99), ms(r.P999), ms(r.Max), r.Errors, us(r.CPUPerRequest), rat, goal, met)
 		}
+	}
+}
+
+// writeLogTable prints what each server's decision log cost, against the
+// goals of issue 13 for the default log. It prints nothing for scenarios
+// without totals (a single run).
+func writeLogTable(w io.Writer, ss []Scenario) {
+	have := false
+	for _, s := range ss {
+		have = have || s.Totals != nil
+	}
+	if !have {
+		return
+	}
+	fmt.Fprintln(w, "Decision log: server CPU per request, and over --audit none's (goal for the default log ≤ 3 µs);"+
+		" bytes on disk per decision (Check) and per record after a graceful stop (goal ≤ 64 per decision with --ids random). Decisions, records and cache hits count the warm-ups too.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| scenario | log | server CPU µs/req | over none µs/decision | CPU at stop ms | decisions | records | on disk bytes | bytes/decision | bytes/record | WAL bytes at stop | cache hits |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	for _, s := range ss {
+		t := s.Totals
+		if t == nil {
+			continue
+		}
+		over, disk, perDecision, perRecord := "", "", "", ""
+		if t.LogCPUPerDecision != nil {
+			over = fmt.Sprintf("%+.1f", *t.LogCPUPerDecision/1e3)
+		}
+		if t.StoreBytes != nil {
+			disk = fmt.Sprint(*t.StoreBytes)
+			perDecision, perRecord = fmt.Sprintf("%.1f", t.BytesPerDecision), fmt.Sprintf("%.1f", t.BytesPerRecord)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %d | %d | %s | %s | %s | %d | %.1f %% |\n", s.Name, s.Audit, us(s.Server.CPUPerRequest), over,
+			ms(t.StopCPU), t.Sent, t.Records, disk, perDecision, perRecord, t.WALBytes, 100*t.CacheHitShare)
 	}
 }
 
@@ -135,9 +245,16 @@ func plotSVG(w io.Writer, ss []Scenario) {
 		return left + lg/5*float64(width-left-20)
 	}
 	y := top
-	for _, s := range ss {
-		for _, r := range []Result{s.Baseline, s.Server} {
-			fmt.Fprintf(w, `<text x="10" y="%d">%s: %s</text>`+"\n", y+15, s.Name, r.Target)
+	for k, s := range ss {
+		for i, r := range []Result{s.Baseline, s.Server} {
+			if i == 0 && k > 0 && ss[k-1].Name == s.Name {
+				continue // a baseline shared by several logs: drawn once
+			}
+			label := r.Target
+			if i == 1 && s.Audit != "" {
+				label += ", log " + s.Audit
+			}
+			fmt.Fprintf(w, `<text x="10" y="%d">%s: %s</text>`+"\n", y+15, s.Name, label)
 			fmt.Fprintf(w, `<line x1="%d" y1="%d" x2="%d" y2="%d" stroke="#ccc"/>`+"\n", left, y+12, width-20, y+12)
 			color := "#888"
 			if r.Target != "noop" {

@@ -91,46 +91,6 @@ func TestParseCasesErrors(t *testing.T) {
 	}
 }
 
-func TestCaseCheck(t *testing.T) {
-	tab := compileYAML(t, explainRules)
-	allowed := tab.Decide(httpReq(checkout, "POST", "api.stripe.com", "/v1/charges"), testNow)
-	denied := tab.Decide(httpReq(checkout, "DELETE", "api.stripe.com", "/v1/charges"), testNow)
-	byRule := tab.Decide(httpReq(indexer, "GET", "generativelanguage.googleapis.com", "/"), testNow)
-	for _, tc := range []struct {
-		name string
-		c    Case
-		d    Decision
-		want []string
-	}{
-		{"pass_allow_with_rule", Case{Expect: Allow, Rule: "payments-stripe-charges", HasRule: true}, allowed, nil},
-		{"pass_deny_no_rule", Case{Expect: Deny, HasRule: true, Reason: ReasonNoMatchingRule}, denied, nil},
-		{"pass_deny_without_rule_key", Case{Expect: Deny}, byRule, nil},
-		{"wrong_decision", Case{Expect: Deny}, allowed, []string{"expected deny, got allow"}},
-		{"wrong_rule", Case{Expect: Deny, Rule: "search-google-apis", HasRule: true}, byRule,
-			[]string{"expected rule search-google-apis to decide, got rule deny-generative-language"}},
-		{"expected_no_rule", Case{Expect: Deny, HasRule: true}, byRule,
-			[]string{"expected no deciding rule, got rule deny-generative-language"}},
-		{"expected_rule_none_decided", Case{Expect: Deny, Rule: "payments-stripe-charges", HasRule: true}, denied,
-			[]string{"expected rule payments-stripe-charges to decide, but no rule decided"}},
-		{"rule_not_in_set", Case{Expect: Allow, Rule: "payments-stripe-charge", HasRule: true}, allowed,
-			[]string{"expected rule payments-stripe-charge, which is not in the rule set"}},
-		{"wrong_reason", Case{Expect: Deny, Reason: ReasonUnsafePath}, denied,
-			[]string{"expected reason unsafe-path, got no-matching-rule"}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			got := tc.c.Check(tc.d, tab.Set())
-			if len(got) != len(tc.want) {
-				t.Fatalf("Check = %q, want %q", got, tc.want)
-			}
-			for i := range got {
-				if !strings.Contains(got[i], tc.want[i]) {
-					t.Errorf("Check[%d] = %q, want it to contain %q", i, got[i], tc.want[i])
-				}
-			}
-		})
-	}
-}
-
 // FuzzParseCases checks that no case file, however broken, makes
 // ParseCases panic, and that every error it reports names a place.
 func FuzzParseCases(f *testing.F) {

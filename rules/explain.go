@@ -278,15 +278,6 @@ func requestJSON(req *Request, d *Decision) jsonRequest {
 	return j
 }
 
-// DecisionWord is how decision records, responses and explanations write
-// a decision or a dry-run outcome: "allow" or "deny".
-func DecisionWord(allow bool) string {
-	if allow {
-		return string(Allow)
-	}
-	return string(Deny)
-}
-
 // Matching returns the rules that matched, in rule-set order.
 func (e *Explanation) Matching() []RuleCheck {
 	var out []RuleCheck
@@ -307,39 +298,6 @@ func summary(d *Decision) string {
 		return fmt.Sprintf("denied by rule %s (a matching deny rule wins over any allow rule)", d.Rule.ID)
 	}
 	return "denied: " + d.Reason.Describe(d)
-}
-
-// Describe says in plain words why a request was denied with reason r; d,
-// when not nil, supplies the request's identity for the words.
-func (r Reason) Describe(d *Decision) string {
-	switch r {
-	case ReasonAllowed:
-		return "an allow rule matched"
-	case ReasonInvalidRequest:
-		return "the request itself is unusable (no attributes, invalid UTF-8, or a method that is not an HTTP token)"
-	case ReasonNoIdentity:
-		return "the caller has no identity (no SPIFFE ID)"
-	case ReasonInvalidIdentity:
-		return "the caller's identity is not a valid SPIFFE ID"
-	case ReasonUntrustedDomain:
-		if d != nil && d.Identity.TrustDomain != "" {
-			return fmt.Sprintf("the caller's trust domain %s is not in the rule set's trustDomains", d.Identity.TrustDomain)
-		}
-		return "the caller's trust domain is not in the rule set's trustDomains"
-	case ReasonNoHost:
-		return "the request names no host (neither an authority nor an SNI)"
-	case ReasonInvalidHost:
-		return "the host or port cannot be parsed (userinfo, a bad port, a port in an SNI, or characters a host name cannot have)"
-	case ReasonUnsafePath:
-		return "the path cannot be normalized safely (an encoded / or \\, a raw \\, an invalid escape, a control character, or no leading /)"
-	case ReasonDeniedByRule:
-		return "a deny rule matched"
-	case ReasonNoMatchingRule:
-		return "no rule allows this request"
-	case ReasonAuditUnavailable:
-		return "the decision could not be recorded in the decision log"
-	}
-	return string(r)
 }
 
 // orList writes a list as "a", "a or b", "a, b or c".

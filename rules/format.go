@@ -7,6 +7,12 @@
 // is never mutated after Compile; Live publishes a new one atomically and
 // fronts it with a decision cache that can never serve an answer from an
 // older table or past a rule's expiry.
+//
+// rules is the engine only: the format (rule files and the test-case files
+// beside them), compiling, deciding, explaining, the live table and its
+// reload, lint, and writing a set back as YAML. The offline tools built on
+// it (running test cases, diff, suggest, replaying the decision log) are
+// in internal/compliance.
 package rules
 
 import (
@@ -128,6 +134,10 @@ type Set struct {
 	// Version identifies the content: the SHA-256 of the files' names and
 	// bytes. Two replicas with the same files report the same version.
 	Version string
+
+	// patterns holds the compiled patterns of Rules, by index, as the
+	// parser made them (see patternsOf).
+	patterns []rulePatterns
 }
 
 var ruleIDPattern = regexp.MustCompile(`^[a-z0-9-]+$`)
@@ -433,6 +443,8 @@ func (p *parser) document(doc *yaml.Node) {
 		p.errorf(rules, "rules must be a list, got %s", kindName(rules))
 		return
 	}
+	p.set.Rules = slices.Grow(p.set.Rules, len(rules.Content))
+	p.set.patterns = slices.Grow(p.set.patterns, len(rules.Content))
 	for _, rn := range rules.Content {
 		p.rule(rn)
 	}
@@ -470,6 +482,7 @@ var ruleKeys = []string{"id", "description", "owner", "ticket", "expires", "mode
 
 func (p *parser) rule(n *yaml.Node) {
 	r := &Rule{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}, Mode: Enforce}
+	pats := rulePatterns{rule: r}
 	var idNode, actionNode *yaml.Node
 	errsBefore := len(p.errs)
 	ok := p.fields(n, "rule", ruleKeys, func(key string, k, v *yaml.Node) {
@@ -511,9 +524,9 @@ func (p *parser) rule(n *yaml.Node) {
 				}
 			}
 		case "from":
-			p.from(v, r)
+			p.from(v, r, &pats)
 		case "to":
-			p.to(v, r)
+			p.to(v, r, &pats)
 		}
 	})
 	if !ok {
@@ -534,17 +547,33 @@ func (p *parser) rule(n *yaml.Node) {
 	}
 	if len(p.errs) == errsBefore {
 		p.set.Rules = append(p.set.Rules, r)
+		p.set.patterns = append(p.set.patterns, pats)
 	}
 }
 
-func (p *parser) from(n *yaml.Node, r *Rule) {
+// from reads a rule's from section into r, and the compiled principal
+// patterns into pats.
+func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
 	p.fields(n, "from", []string{"principals", "namespaces", "serviceAccounts"}, func(key string, k, v *yaml.Node) {
-		for _, e := range p.strings(v, key) {
+		// Sized once: a large set has tens of thousands of these lists.
+		entries := p.strings(v, key)
+		switch key {
+		case "principals":
+			r.Principals = make([]string, 0, len(entries))
+			pats.principals = make([]principalPattern, 0, len(entries))
+		case "namespaces":
+			r.Namespaces = make([]string, 0, len(entries))
+		case "serviceAccounts":
+			r.ServiceAccounts = make([]string, 0, len(entries))
+		}
+		for _, e := range entries {
 			var err error
 			switch key {
 			case "principals":
-				_, err = compilePrincipal(e.Value)
+				var pp principalPattern
+				pp, err = compilePrincipal(e.Value)
 				r.Principals = append(r.Principals, e.Value)
+				pats.principals = append(pats.principals, pp)
 			case "namespaces":
 				err = checkName(e.Value)
 				r.Namespaces = append(r.Namespaces, e.Value)
@@ -559,14 +588,32 @@ func (p *parser) from(n *yaml.Node, r *Rule) {
 	})
 }
 
-func (p *parser) to(n *yaml.Node, r *Rule) {
+// to reads a rule's to section into r, and the compiled host and path
+// patterns into pats.
+func (p *parser) to(n *yaml.Node, r *Rule, pats *rulePatterns) {
 	p.fields(n, "to", []string{"hosts", "ports", "methods", "paths"}, func(key string, k, v *yaml.Node) {
-		for _, e := range p.strings(v, key) {
+		// Sized once: a large set has tens of thousands of these lists.
+		entries := p.strings(v, key)
+		switch key {
+		case "hosts":
+			r.Hosts = make([]string, 0, len(entries))
+			pats.hosts = make([]hostPattern, 0, len(entries))
+		case "ports":
+			r.Ports = make([]int, 0, len(entries))
+		case "methods":
+			r.Methods = make([]string, 0, len(entries))
+		case "paths":
+			r.Paths = make([]string, 0, len(entries))
+			pats.paths = make([]pathPattern, 0, len(entries))
+		}
+		for _, e := range entries {
 			var err error
 			switch key {
 			case "hosts":
-				_, err = compileHost(e.Value)
+				var hp hostPattern
+				hp, err = compileHost(e.Value)
 				r.Hosts = append(r.Hosts, e.Value)
+				pats.hosts = append(pats.hosts, hp)
 			case "ports":
 				port, perr := strconv.Atoi(e.Value)
 				if perr != nil || port < 1 || port > 65535 {
@@ -574,11 +621,13 @@ func (p *parser) to(n *yaml.Node, r *Rule) {
 				}
 				r.Ports = append(r.Ports, port)
 			case "methods":
-				err = checkMethod(e.Value)
+				err = CheckMethod(e.Value)
 				r.Methods = append(r.Methods, e.Value)
 			case "paths":
-				_, err = compilePath(e.Value)
+				var pp pathPattern
+				pp, err = compilePath(e.Value)
 				r.Paths = append(r.Paths, e.Value)
+				pats.paths = append(pats.paths, pp)
 			}
 			if err != nil {
 				p.errorf(e, "%s: %v", key, err)
@@ -596,7 +645,9 @@ func checkName(s string) error {
 	return nil
 }
 
-func checkMethod(s string) error {
+// CheckMethod says why s cannot be listed in a rule's to.methods, or
+// returns nil: a method there is an HTTP token in upper case.
+func CheckMethod(s string) error {
 	if !IsToken(s) {
 		return fmt.Errorf("%q is not an HTTP method", s)
 	}
@@ -604,22 +655,4 @@ func checkMethod(s string) error {
 		return fmt.Errorf("%q: methods are case-sensitive and written in upper case (%s)", s, strings.ToUpper(s))
 	}
 	return nil
-}
-
-// IsToken reports whether s is a non-empty HTTP token (RFC 9110 section
-// 5.6.2), the syntax of a method name.
-func IsToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

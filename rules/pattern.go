@@ -60,6 +60,7 @@ func matchSegment(p, s string) bool {
 
 // pathPattern is a compiled entry of to.paths.
 type pathPattern struct {
+	src     string // the pattern as written
 	glob    string // the pattern without a trailing "/**"
 	subtree bool   // the pattern ended in "/**"
 	literal bool   // glob has no '*'
@@ -73,7 +74,7 @@ func compilePath(s string) (pathPattern, error) {
 	if strings.ContainsAny(s, "?#") {
 		return pathPattern{}, fmt.Errorf("%q: the query and fragment are never matched; leave them out", s)
 	}
-	pp := pathPattern{glob: s}
+	pp := pathPattern{src: s, glob: s}
 	if strings.HasSuffix(s, "/**") {
 		pp.glob, pp.subtree = s[:len(s)-3], true
 	}
@@ -133,6 +134,7 @@ func (pp *pathPattern) match(path string) bool {
 
 // hostPattern is a compiled entry of to.hosts.
 type hostPattern struct {
+	src    string // the pattern as written
 	exact  string // "api.stripe.com"
 	suffix string // ".stripe.com" for "*.stripe.com"
 	any    bool   // "*"
@@ -140,14 +142,14 @@ type hostPattern struct {
 
 func compileHost(s string) (hostPattern, error) {
 	if s == "*" {
-		return hostPattern{any: true}, nil
+		return hostPattern{src: s, any: true}, nil
 	}
 	if rest, ok := strings.CutPrefix(s, "*."); ok {
 		h, port, ok := ParseAuthority(rest, false)
 		if !ok || port != 0 || strings.HasPrefix(h, "[") {
 			return hostPattern{}, fmt.Errorf("%q is not a host name pattern", s)
 		}
-		return hostPattern{suffix: "." + h}, nil
+		return hostPattern{src: s, suffix: "." + h}, nil
 	}
 	h, port, ok := ParseAuthority(s, false)
 	if !ok {
@@ -156,12 +158,12 @@ func compileHost(s string) (hostPattern, error) {
 	if port != 0 {
 		return hostPattern{}, fmt.Errorf("%q: write ports under to.ports, not in the host", s)
 	}
-	return hostPattern{exact: h}, nil
+	return hostPattern{src: s, exact: h}, nil
 }
 
 // principalPattern is a compiled entry of from.principals.
 type principalPattern struct {
-	s       string
+	s       string // the pattern as written
 	literal bool
 }
 
@@ -178,4 +180,124 @@ func (pp *principalPattern) match(id string) bool {
 		return pp.s == id
 	}
 	return globMatch(pp.s, id)
+}
+
+// rulePatterns are the compiled principal, host and path patterns of one
+// rule. The parser compiles each pattern to validate it and keeps the
+// result in its Set, so that Compile does not compile it again.
+type rulePatterns struct {
+	rule       *Rule
+	principals []principalPattern
+	hosts      []hostPattern
+	paths      []pathPattern
+}
+
+// patternsOf returns the compiled patterns of set.Rules[i]: those the
+// parser made, for each list the rule still holds as parsed. A rule built
+// by hand, or a list changed since parsing (a Set must not be, but a stale
+// pattern would decide wrongly), is compiled now. Comparing the sources
+// is cheap: an unchanged string is the parser's own, and equal strings
+// with equal pointers compare without reading their bytes.
+func (s *Set) patternsOf(i int) (rulePatterns, error) {
+	r := s.Rules[i]
+	var cached rulePatterns
+	if i < len(s.patterns) && s.patterns[i].rule == r {
+		cached = s.patterns[i]
+	}
+	out := rulePatterns{rule: r}
+	var err error
+	if out.principals, err = reuseOr(cached.principals, r.Principals, func(p *principalPattern) string { return p.s }, compilePrincipal); err != nil {
+		return out, err
+	}
+	if out.hosts, err = reuseOr(cached.hosts, r.Hosts, func(p *hostPattern) string { return p.src }, compileHost); err != nil {
+		return out, err
+	}
+	if out.paths, err = reuseOr(cached.paths, r.Paths, func(p *pathPattern) string { return p.src }, compilePath); err != nil {
+		return out, err
+	}
+	return out, nil
+}
+
+// reuseOr returns cached when it is the compiled form of srcs, else srcs
+// compiled with compile.
+func reuseOr[P any](cached []P, srcs []string, srcOf func(*P) string, compile func(string) (P, error)) ([]P, error) {
+	if len(cached) == len(srcs) {
+		same := true
+		for i := range cached {
+			if srcOf(&cached[i]) != srcs[i] {
+				same = false
+				break
+			}
+		}
+		if same {
+			return cached, nil
+		}
+	}
+	if len(srcs) == 0 {
+		return nil, nil
+	}
+	out := make([]P, len(srcs))
+	for i, src := range srcs {
+		p, err := compile(src)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p
+	}
+	return out, nil
+}
+
+// PathCovers reports whether path pattern a matches every path that path
+// pattern b matches, judged on the patterns as written: "/v1/**" covers
+// "/v1/charges" and "/v1/files/**", "/v1/*" covers "/v1/ch*". It errs on
+// the side of false: a pattern it says is not covered may still be.
+func PathCovers(a, b string) bool {
+	if a == b {
+		return true
+	}
+	aGlob, aSub := strings.CutSuffix(a, "/**")
+	bGlob, bSub := strings.CutSuffix(b, "/**")
+	if !aSub {
+		return !bSub && GlobCovers(a, b)
+	}
+	// a is "P/**": it covers P and anything below P/. b (or its head,
+	// when b is itself a subtree) must lie there.
+	if bSub {
+		return GlobCovers(aGlob, bGlob) || prefixCovered(aGlob, bGlob)
+	}
+	return GlobCovers(aGlob, b) || prefixCovered(aGlob, b)
+}
+
+// prefixCovered reports whether pattern b lies strictly below pattern p:
+// b's first segments are covered by p's and b has more.
+func prefixCovered(p, b string) bool {
+	n := strings.Count(p, "/")
+	segs := strings.SplitAfterN(b, "/", n+2)
+	if len(segs) <= n+1 {
+		return false
+	}
+	head := strings.TrimSuffix(strings.Join(segs[:n+1], ""), "/")
+	return GlobCovers(p, head)
+}
+
+// GlobCovers reports whether glob pattern a (a principal pattern, or a
+// path pattern without a trailing "/**") matches everything glob pattern b
+// does, segment by segment: a segment of a covers b's when they are equal,
+// when a's is "*" (b's segments are never empty where they matter), or
+// when b's has no '*' and a's matches it.
+func GlobCovers(a, b string) bool {
+	as, bs := strings.Split(a, "/"), strings.Split(b, "/")
+	if len(as) != len(bs) {
+		return false
+	}
+	for i := range as {
+		switch {
+		case as[i] == bs[i]:
+		case as[i] == "*" && bs[i] != "":
+		case !strings.Contains(bs[i], "*") && matchSegment(as[i], bs[i]):
+		default:
+			return false
+		}
+	}
+	return true
 }

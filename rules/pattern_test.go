@@ -124,6 +124,9 @@ func TestCompileHost(t *testing.T) {
 		{"", hostPattern{}, false},
 	} {
 		got, err := compileHost(tc.in)
+		if tc.ok {
+			tc.want.src = tc.in // the pattern as written, to tell a changed list
+		}
 		if (err == nil) != tc.ok || got != tc.want {
 			t.Errorf("compileHost(%q) = %+v, %v; want %+v, ok %v", tc.in, got, err, tc.want, tc.ok)
 		}
@@ -193,4 +196,50 @@ func FuzzGlob(f *testing.F) {
 			t.Fatalf("path pattern %q/** matches %q = %v, regexp says %v", pattern, s, got, want)
 		}
 	})
+}
+
+func TestPathCovers(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"/v1/charges", "/v1/charges", true},
+		{"/v1/*", "/v1/charges", true},
+		{"/v1/*", "/v1/ch*", true},
+		{"/v1/ch*", "/v1/*", false},
+		{"/v1/*", "/v1/", false},
+		{"/v1/*", "/v1/a/b", false},
+		{"/v1/**", "/v1", true},
+		{"/v1/**", "/v1/", true},
+		{"/v1/**", "/v1/a/b/c", true},
+		{"/v1/**", "/v1/files/**", true},
+		{"/v1/**", "/v1x", false},
+		{"/v1/files/**", "/v1/**", false},
+		{"/v1/*/files/**", "/v1/a/files/b", true},
+		{"/**", "/anything/at/all", true},
+		{"/**", "/", true},
+		{"/v1/charges", "/v1/*", false},
+	} {
+		if got := PathCovers(tc.a, tc.b); got != tc.want {
+			t.Errorf("PathCovers(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+func TestGlobCovers(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"spiffe://cluster.local/ns/payments/sa/*", "spiffe://cluster.local/ns/payments/sa/checkout", true},
+		{"spiffe://cluster.local/ns/*/sa/*", "spiffe://cluster.local/ns/payments/sa/c*", true},
+		{"spiffe://cluster.local/ns/payments/sa/c*", "spiffe://cluster.local/ns/payments/sa/*", false},
+		{"spiffe://cluster.local/ns/payments/sa/*", "spiffe://cluster.local/ns/payments/sa/checkout/x", false},
+		{"/v1/ch*", "/v1/charges", true},
+		{"/v1/*", "/v1/", false},
+	} {
+		if got := GlobCovers(tc.a, tc.b); got != tc.want {
+			t.Errorf("GlobCovers(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
 }

@@ -3,93 +3,8 @@ package rules
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
-
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
-
-// Reason says why a decision was made. Deny reasons are checked in the
-// order the SPEC lists them; the first that applies is given.
-type Reason string
-
-// The reasons a Decision carries.
-const (
-	ReasonAllowed          Reason = "allowed-by-rule"
-	ReasonInvalidRequest   Reason = "invalid-request"
-	ReasonNoIdentity       Reason = "no-identity"
-	ReasonInvalidIdentity  Reason = "invalid-identity"
-	ReasonUntrustedDomain  Reason = "untrusted-trust-domain"
-	ReasonNoHost           Reason = "no-host"
-	ReasonInvalidHost      Reason = "invalid-host"
-	ReasonUnsafePath       Reason = "unsafe-path"
-	ReasonDeniedByRule     Reason = "denied-by-rule"
-	ReasonNoMatchingRule   Reason = "no-matching-rule"
-	ReasonAuditUnavailable Reason = "audit-unavailable"
-)
-
-// Request is what a decision is made from, in the caller's raw form: Table
-// validates and normalizes it. It is comparable, so it can key a cache.
-type Request struct {
-	Principal string // SPIFFE ID of the calling workload
-	Host      string // HTTP authority (may carry a port), or the TLS SNI when SNI is set
-	SNI       bool   // no HTTP attributes: a TLS-passthrough connection
-	Port      int    // port to use when Host carries none (scheme default or socket port); 0 if unknown
-	Method    string // empty for SNI requests
-	Path      string // raw request target, query included; empty for SNI requests
-}
-
-// Identity is what a SPIFFE ID says about a workload.
-type Identity struct {
-	TrustDomain    string
-	Namespace      string // from an Istio-style /ns/NS/sa/SA path, else empty
-	ServiceAccount string
-}
-
-// Outcome is the would-be result of a dry-run rule that matched.
-type Outcome struct {
-	Rule  *Rule
-	Allow bool
-	index int
-}
-
-// Decision is a Table's answer for one Request.
-type Decision struct {
-	Allow    bool
-	Reason   Reason
-	Rule     *Rule     // the deciding rule; nil when none decided
-	DryRun   []Outcome // dry-run rules that matched, in rule order
-	Identity Identity
-	Host     string // normalized host
-	Port     int
-	Path     string // normalized path (query removed)
-	Version  string // the rule set's version
-	Cached   bool   // set by Live when the decision came from its cache
-}
-
-// ParseIdentity parses a SPIFFE ID and reads the namespace and service
-// account from an Istio-style path of exactly /ns/NS/sa/SA.
-func ParseIdentity(principal string) (Identity, bool) {
-	id, err := spiffeid.FromString(principal)
-	if err != nil {
-		return Identity{}, false
-	}
-	ident := Identity{TrustDomain: id.TrustDomain().Name()}
-	rest, ok := strings.CutPrefix(id.Path(), "/ns/")
-	if !ok {
-		return ident, true
-	}
-	ns, rest, ok := strings.Cut(rest, "/")
-	if !ok {
-		return ident, true
-	}
-	sa, ok := strings.CutPrefix(rest, "sa/")
-	if !ok || sa == "" || strings.IndexByte(sa, '/') >= 0 {
-		return ident, true
-	}
-	ident.Namespace, ident.ServiceAccount = ns, sa
-	return ident, true
-}
 
 type compiled struct {
 	rule       *Rule
@@ -138,29 +53,16 @@ func Compile(set *Set) (*Table, error) {
 			c.expires = r.Expires.Unix()
 			t.expiries = append(t.expiries, c.expires)
 		}
-		for _, p := range r.Principals {
-			pp, err := compilePrincipal(p)
-			if err != nil {
-				return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
-			}
-			c.principals = append(c.principals, pp)
+		pats, err := set.patternsOf(i)
+		if err != nil {
+			return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
 		}
-		for _, p := range r.Paths {
-			pp, err := compilePath(p)
-			if err != nil {
-				return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
-			}
-			c.paths = append(c.paths, pp)
-		}
+		c.principals, c.paths = pats.principals, pats.paths
 		idx := int32(i)
 		if len(r.Hosts) == 0 {
 			t.anyHost = append(t.anyHost, idx)
 		}
-		for _, h := range r.Hosts {
-			hp, err := compileHost(h)
-			if err != nil {
-				return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
-			}
+		for _, hp := range pats.hosts {
 			switch {
 			case hp.any:
 				t.anyHost = appendOnce(t.anyHost, idx)
@@ -207,48 +109,13 @@ func (t *Table) NextExpiry(now time.Time) time.Time {
 
 // Decide decides req at time now (which only matters for rule expiry).
 func (t *Table) Decide(req Request, now time.Time) Decision {
-	d := Decision{Version: t.version}
-	if req.Principal == "" {
-		d.Reason = ReasonNoIdentity
+	p, reason := Prepare(req, func(td string) bool { return slices.Contains(t.trustDomains, td) })
+	d := Decision{Version: t.version, Reason: reason, Identity: p.Identity, Host: p.Host, Port: p.Port, Path: p.Path}
+	if reason != "" {
 		return d
-	}
-	ident, ok := ParseIdentity(req.Principal)
-	if !ok {
-		d.Reason = ReasonInvalidIdentity
-		return d
-	}
-	if !slices.Contains(t.trustDomains, ident.TrustDomain) {
-		// A namespace claimed in a trust domain we do not trust means
-		// nothing here; recording it would put foreign callers in an
-		// auditor's per-namespace queries.
-		d.Identity = Identity{TrustDomain: ident.TrustDomain}
-		d.Reason = ReasonUntrustedDomain
-		return d
-	}
-	d.Identity = ident
-	if req.Host == "" {
-		d.Reason = ReasonNoHost
-		return d
-	}
-	host, port, ok := ParseAuthority(req.Host, req.SNI)
-	if !ok {
-		d.Reason = ReasonInvalidHost
-		return d
-	}
-	if port == 0 {
-		port = req.Port
-	}
-	d.Host, d.Port = host, port
-	if !req.SNI {
-		path, ok := NormalizePath(req.Path)
-		if !ok {
-			d.Reason = ReasonUnsafePath
-			return d
-		}
-		d.Path = path
 	}
 	m := matcher{t: t, req: &req, d: &d, now: now.Unix(), deny: -1, allow: -1}
-	t.candidates(host, m.scan)
+	t.candidates(p.Host, m.scan)
 	switch {
 	case m.deny >= 0:
 		d.Reason, d.Rule = ReasonDeniedByRule, t.rules[m.deny].rule

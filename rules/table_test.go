@@ -1594,3 +1594,48 @@ func TestTableCandidates(t *testing.T) {
 		})
 	}
 }
+
+// TestCompileUsesTheParsedPatterns: the parser compiles every pattern to
+// validate it, and Compile takes those instead of compiling them again;
+// a rule built by hand, or a list changed after parsing, is compiled
+// afresh, so that a stale pattern never decides.
+func TestCompileUsesTheParsedPatterns(t *testing.T) {
+	set := parseYAML(t, header+`  - {id: a, action: allow, from: {principals: ["spiffe://cluster.local/ns/payments/sa/*"]}, to: {hosts: ["*.stripe.com"], paths: ["/v1/**"]}}
+`)
+	tab, err := Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &tab.rules[0]
+	if &c.paths[0] != &set.patterns[0].paths[0] || &c.principals[0] != &set.patterns[0].principals[0] {
+		t.Error("Compile compiled the parsed patterns again")
+	}
+	if d := tab.Decide(httpReq(checkout, "GET", "api.stripe.com", "/v1/charges"), testNow); !d.Allow {
+		t.Fatalf("the parsed patterns do not match: %s", d.Reason)
+	}
+
+	// A list changed in place after parsing is compiled again.
+	set.Rules[0].Paths[0] = "/v2/**"
+	set.Rules[0].Hosts[0] = "api.example.com"
+	tab, err = Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := tab.Decide(httpReq(checkout, "GET", "api.stripe.com", "/v1/charges"), testNow); d.Allow {
+		t.Error("a stale host or path pattern still decides")
+	}
+	if d := tab.Decide(httpReq(checkout, "GET", "api.example.com", "/v2/x"), testNow); !d.Allow {
+		t.Errorf("the changed patterns do not decide: %s", d.Reason)
+	}
+
+	// A set built by hand has no parsed patterns: they are compiled, and
+	// an invalid one is an error.
+	hand := &Set{TrustDomains: []string{"cluster.local"}, Rules: []*Rule{{ID: "h", Action: Allow, Mode: Enforce, Paths: []string{"v1"}}}}
+	if _, err := Compile(hand); err == nil || !strings.Contains(err.Error(), `compile rule "h"`) {
+		t.Errorf("Compile of an invalid hand-built rule: %v", err)
+	}
+	hand.Rules[0].Paths = []string{"/v1"}
+	if tab, err := Compile(hand); err != nil || !tab.Decide(httpReq(checkout, "GET", "x.example", "/v1"), testNow).Allow {
+		t.Errorf("Compile of a hand-built rule: %v", err)
+	}
+}

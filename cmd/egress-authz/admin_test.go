@@ -14,9 +14,9 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
-	"github.com/egress-authz/egress-authz/internal/testutil"
 )
 
 // TestAdminHTTP checks the admin listener of a running server: health,
@@ -37,7 +37,7 @@ func TestAdminHTTP(t *testing.T) {
 	}
 
 	// Three decisions, oldest first: allow, deny, allow.
-	client := authv3.NewAuthorizationClient(testutil.Dial(t, srv.grpcAddr))
+	client := authv3.NewAuthorizationClient(authztest.Dial(t, srv.grpcAddr))
 	sent := []struct{ id, principal, method, url, decision string }{
 		{"admin-1", checkoutID, "POST", "https://api.stripe.com/v1/charges", "allow"},
 		{"admin-2", checkoutID, "DELETE", "https://api.stripe.com/v1/charges", "deny"},
@@ -54,7 +54,7 @@ func TestAdminHTTP(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Check %s: %v", s.id, err)
 		}
-		if got := testutil.Metadata(resp)["decision"]; got != s.decision {
+		if got := authztest.Metadata(resp)["decision"]; got != s.decision {
 			t.Fatalf("Check %s: %s, want %s", s.id, got, s.decision)
 		}
 	}

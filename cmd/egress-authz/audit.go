@@ -14,6 +14,7 @@ import (
 	"github.com/egress-authz/egress-authz/authz"
 	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 )
 
 const defaultAuditDSN = "sqlite:./data/decisions.db"
@@ -26,6 +27,7 @@ func (s *server) openAudit() (authz.Recorder, error) {
 		return nil, nil
 	}
 	ctx := context.Background()
+	opts := stores.Options{DataDir: s.cfg.DataDir, Retention: time.Duration(s.cfg.AuditRetention), Logger: s.log, Stdout: os.Stdout}
 	var sinks []audit.Sink
 	var query audit.Store
 	closeAll := func() {
@@ -37,45 +39,24 @@ func (s *server) openAudit() (authz.Recorder, error) {
 		}
 	}
 	for _, dsn := range s.cfg.Audit {
-		var sink audit.Sink
-		switch {
-		case dsn == "stdout":
-			sink = audit.NewStdout(os.Stdout)
-		case dsn == "otlp":
-			o, err := audit.NewOTLP(ctx, audit.OTLPCursorPath(s.cfg.DataDir))
-			if err != nil {
-				closeAll()
-				return nil, fmt.Errorf("--audit otlp: %w", err)
-			}
-			sink = o
-		default:
-			st, err := s.openStore(ctx, dsn)
-			if err != nil {
-				closeAll()
-				return nil, fmt.Errorf("--audit: %w", err)
-			}
-			sk, ok := st.(audit.Sink)
-			if !ok {
-				st.Close()
-				closeAll()
-				return nil, fmt.Errorf("--audit %q: cannot be written to", dsn)
-			}
-			if query == nil {
-				// The admin queries (/v1/decisions, /v1/verify, /ui/) get
-				// a connection pool of their own: a long export or a
-				// verify of the whole log must not take the connections
-				// the sink writes through, or the write-ahead log backs
-				// up until Checks are denied as audit-unavailable.
-				if query, err = audit.OpenStore(ctx, dsn); err != nil {
-					sk.Close()
-					closeAll()
-					return nil, fmt.Errorf("--audit: open for queries: %w", err)
-				}
-				s.storeSink = sk.Name()
-			}
-			sink = sk
+		sink, err := stores.OpenSink(ctx, dsn, opts)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("--audit: %w", err)
 		}
 		sinks = append(sinks, sink)
+		if _, queryable := sink.(audit.Store); queryable && query == nil {
+			// The admin queries (/v1/decisions, /v1/verify, /ui/) get a
+			// connection pool of their own: a long export or a verify of
+			// the whole log must not take the connections the sink writes
+			// through, or the write-ahead log backs up until Checks are
+			// denied as audit-unavailable.
+			if query, err = stores.Open(ctx, dsn, opts); err != nil {
+				closeAll()
+				return nil, fmt.Errorf("--audit: open for queries: %w", err)
+			}
+			s.storeSink = sink.Name()
+		}
 	}
 	overflow := audit.OverflowDeny
 	if s.cfg.AuditOverflow == "block" {
@@ -100,13 +81,6 @@ func (s *server) openAudit() (authz.Recorder, error) {
 	return w, nil
 }
 
-// openStore opens a queryable decision-log sink; PostgreSQL gets the
-// configured retention and the server's logger.
-func (s *server) openStore(ctx context.Context, dsn string) (audit.Store, error) {
-	return audit.OpenStoreWith(ctx, dsn, audit.PostgresOptions{Retention: time.Duration(s.cfg.AuditRetention),
-		Logger: s.log.With("sink", "postgres")})
-}
-
 // storedHeads says how far this server's writer has stored its chain in
 // the queried store, for /v1/verify to notice a deleted tail.
 func (s *server) storedHeads() map[string]uint64 {
@@ -123,7 +97,7 @@ func (s *server) storedHeads() map[string]uint64 {
 func (s *server) adminExtras() map[string]http.Handler {
 	extras := map[string]http.Handler{"GET /v1/explain": admin.ExplainHandler(s.live.Table, time.Now)}
 	if s.store != nil {
-		extras["GET /v1/decisions"] = audit.Handler(s.store, time.Now)
+		extras["GET /v1/decisions"] = admin.DecisionsHandler(s.store, time.Now)
 		extras["GET /v1/verify"] = admin.VerifyHandler(s.store, s.storedHeads, time.Now)
 		extras["GET /ui/"] = admin.UIHandler()
 	}
@@ -176,11 +150,11 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		params[p.name] = fs.String(p.name, "", p.help)
 	}
 	dryRun := fs.Bool("dry-run", false, "only dry-run rules' would-be outcomes")
-	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(audit.Formats, ", "))
+	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(admin.Formats, ", "))
 	if code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
-	f, err := audit.FilterFromQuery(func(k string) string {
+	f, err := admin.FilterFromQuery(func(k string) string {
 		if p, ok := params[k]; ok {
 			return *p
 		}
@@ -191,12 +165,12 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitUsage
 	}
 	f.DryRun = *dryRun
-	enc, err := audit.NewEncoder(*format, stdout)
+	enc, err := admin.NewEncoder(*format, stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit query: --"+err.Error())
 		return exitUsage
 	}
-	st, err := audit.OpenExistingStore(ctx, *dsn)
+	st, err := stores.OpenExisting(ctx, *dsn)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit query:", err)
 		return exitFail
@@ -234,7 +208,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "egress-authz audit verify: --format %q: want text or json\n", *format)
 		return exitUsage
 	}
-	st, err := audit.OpenExistingStore(ctx, *dsn)
+	st, err := stores.OpenExisting(ctx, *dsn)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit verify:", err)
 		return exitFail

@@ -161,12 +161,6 @@ func orDash(s string) string {
 	return s
 }
 
-func printJSON(w io.Writer, v any) {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
 // tlsClient is check's optional mTLS client identity.
 type tlsClient struct{ cert, key, ca, serverID string }
 

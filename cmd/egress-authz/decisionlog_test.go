@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -11,8 +13,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
 
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
-	"github.com/egress-authz/egress-authz/internal/testutil"
 )
 
 // load sends allowed Checks from several goroutines, each with a unique
@@ -33,7 +35,7 @@ type load struct {
 // startLoad starts workers goroutines sending Checks to addr until stopped.
 func startLoad(t *testing.T, addr, prefix string, workers int) *load {
 	t.Helper()
-	client := authv3.NewAuthorizationClient(testutil.Dial(t, addr))
+	client := authv3.NewAuthorizationClient(authztest.Dial(t, addr))
 	l := &load{stop: make(chan struct{})}
 	for w := range workers {
 		l.wg.Add(1)
@@ -59,7 +61,7 @@ func startLoad(t *testing.T, addr, prefix string, workers int) *load {
 					continue
 				}
 				l.answered.Add(1)
-				md := testutil.Metadata(resp)
+				md := authztest.Metadata(resp)
 				l.mu.Lock()
 				switch {
 				case md["request_id"] != id:
@@ -277,4 +279,63 @@ func crashTest(t *testing.T, stall bool) {
 	}
 	verifyLog(t, srv2)
 	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// TestTwoSQLiteSinksHaveTheirOwnMetrics: two sinks of one kind are two
+// series on /metrics, each named by its DSN, so that one failing cannot
+// hide behind the other keeping up.
+func TestTwoSQLiteSinksHaveTheirOwnMetrics(t *testing.T) {
+	cfg := inprocConfig(t)
+	a, b := filepath.Join(cfg.DataDir, "a.db"), filepath.Join(cfg.DataDir, "b.db")
+	cfg.Audit = []string{"sqlite:" + a, "sqlite:" + b}
+	s := inprocStart(t, cfg)
+	metrics := metricsClient{url: "http://" + s.adminAddr() + "/metrics"}
+	client := authv3.NewAuthorizationClient(authztest.Dial(t, s.grpcAddr()))
+	check := func() {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		resp, err := client.Check(ctx, httpCheck(t, paymentsCaller, "https://api.example.com/v1/a", nil))
+		if err != nil || decisionOf(resp) != "allow" {
+			t.Fatalf("Check: %v %v", err, resp)
+		}
+	}
+	series := func(name, path string) string { return name + `{sink="sqlite:` + path + `"}` }
+	state := func() (behindA, behindB, failingA, failingB float64, detail string) {
+		m := metrics.scrape(t)
+		var found []string
+		for k := range m {
+			if strings.HasPrefix(k, "egress_authz_audit_sink_") {
+				found = append(found, fmt.Sprintf("%s %v", k, m[k]))
+			}
+		}
+		return m[series("egress_authz_audit_sink_behind_records", a)], m[series("egress_authz_audit_sink_behind_records", b)],
+			m[series("egress_authz_audit_sink_failing", a)], m[series("egress_authz_audit_sink_failing", b)],
+			strings.Join(found, "; ")
+	}
+
+	check()
+	eventually(t, 15*time.Second, 20*time.Millisecond, "a series per sink, both caught up", func() (bool, string) {
+		ba, bb, fa, fb, detail := state()
+		return ba == 0 && bb == 0 && fa == 0 && fb == 0 && strings.Count(detail, "egress_authz_audit_sink_failing") == 2, detail
+	})
+
+	// b loses its table: its writes fail, and a's go on.
+	if _, err := openDB(t, b).Exec("ALTER TABLE decisions RENAME TO decisions_gone"); err != nil {
+		t.Fatal(err)
+	}
+	check()
+	eventually(t, 15*time.Second, 20*time.Millisecond, "b failing while a keeps up", func() (bool, string) {
+		ba, bb, fa, fb, detail := state()
+		return fb == 1 && bb >= 1 && fa == 0 && ba == 0, detail
+	})
+
+	// b gets its table back and catches up, so the server drains at exit.
+	if _, err := openDB(t, b).Exec("ALTER TABLE decisions_gone RENAME TO decisions"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 15*time.Second, 20*time.Millisecond, "b recovered", func() (bool, string) {
+		_, bb, _, fb, detail := state()
+		return fb == 0 && bb == 0, detail
+	})
 }

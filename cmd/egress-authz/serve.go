@@ -27,6 +27,7 @@ import (
 	"github.com/egress-authz/egress-authz/authz"
 	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/config"
 	"github.com/egress-authz/egress-authz/internal/spiffetls"
 	"github.com/egress-authz/egress-authz/internal/telemetry"
@@ -92,7 +93,7 @@ type server struct {
 
 	auditWriter *audit.Writer // nil with --audit none
 	store       audit.Store   // the first queryable decision log, opened apart from its sink, for /v1/decisions
-	storeSink   string        // the name of the sink that writes store, for /v1/verify
+	storeSink   string        // the name (audit.Sink.Name) of the sink that writes store, for /v1/verify
 	metrics     *telemetry.Metrics
 	tls         *spiffetls.Source // nil with --plaintext
 }
@@ -220,8 +221,14 @@ func (s *server) run(ctx context.Context, hup <-chan os.Signal) error {
 		}
 	}()
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	// The log line names the sinks as metrics do, without credentials.
+	logged := s.cfg
+	logged.Audit = nil
+	for _, dsn := range s.cfg.Audit {
+		logged.Audit = append(logged.Audit, stores.Key(dsn))
+	}
 	s.log.Info("serving", "grpc_addr", s.grpcLn.Addr().String(), "admin_addr", s.adminLn.Addr().String(),
-		"rules_version", s.live.Table().Version(), "rules", len(s.live.Table().Set().Rules), "config", s.cfg.String())
+		"rules_version", s.live.Table().Version(), "rules", len(s.live.Table().Set().Rules), "config", logged.String())
 
 	var runErr error
 loop:

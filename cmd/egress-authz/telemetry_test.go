@@ -14,14 +14,16 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/audit"
-	"github.com/egress-authz/egress-authz/internal/testutil"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
+	"github.com/egress-authz/egress-authz/internal/otlptest"
 )
 
 func TestMetricsMoveWithTraffic(t *testing.T) {
 	s := inprocStart(t, inprocConfig(t))
 	metrics := metricsClient{url: "http://" + s.adminAddr() + "/metrics"}
-	client := authv3.NewAuthorizationClient(testutil.Dial(t, s.grpcAddr()))
+	client := authv3.NewAuthorizationClient(authztest.Dial(t, s.grpcAddr()))
 	before := metrics.scrape(t)
 
 	checks := []struct {
@@ -45,7 +47,7 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 			t.Fatalf("Check %s %s: %v", c.principal, c.url, err)
 		}
 		if got := decisionOf(resp); got != c.decision {
-			t.Fatalf("Check %s %s: %s, want %s (%v)", c.principal, c.url, got, c.decision, testutil.Metadata(resp))
+			t.Fatalf("Check %s %s: %s, want %s (%v)", c.principal, c.url, got, c.decision, authztest.Metadata(resp))
 		}
 	}
 	after := metrics.scrape(t)
@@ -93,10 +95,10 @@ func TestMetricsMoveWithTraffic(t *testing.T) {
 }
 
 func TestTracingSpanPerCheckWithTheRemoteParent(t *testing.T) {
-	collector := testutil.StartTraceReceiver(t)
+	collector := otlptest.StartTraceReceiver(t)
 	cfg := inprocConfig(t)
 	s := inprocStart(t, cfg)
-	client := authv3.NewAuthorizationClient(testutil.Dial(t, s.grpcAddr()))
+	client := authv3.NewAuthorizationClient(authztest.Dial(t, s.grpcAddr()))
 
 	type sent struct {
 		requestID, traceID, parentID string // parent ids empty: no traceparent
@@ -181,7 +183,7 @@ func TestTracingSpanPerCheckWithTheRemoteParent(t *testing.T) {
 	// Each decision record carries its span's trace id.
 	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 	defer cancel()
-	st, err := audit.OpenStore(ctx, cfg.Audit[0])
+	st, err := stores.Open(ctx, cfg.Audit[0], stores.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

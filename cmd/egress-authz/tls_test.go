@@ -34,9 +34,10 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/egress-authz/egress-authz/authz/authztest"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
 	"github.com/egress-authz/egress-authz/internal/config"
-	"github.com/egress-authz/egress-authz/internal/testutil"
+	"github.com/egress-authz/egress-authz/internal/spiffetest"
 )
 
 const (
@@ -179,19 +180,19 @@ func newServerErr(t *testing.T, cfg config.Config) error {
 
 // filePKI is a trust domain's CA and the server's identity files.
 type filePKI struct {
-	ca                        *testutil.CA
+	ca                        *spiffetest.CA
 	dir                       string
-	server                    *testutil.Cert
+	server                    *spiffetest.Cert
 	certFile, keyFile, caFile string
 }
 
 func newFilePKI(t *testing.T) *filePKI {
 	t.Helper()
-	p := &filePKI{ca: testutil.NewCA(t, "cluster.local CA"), dir: t.TempDir()}
+	p := &filePKI{ca: spiffetest.NewCA(t, "cluster.local CA"), dir: t.TempDir()}
 	p.server = p.ca.ServerSVID(t, authzID)
 	p.certFile, p.keyFile = p.server.WriteFiles(t, p.dir, "server")
 	p.caFile = filepath.Join(p.dir, "ca.pem")
-	testutil.WriteBundle(t, p.caFile, p.ca)
+	spiffetest.WriteBundle(t, p.caFile, p.ca)
 	return p
 }
 
@@ -208,9 +209,9 @@ func httpCheck(t *testing.T, principal, url string, headers map[string]string) *
 // presenting client (no certificate when nil) and verifying the server by
 // host name against roots. It returns the answer and the certificate the
 // server presented.
-func mtlsCheck(t *testing.T, addr string, client *testutil.Cert, roots []*testutil.CA, req *authv3.CheckRequest) (*authv3.CheckResponse, *x509.Certificate, error) {
+func mtlsCheck(t *testing.T, addr string, client *spiffetest.Cert, roots []*spiffetest.CA, req *authv3.CheckRequest) (*authv3.CheckResponse, *x509.Certificate, error) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(testutil.ClientTLS(client, roots...))))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(spiffetest.ClientTLS(client, roots...))))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,9 +235,9 @@ func mtlsCheck(t *testing.T, addr string, client *testutil.Cert, roots []*testut
 // on the client certificate arrives after the client's handshake, so a
 // refusal shows on the first read, where an accepted connection reads the
 // server's HTTP/2 SETTINGS frame.
-func tlsHandshake(t *testing.T, addr string, client *testutil.Cert, roots ...*testutil.CA) error {
+func tlsHandshake(t *testing.T, addr string, client *spiffetest.Cert, roots ...*spiffetest.CA) error {
 	t.Helper()
-	cfg := testutil.ClientTLS(client, roots...)
+	cfg := spiffetest.ClientTLS(client, roots...)
 	cfg.NextProtos = []string{"h2"} // gRPC servers insist on ALPN
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", addr, cfg)
 	if err != nil {
@@ -313,20 +314,20 @@ func adminTry(c *http.Client, url string, header map[string]string) (int, http.H
 	return resp.StatusCode, resp.Header, string(b), err
 }
 
-func decisionOf(resp *authv3.CheckResponse) string { return testutil.Metadata(resp)["decision"] }
+func decisionOf(resp *authv3.CheckResponse) string { return authztest.Metadata(resp)["decision"] }
 
 func TestTLSFilesAllowedGatewayGetsDecisions(t *testing.T) {
 	p := newFilePKI(t)
 	s := inprocStart(t, withTLSFiles(inprocConfig(t), p, gatewayID))
 	gateway := p.ca.SVID(t, gatewayID)
-	roots := []*testutil.CA{p.ca}
+	roots := []*spiffetest.CA{p.ca}
 
 	resp, served, err := mtlsCheck(t, s.grpcAddr(), gateway, roots, httpCheck(t, paymentsCaller, "https://api.example.com/v1", nil))
 	if err != nil {
 		t.Fatalf("allowed gateway: %v", err)
 	}
 	if got := decisionOf(resp); got != "allow" {
-		t.Errorf("decision %q, want allow (metadata %v)", got, testutil.Metadata(resp))
+		t.Errorf("decision %q, want allow (metadata %v)", got, authztest.Metadata(resp))
 	}
 	if served.SerialNumber.Cmp(p.server.Cert.SerialNumber) != 0 {
 		t.Errorf("server presented serial %v, want its --tls-cert's %v", served.SerialNumber, p.server.Cert.SerialNumber)
@@ -335,7 +336,7 @@ func TestTLSFilesAllowedGatewayGetsDecisions(t *testing.T) {
 	if err != nil {
 		t.Fatalf("allowed gateway: %v", err)
 	}
-	if md := testutil.Metadata(resp); md["decision"] != "deny" || md["rule"] != "deny-evil" {
+	if md := authztest.Metadata(resp); md["decision"] != "deny" || md["rule"] != "deny-evil" {
 		t.Errorf("metadata %v, want a deny by deny-evil", md)
 	}
 }
@@ -346,14 +347,14 @@ func TestTLSRefusesOtherCallers(t *testing.T) {
 	p := newFilePKI(t)
 	s := inprocStart(t, withTLSFiles(inprocConfig(t), p, gatewayID))
 	metrics := metricsClient{url: "http://" + s.adminAddr() + "/metrics"}
-	rogue := testutil.NewCA(t, "rogue CA")
+	rogue := spiffetest.NewCA(t, "rogue CA")
 	cases := []struct {
 		name   string
-		client *testutil.Cert
+		client *spiffetest.Cert
 		reason string // the refused_clients_total reason; "" when not counted
 	}{
 		{"other_spiffe_id", p.ca.SVID(t, curiousID), "not-allowed"},
-		{"non_spiffe_certificate", p.ca.Issue(t, testutil.CertOptions{CommonName: "istio-egressgateway", DNSNames: []string{"gateway.example"}}), "not-spiffe"},
+		{"non_spiffe_certificate", p.ca.Issue(t, spiffetest.CertOptions{CommonName: "istio-egressgateway", DNSNames: []string{"gateway.example"}}), "not-spiffe"},
 		{"gateway_id_from_untrusted_ca", rogue.SVID(t, gatewayID), "untrusted"},
 		{"no_client_certificate", nil, ""},
 	}
@@ -387,9 +388,9 @@ func TestTLSRefusesOtherCallers(t *testing.T) {
 	// And as a gRPC client sees it: no decision, an Unavailable error.
 	for _, tc := range cases {
 		t.Run("grpc/"+tc.name, func(t *testing.T) {
-			resp, _, err := mtlsCheck(t, s.grpcAddr(), tc.client, []*testutil.CA{p.ca}, httpCheck(t, paymentsCaller, "https://api.example.com/", nil))
+			resp, _, err := mtlsCheck(t, s.grpcAddr(), tc.client, []*spiffetest.CA{p.ca}, httpCheck(t, paymentsCaller, "https://api.example.com/", nil))
 			if err == nil {
-				t.Fatalf("Check answered (%v), want the connection refused", testutil.Metadata(resp))
+				t.Fatalf("Check answered (%v), want the connection refused", authztest.Metadata(resp))
 			}
 			if status.Code(err) != codes.Unavailable {
 				t.Errorf("error %v, want code Unavailable (a refused handshake)", err)
@@ -408,15 +409,15 @@ func TestTLSFilesRotatedWithoutRestart(t *testing.T) {
 	// handshakes present it, and decisions go on.
 	next := p.ca.ServerSVID(t, authzID)
 	next.WriteFiles(t, p.dir, "server")
-	waitServed(t, s.grpcAddr(), gateway, []*testutil.CA{p.ca}, req, next)
+	waitServed(t, s.grpcAddr(), gateway, []*spiffetest.CA{p.ca}, req, next)
 
 	// The trust domain moves to a new CA: bundle and server pair replaced.
 	// The gateway's new SVID is accepted, its old one no longer.
-	ca2 := testutil.NewCA(t, "cluster.local CA 2")
+	ca2 := spiffetest.NewCA(t, "cluster.local CA 2")
 	server2 := ca2.ServerSVID(t, authzID)
 	server2.WriteFiles(t, p.dir, "server")
-	testutil.WriteBundle(t, p.caFile, ca2)
-	both := []*testutil.CA{p.ca, ca2}
+	spiffetest.WriteBundle(t, p.caFile, ca2)
+	both := []*spiffetest.CA{p.ca, ca2}
 	waitServed(t, s.grpcAddr(), ca2.SVID(t, gatewayID), both, req, server2)
 	if _, _, err := mtlsCheck(t, s.grpcAddr(), gateway, both, req); err == nil {
 		t.Error("gateway SVID from the CA no longer in --tls-ca accepted")
@@ -425,7 +426,7 @@ func TestTLSFilesRotatedWithoutRestart(t *testing.T) {
 
 // waitServed sends Checks on new connections until the server presents
 // want's certificate and answers with a decision.
-func waitServed(t *testing.T, addr string, client *testutil.Cert, roots []*testutil.CA, req *authv3.CheckRequest, want *testutil.Cert) {
+func waitServed(t *testing.T, addr string, client *spiffetest.Cert, roots []*spiffetest.CA, req *authv3.CheckRequest, want *spiffetest.Cert) {
 	t.Helper()
 	took := eventually(t, ioTimeout, 50*time.Millisecond, "server presents the rotated certificate", func() (bool, string) {
 		resp, served, err := mtlsCheck(t, addr, client, roots, req)
@@ -436,7 +437,7 @@ func waitServed(t *testing.T, addr string, client *testutil.Cert, roots []*testu
 			return false, fmt.Sprintf("serial %v, want %v", served.SerialNumber, want.Cert.SerialNumber)
 		}
 		if decisionOf(resp) != "allow" {
-			return false, fmt.Sprintf("metadata %v, want an allow", testutil.Metadata(resp))
+			return false, fmt.Sprintf("metadata %v, want an allow", authztest.Metadata(resp))
 		}
 		return true, ""
 	})
@@ -444,14 +445,14 @@ func waitServed(t *testing.T, addr string, client *testutil.Cert, roots []*testu
 }
 
 func TestTLSWorkloadAPIServesAndRotatesTheSVID(t *testing.T) {
-	ca := testutil.NewCA(t, "cluster.local CA")
+	ca := spiffetest.NewCA(t, "cluster.local CA")
 	first := ca.ServerSVID(t, authzID)
-	wl := testutil.StartWorkloadAPI(t, first, ca)
+	wl := spiffetest.StartWorkloadAPI(t, first, ca)
 	cfg := inprocConfig(t)
 	cfg.Plaintext, cfg.SPIFFESocket, cfg.AllowedClients = false, wl.Addr, []string{gatewayID}
 	s := inprocStart(t, cfg)
 	gateway := ca.SVID(t, gatewayID)
-	roots := []*testutil.CA{ca}
+	roots := []*spiffetest.CA{ca}
 	req := httpCheck(t, paymentsCaller, "https://api.example.com/", nil)
 
 	resp, served, err := mtlsCheck(t, s.grpcAddr(), gateway, roots, req)
@@ -471,10 +472,10 @@ func TestTLSWorkloadAPIServesAndRotatesTheSVID(t *testing.T) {
 	waitServed(t, s.grpcAddr(), gateway, roots, req, second)
 
 	// The agent rotates the trust domain's CA.
-	ca2 := testutil.NewCA(t, "cluster.local CA 2")
+	ca2 := spiffetest.NewCA(t, "cluster.local CA 2")
 	third := ca2.ServerSVID(t, authzID)
 	wl.SetX509SVID(t, third, ca2)
-	both := []*testutil.CA{ca, ca2}
+	both := []*spiffetest.CA{ca, ca2}
 	waitServed(t, s.grpcAddr(), ca2.SVID(t, gatewayID), both, req, third)
 	if _, _, err := mtlsCheck(t, s.grpcAddr(), gateway, both, req); err == nil {
 		t.Error("gateway SVID from the CA no longer in the bundle accepted")
@@ -579,7 +580,7 @@ func TestAdminTokenGuardsDecisionsAndMetrics(t *testing.T) {
 			_, port, _ := net.SplitHostPort(s.adminAddr())
 			base := "http://127.0.0.1:" + port
 			// Some traffic, so that there are decisions to hide.
-			conn := testutil.Dial(t, s.grpcAddr())
+			conn := authztest.Dial(t, s.grpcAddr())
 			ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
 			defer cancel()
 			if _, err := authv3.NewAuthorizationClient(conn).Check(ctx, httpCheck(t, paymentsCaller, "https://api.example.com/", nil)); err != nil {
@@ -669,8 +670,8 @@ func TestAdminMTLSRequiresAClientCertificate(t *testing.T) {
 	s := inprocStart(t, cfg)
 	_, port, _ := net.SplitHostPort(s.adminAddr())
 	base := "https://127.0.0.1:" + port
-	client := func(c *testutil.Cert) *http.Client {
-		tr := &http.Transport{TLSClientConfig: testutil.ClientTLS(c, p.ca)}
+	client := func(c *spiffetest.Cert) *http.Client {
+		tr := &http.Transport{TLSClientConfig: spiffetest.ClientTLS(c, p.ca)}
 		t.Cleanup(tr.CloseIdleConnections)
 		return &http.Client{Transport: tr}
 	}
@@ -678,10 +679,10 @@ func TestAdminMTLSRequiresAClientCertificate(t *testing.T) {
 	// A certificate that is presented must be an allowed SVID.
 	for _, tc := range []struct {
 		name   string
-		client *testutil.Cert
+		client *spiffetest.Cert
 	}{
 		{"other_spiffe_id", p.ca.SVID(t, curiousID)},
-		{"non_spiffe_certificate", p.ca.Issue(t, testutil.CertOptions{CommonName: "admin"})},
+		{"non_spiffe_certificate", p.ca.Issue(t, spiffetest.CertOptions{CommonName: "admin"})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, path := range []string{"/v1/decisions", "/metrics", "/healthz"} {

@@ -198,9 +198,11 @@ func cleanString(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
+// clean makes every string of r storable (see cleanString).
 func (r *Record) clean() {
-	for _, p := range []*string{&r.RequestID, &r.TraceID, &r.Principal, &r.TrustDomain, &r.Namespace,
-		&r.ServiceAccount, &r.Host, &r.Method, &r.Path, &r.Decision, &r.Rule, &r.Owner, &r.Ticket, &r.RuleSet, &r.Reason} {
-		*p = cleanString(*p)
+	for i := range fields {
+		if p := fields[i].Str(r); p != nil {
+			*p = cleanString(*p)
+		}
 	}
 }

@@ -3,8 +3,14 @@
 // that an edit, a deletion, an insertion or a reordering is detected, and
 // queryable by auditors.
 //
-// The package knows nothing of rule matching or of Envoy: a Record is flat
-// data that the authz package fills in.
+// The package is the record (its fields listed once, in Fields), the
+// chain and its verification, the write-ahead log, and the Writer that
+// feeds the sinks from it; and the small interfaces a store implements
+// (Sink, Store, Checkpointer). The stores are packages beside it
+// (sqlstore, otlpsink; stores opens the one a DSN names), so that what
+// imports audit for its Record, as authz does, imports no database driver
+// and no exporter. It knows nothing of rule matching or of Envoy: a Record
+// is flat data that the authz package fills in.
 package audit
 
 import "time"

@@ -6,10 +6,10 @@ import (
 	"io"
 )
 
-// Stdout is a Sink that prints records as NDJSON, for running under a log
-// collector. It keeps no cursor: after a restart it prints again what the
-// write-ahead log still holds, so a reader must de-duplicate by writer and
-// seq.
+// Stdout is a Sink that prints records as NDJSON (Record.MarshalJSON),
+// for running under a log collector. It keeps no cursor: after a restart
+// it prints again what the write-ahead log still holds, so a reader must
+// de-duplicate by writer and seq.
 type Stdout struct {
 	enc *json.Encoder
 }
@@ -26,7 +26,7 @@ func (s *Stdout) Cursor(context.Context, string) (uint64, error) { return 0, nil
 // Write implements Sink.
 func (s *Stdout) Write(_ context.Context, recs []Record) error {
 	for i := range recs {
-		if err := s.enc.Encode(toJSON(&recs[i])); err != nil {
+		if err := s.enc.Encode(&recs[i]); err != nil {
 			return err
 		}
 	}

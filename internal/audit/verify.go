@@ -3,9 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
-	"os"
 	"sort"
-	"strings"
 )
 
 // Break is the first place where a writer's chain does not hold.
@@ -36,18 +34,6 @@ type Verification struct {
 // OK reports whether every chain is intact.
 func (v *Verification) OK() bool { return len(v.Breaks) == 0 }
 
-// Checkpoint is the last record of a writer's chain that retention removed:
-// the chain continues from it.
-type Checkpoint struct {
-	Seq  uint64
-	Hash string
-}
-
-// checkpointer is a Store whose retention leaves checkpoints.
-type checkpointer interface {
-	Checkpoints(ctx context.Context) (map[string]Checkpoint, error)
-}
-
 // Verify walks every writer's chain in s and reports the first record of
 // each chain whose content, order or presence was altered:
 //   - a record whose fields no longer give its hash was edited;
@@ -67,7 +53,7 @@ type checkpointer interface {
 // retention dropped. The first record above the checkpoint must follow it.
 func Verify(ctx context.Context, s Store) (*Verification, error) {
 	v := &Verification{Writers: map[string]uint64{}, checkpoints: map[string]Checkpoint{}}
-	if c, ok := s.(checkpointer); ok {
+	if c, ok := s.(Checkpointer); ok {
 		var err error
 		if v.checkpoints, err = c.Checkpoints(ctx); err != nil {
 			return nil, err
@@ -161,45 +147,4 @@ func (v *Verification) CheckHeads(heads map[string]uint64) {
 		v.Breaks = append(v.Breaks, Break{Writer: writer, Seq: last + 1, Problem: problem})
 	}
 	sort.Slice(v.Breaks, func(i, j int) bool { return v.Breaks[i].Writer < v.Breaks[j].Writer })
-}
-
-// OpenStore opens the Store a DSN names (for reading, or as a sink with
-// default options; the server opens PostgreSQL with OpenPostgres to set a
-// retention): "sqlite:PATH" (or a path ending in
-// .db) or "postgres://...".
-func OpenStore(ctx context.Context, dsn string) (Store, error) {
-	return OpenStoreWith(ctx, dsn, PostgresOptions{})
-}
-
-// OpenStoreWith is OpenStore with the options a PostgreSQL DSN opens with
-// (retention, logger); they mean nothing to SQLite.
-func OpenStoreWith(ctx context.Context, dsn string, pg PostgresOptions) (Store, error) {
-	if path, ok := sqlitePath(dsn); ok {
-		return OpenSQLite(ctx, path)
-	}
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		return OpenPostgres(ctx, dsn, pg)
-	}
-	return nil, fmt.Errorf("decision log %q: want sqlite:PATH or postgres://...", dsn)
-}
-
-// OpenExistingStore is OpenStore for readers: a SQLite file must exist,
-// since opening one creates it, and a mistyped path would then be an
-// empty log that verify calls intact.
-func OpenExistingStore(ctx context.Context, dsn string) (Store, error) {
-	if path, ok := sqlitePath(dsn); ok {
-		if _, err := os.Stat(path); err != nil {
-			return nil, fmt.Errorf("decision log %s: %w", path, err)
-		}
-	}
-	return OpenStore(ctx, dsn)
-}
-
-// sqlitePath returns the file of a SQLite DSN: sqlite:PATH, or a bare
-// path ending in .db.
-func sqlitePath(dsn string) (string, bool) {
-	if path, ok := strings.CutPrefix(dsn, "sqlite:"); ok {
-		return path, true
-	}
-	return dsn, strings.HasSuffix(dsn, ".db")
 }

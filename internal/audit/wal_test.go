@@ -1,7 +1,6 @@
-package audit
+package audit_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"os"
@@ -9,6 +8,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/audittest"
 )
 
 // TestCorruptFrameStopsTheSinkVisibly: a frame inside a segment that
@@ -18,62 +20,55 @@ import (
 func TestCorruptFrameStopsTheSinkVisibly(t *testing.T) {
 	dir := t.TempDir()
 	dbPath, walDir := filepath.Join(dir, "d.db"), filepath.Join(dir, "wal")
-	st, err := OpenSQLite(context.Background(), dbPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fl := &flaky{Sink: st}
+	fl := &flaky{Sink: openSQLite(t, dbPath)}
 	fl.fails.Store(1 << 30) // the first run stores nothing
-	w, err := Open(Options{Dir: walDir, SegmentRecords: 10}, fl)
+	w, err := audit.Open(audit.Options{Dir: walDir, SegmentRecords: 10}, fl)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 30 {
 		record(t, w, sample(i))
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	_ = w.Close(ctx)
-	cancel()
+	_ = w.Close(cancelled())
 
 	// Flip a byte inside record 5's payload, in the first (sealed) segment.
-	seg := filepath.Join(walDir, segmentName(1))
+	seg := filepath.Join(walDir, audit.SegmentName(1))
 	b, err := os.ReadFile(seg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, _ := os.Open(seg)
-	fr := &frameReader{r: bufio.NewReader(f)}
-	for range 4 {
-		if _, err := fr.next(); err != nil {
-			t.Fatal(err)
-		}
+	offs, err := audit.FrameOffsets(seg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	f.Close()
-	b[fr.off+frameHeader+3] ^= 0xff
+	b[offs[4]+int64(audit.FrameHeader)+3] ^= 0xff
 	if err := os.WriteFile(seg, b, 0o640); err != nil {
 		t.Fatal(err)
 	}
 
-	st2, err := OpenSQLite(context.Background(), dbPath)
+	// On a fake clock, the feeder's retries wait for the test: once it
+	// waits on its backoff, beside the sync loop, it has met the bad frame.
+	clk := audittest.NewClock(audittest.T0)
+	st2 := openSQLite(t, dbPath)
+	w2, err := audit.Open(audit.Options{Dir: walDir, SegmentRecords: 10, Linger: -1, Now: clk.Now, After: clk.After}, st2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w2, err := Open(Options{Dir: walDir, SegmentRecords: 10}, st2)
-	if err != nil {
-		t.Fatal(err)
+	clk.WaitTimers(t, 2)
+	if !w2.Stats().Failing[st2.Name()] {
+		t.Errorf("the sink is not reported failing: %+v", w2.Stats())
 	}
-	waitUntil(t, "the sink reported failing", func() bool { return w2.Stats().Failing["sqlite"] })
-	if stored, _ := w2.Stored("sqlite"); stored != 4 {
+	if stored, _ := w2.Stored(st2.Name()); stored != 4 {
 		t.Errorf("the sink stored up to record %d, want 4 (the records before the corrupt one)", stored)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	start := time.Now()
 	err = w2.Close(ctx)
 	if took := time.Since(start); took > 3*time.Second {
-		t.Errorf("Close took %v with a 1 s deadline", took)
+		t.Errorf("Close took %v with a 100 ms deadline", took)
 	}
-	if err == nil || !strings.Contains(err.Error(), "26 records not yet in sink sqlite") {
+	if err == nil || !strings.Contains(err.Error(), "26 records not yet in sink "+st2.Name()) {
 		t.Errorf("Close: %v, want the 26 records the sink could not get", err)
 	}
 }
@@ -82,19 +77,18 @@ func TestCorruptFrameStopsTheSinkVisibly(t *testing.T) {
 // would take for a torn frame is refused (its Check is denied), and the
 // chain goes on without a gap.
 func TestRecordOverTheFrameLimitIsRefused(t *testing.T) {
-	f := newFixture(t, Options{})
+	f := newFixture(t, audit.Options{})
 	record(t, f.w, sample(1))
 	big := sample(2)
-	big.Path = "/" + strings.Repeat("a", maxFrame)
-	err := f.w.Record(context.Background(), []Record{big})
-	if !errors.Is(err, ErrUnavailable) {
+	big.Path = "/" + strings.Repeat("a", audit.MaxFrame)
+	err := f.w.Record(context.Background(), []audit.Record{big})
+	if !errors.Is(err, audit.ErrUnavailable) {
 		t.Fatalf("Record of a %d-byte path: %v, want ErrUnavailable", len(big.Path), err)
 	}
 	record(t, f.w, sample(3))
 	f.drain(t)
-	v, err := Verify(context.Background(), f.reader(t))
-	if err != nil || !v.OK() || v.Records != 2 {
-		t.Fatalf("verify: %+v %v; want 2 records, intact", v, err)
+	if v := verified(t, f.reader(t)); !v.OK() || v.Records != 2 {
+		t.Fatalf("verify: %+v; want 2 records, intact", v)
 	}
 }
 
@@ -106,18 +100,10 @@ func TestRecordOverTheFrameLimitIsRefused(t *testing.T) {
 func TestSinkAheadOfTheLogIsNotWritten(t *testing.T) {
 	dir := t.TempDir()
 	dbPath, walDir := filepath.Join(dir, "d.db"), filepath.Join(dir, "wal")
-	open := func() *Writer {
-		st, err := OpenSQLite(context.Background(), dbPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := Open(Options{Dir: walDir}, st)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return w
+	w, err := audit.Open(audit.Options{Dir: walDir}, openSQLite(t, dbPath))
+	if err != nil {
+		t.Fatal(err)
 	}
-	w := open()
 	for i := range 10 {
 		record(t, w, sample(i))
 	}
@@ -135,24 +121,31 @@ func TestSinkAheadOfTheLogIsNotWritten(t *testing.T) {
 	}
 
 	// More new records than the store holds: they catch up with its
-	// position, and must not then be taken for stored.
-	w2 := open()
-	for i := range 15 {
-		record(t, w2, sample(100+i))
-	}
-	waitUntil(t, "the sink reported failing", func() bool { return w2.Stats().Failing["sqlite"] })
-	time.Sleep(300 * time.Millisecond) // time to write, had the runner gone on
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 500*time.Millisecond)
-	defer cancel2()
-	if err := w2.Close(ctx2); err == nil {
-		t.Error("Close reported every record stored in a sink that took none")
-	}
-	r, err := OpenSQLite(context.Background(), dbPath)
+	// position, and must not then be taken for stored. On a fake clock,
+	// the feeder asks the sink again at each retry the test lets happen.
+	clk := audittest.NewClock(audittest.T0)
+	st := openSQLite(t, dbPath)
+	w2, err := audit.Open(audit.Options{Dir: walDir, Now: clk.Now, After: clk.After}, st)
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i := range 15 {
+		record(t, w2, sample(100+i))
+	}
+	clk.WaitTimers(t, 2) // the sync loop, and the feeder's backoff
+	for range 4 {
+		if !w2.Stats().Failing[st.Name()] {
+			t.Fatalf("the sink is not reported failing: %+v", w2.Stats())
+		}
+		clk.Advance(10 * time.Second) // past the longest backoff and the sync interval
+		clk.WaitTimers(t, 2)          // the feeder asked again, and waits again
+	}
+	if err := w2.Close(cancelled()); err == nil {
+		t.Error("Close reported every record stored in a sink that took none")
+	}
+	r := openSQLite(t, dbPath)
 	defer r.Close()
-	got := queryAll(t, r, Filter{})
+	got := queryAll(t, r, audit.Filter{})
 	if len(got) != 10 {
 		t.Fatalf("the store holds %d records, want the first run's 10", len(got))
 	}
@@ -173,13 +166,13 @@ func TestRecoveryRefusesToCutCorruptionInsideTheLog(t *testing.T) {
 		opens   bool
 		records int // in the log after a successful Open
 	}{
-		{"flipped_byte_in_record_3", func(b []byte, at int64) []byte { b[at+frameHeader+2] ^= 0xff; return b }, false, 0},
+		{"flipped_byte_in_record_3", func(b []byte, at int64) []byte { b[at+int64(audit.FrameHeader)+2] ^= 0xff; return b }, false, 0},
 		{"cut_inside_record_10", func(b []byte, _ int64) []byte { return b[:len(b)-5] }, true, 9},
 		{"zeros_after_record_10", func(b []byte, _ int64) []byte { return append(b, make([]byte, 4096)...) }, true, 10},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			w, err := Open(Options{Dir: dir, SegmentRecords: 100})
+			w, err := audit.Open(audit.Options{Dir: dir, SegmentRecords: 100})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,28 +182,24 @@ func TestRecoveryRefusesToCutCorruptionInsideTheLog(t *testing.T) {
 			if err := w.Close(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			seg := filepath.Join(dir, segmentName(1))
+			seg := filepath.Join(dir, audit.SegmentName(1))
 			b, _ := os.ReadFile(seg)
-			f, _ := os.Open(seg)
-			fr := &frameReader{r: bufio.NewReader(f)}
-			for range 2 {
-				if _, err := fr.next(); err != nil {
-					t.Fatal(err)
-				}
+			offs, err := audit.FrameOffsets(seg)
+			if err != nil {
+				t.Fatal(err)
 			}
-			f.Close()
-			b = tc.damage(b, fr.off)
+			b = tc.damage(b, offs[2])
 			if err := os.WriteFile(seg, b, 0o640); err != nil {
 				t.Fatal(err)
 			}
 
-			w2, err := Open(Options{Dir: dir, SegmentRecords: 100})
+			w2, err := audit.Open(audit.Options{Dir: dir, SegmentRecords: 100})
 			if !tc.opens {
 				if err == nil {
 					w2.Close(context.Background())
 					t.Fatal("Open cut a corrupt log")
 				}
-				if !strings.Contains(err.Error(), segmentName(1)) || !strings.Contains(err.Error(), "corrupt at offset") {
+				if !strings.Contains(err.Error(), audit.SegmentName(1)) || !strings.Contains(err.Error(), "corrupt at offset") {
 					t.Errorf("error %q does not name the segment and offset", err)
 				}
 				if after, _ := os.ReadFile(seg); len(after) != len(b) {

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/egress-authz/egress-authz/internal/spiffetest"
 	"github.com/egress-authz/egress-authz/internal/spiffetls"
-	"github.com/egress-authz/egress-authz/internal/testutil"
 )
 
 const (
@@ -61,19 +61,19 @@ func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
 // pki is a trust domain's CA and the server's files issued by it.
 type pki struct {
-	ca                        *testutil.CA
+	ca                        *spiffetest.CA
 	dir                       string
 	certFile, keyFile, caFile string
-	server                    *testutil.Cert
+	server                    *spiffetest.Cert
 }
 
 func newPKI(t *testing.T) *pki {
 	t.Helper()
-	p := &pki{ca: testutil.NewCA(t, "cluster.local CA"), dir: t.TempDir()}
+	p := &pki{ca: spiffetest.NewCA(t, "cluster.local CA"), dir: t.TempDir()}
 	p.server = p.ca.ServerSVID(t, serverID)
 	p.certFile, p.keyFile = p.server.WriteFiles(t, p.dir, "server")
 	p.caFile = filepath.Join(p.dir, "ca.pem")
-	testutil.WriteBundle(t, p.caFile, p.ca)
+	spiffetest.WriteBundle(t, p.caFile, p.ca)
 	return p
 }
 
@@ -133,9 +133,9 @@ func listen(t *testing.T, cfg *tls.Config) string {
 // handshake. With TLS 1.3 the server's verdict on the client certificate
 // arrives after the client's handshake: reading the "ok" is what proves
 // acceptance.
-func dial(t *testing.T, addr string, client *testutil.Cert, roots ...*testutil.CA) (*x509.Certificate, error) {
+func dial(t *testing.T, addr string, client *spiffetest.Cert, roots ...*spiffetest.CA) (*x509.Certificate, error) {
 	t.Helper()
-	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", addr, testutil.ClientTLS(client, roots...))
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: ioTimeout}, "tcp", addr, spiffetest.ClientTLS(client, roots...))
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +153,7 @@ func dial(t *testing.T, addr string, client *testutil.Cert, roots ...*testutil.C
 
 func TestFilesMTLSAcceptsOnlyAllowedSVIDs(t *testing.T) {
 	p := newPKI(t)
-	rogue := testutil.NewCA(t, "rogue CA")
+	rogue := spiffetest.NewCA(t, "rogue CA")
 	var refused refusals
 	opts := p.options(gatewayID)
 	opts.OnRefused = refused.add
@@ -161,12 +161,12 @@ func TestFilesMTLSAcceptsOnlyAllowedSVIDs(t *testing.T) {
 
 	for _, tc := range []struct {
 		name   string
-		client *testutil.Cert
+		client *spiffetest.Cert
 		reason string // "" for accepted; "-" for refused but not counted
 	}{
 		{"allowed_gateway_id", p.ca.SVID(t, gatewayID), ""},
 		{"other_spiffe_id", p.ca.SVID(t, otherID), "not-allowed"},
-		{"non_spiffe_certificate", p.ca.Issue(t, testutil.CertOptions{CommonName: "gateway", DNSNames: []string{"gateway.example"}}), "not-spiffe"},
+		{"non_spiffe_certificate", p.ca.Issue(t, spiffetest.CertOptions{CommonName: "gateway", DNSNames: []string{"gateway.example"}}), "not-spiffe"},
 		{"allowed_id_from_untrusted_ca", rogue.SVID(t, gatewayID), "untrusted"},
 		{"no_client_certificate", nil, "-"},
 	} {
@@ -203,10 +203,10 @@ func TestFilesMTLSWithoutAllowListAcceptsAnySVIDFromTheBundle(t *testing.T) {
 	if _, err := dial(t, addr, p.ca.SVID(t, otherID), p.ca); err != nil {
 		t.Errorf("SVID from the bundle refused: %v", err)
 	}
-	if _, err := dial(t, addr, p.ca.Issue(t, testutil.CertOptions{CommonName: "x"}), p.ca); err == nil {
+	if _, err := dial(t, addr, p.ca.Issue(t, spiffetest.CertOptions{CommonName: "x"}), p.ca); err == nil {
 		t.Error("non-SPIFFE certificate accepted")
 	}
-	if _, err := dial(t, addr, testutil.NewCA(t, "rogue").SVID(t, otherID), p.ca); err == nil {
+	if _, err := dial(t, addr, spiffetest.NewCA(t, "rogue").SVID(t, otherID), p.ca); err == nil {
 		t.Error("SVID from an untrusted CA accepted")
 	}
 }
@@ -308,10 +308,10 @@ func TestFilesRotatedCABundleIsHonoured(t *testing.T) {
 	}
 
 	// The trust domain moves to a new CA: new bundle, new server pair.
-	ca2 := testutil.NewCA(t, "cluster.local CA 2")
+	ca2 := spiffetest.NewCA(t, "cluster.local CA 2")
 	server2 := ca2.ServerSVID(t, serverID)
 	server2.WriteFiles(t, p.dir, "server")
-	testutil.WriteBundle(t, p.caFile, ca2)
+	spiffetest.WriteBundle(t, p.caFile, ca2)
 	clk.advance(2 * time.Second)
 
 	got, err := dial(t, addr, ca2.SVID(t, gatewayID), p.ca, ca2)
@@ -331,9 +331,9 @@ func TestFilesRotatedCABundleIsHonoured(t *testing.T) {
 }
 
 func TestWorkloadAPIServesAndRotatesTheSVID(t *testing.T) {
-	ca := testutil.NewCA(t, "cluster.local CA")
+	ca := spiffetest.NewCA(t, "cluster.local CA")
 	first := ca.ServerSVID(t, serverID)
-	wl := testutil.StartWorkloadAPI(t, first, ca)
+	wl := spiffetest.StartWorkloadAPI(t, first, ca)
 	var refused refusals
 	src := open(t, spiffetls.Options{SocketAddr: wl.Addr, AllowedClients: []string{gatewayID}, OnRefused: refused.add})
 	addr := listen(t, src.ServerConfig())
@@ -349,7 +349,7 @@ func TestWorkloadAPIServesAndRotatesTheSVID(t *testing.T) {
 	if _, err := dial(t, addr, ca.SVID(t, otherID), ca); err == nil {
 		t.Error("other SPIFFE ID accepted")
 	}
-	if _, err := dial(t, addr, ca.Issue(t, testutil.CertOptions{CommonName: "gw"}), ca); err == nil {
+	if _, err := dial(t, addr, ca.Issue(t, spiffetest.CertOptions{CommonName: "gw"}), ca); err == nil {
 		t.Error("non-SPIFFE certificate accepted")
 	}
 	if _, err := dial(t, addr, nil, ca); err == nil {
@@ -366,7 +366,7 @@ func TestWorkloadAPIServesAndRotatesTheSVID(t *testing.T) {
 
 	// The agent rotates the trust domain's CA: callers with SVIDs from the
 	// new CA are accepted, those from the old one no longer.
-	ca2 := testutil.NewCA(t, "cluster.local CA 2")
+	ca2 := spiffetest.NewCA(t, "cluster.local CA 2")
 	third := ca2.ServerSVID(t, serverID)
 	wl.SetX509SVID(t, third, ca2)
 	waitSerial(t, addr, ca2.SVID(t, gatewayID), third, ca, ca2)
@@ -380,7 +380,7 @@ func TestWorkloadAPIServesAndRotatesTheSVID(t *testing.T) {
 
 // waitSerial dials until the server presents want's certificate: a pushed
 // SVID reaches the source asynchronously.
-func waitSerial(t *testing.T, addr string, client, want *testutil.Cert, roots ...*testutil.CA) {
+func waitSerial(t *testing.T, addr string, client, want *spiffetest.Cert, roots ...*spiffetest.CA) {
 	t.Helper()
 	deadline := time.Now().Add(ioTimeout)
 	for {
@@ -414,7 +414,7 @@ func TestWorkloadAPIUnreachableFailsWithinTheContext(t *testing.T) {
 }
 
 func TestParseCAs(t *testing.T) {
-	a, b := testutil.NewCA(t, "a"), testutil.NewCA(t, "b")
+	a, b := spiffetest.NewCA(t, "a"), spiffetest.NewCA(t, "b")
 	key := []byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
 	broken := []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
 	join := func(parts ...[]byte) []byte {

@@ -39,12 +39,6 @@ type Metrics struct {
 	reloads   *prometheus.CounterVec
 }
 
-var allReasons = []rules.Reason{
-	rules.ReasonAllowed, rules.ReasonInvalidRequest, rules.ReasonNoIdentity, rules.ReasonInvalidIdentity,
-	rules.ReasonUntrustedDomain, rules.ReasonNoHost, rules.ReasonInvalidHost, rules.ReasonUnsafePath,
-	rules.ReasonDeniedByRule, rules.ReasonNoMatchingRule, rules.ReasonAuditUnavailable,
-}
-
 // NewMetrics returns the metrics, registered with Go runtime and process
 // collectors.
 func NewMetrics() *Metrics {
@@ -63,7 +57,7 @@ func NewMetrics() *Metrics {
 		Help: "Enforced decisions, by decision and reason.",
 	}, []string{"decision", "reason"})
 	f(dec)
-	for _, r := range allReasons {
+	for _, r := range rules.Reasons() {
 		d := "deny"
 		if r == rules.ReasonAllowed {
 			d = "allow"

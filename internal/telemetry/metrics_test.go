@@ -160,7 +160,10 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 	m := telemetry.NewMetrics()
 	loaded := time.Date(2026, 5, 1, 12, 0, 0, 500_000_000, time.UTC)
 	status := rules.Status{Version: "v1", Generation: 1, Rules: 7, LoadedAt: loaded}
-	stats := audit.Stats{Written: 10, Pending: 2, Overflows: 1, Sinks: map[string]int64{"sqlite": 2}, Failing: map[string]bool{"sqlite": true}}
+	// Two sinks of one kind, by name: one failing, one keeping up.
+	stats := audit.Stats{Written: 10, Pending: 2, Overflows: 1,
+		Sinks:   map[string]int64{"sqlite:a.db": 2, "sqlite:b.db": 0},
+		Failing: map[string]bool{"sqlite:a.db": true, "sqlite:b.db": false}}
 	m.WatchRules(func() rules.Status { return status })
 	m.WatchAudit(func() audit.Stats { return stats })
 
@@ -178,8 +181,10 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 		{"egress_authz_audit_records_written_total", nil, 10},
 		{"egress_authz_audit_pending_records", nil, 2},
 		{"egress_authz_audit_overflows_total", nil, 1},
-		{"egress_authz_audit_sink_behind_records", []string{"sink", "sqlite"}, 2},
-		{"egress_authz_audit_sink_failing", []string{"sink", "sqlite"}, 1},
+		{"egress_authz_audit_sink_behind_records", []string{"sink", "sqlite:a.db"}, 2},
+		{"egress_authz_audit_sink_failing", []string{"sink", "sqlite:a.db"}, 1},
+		{"egress_authz_audit_sink_behind_records", []string{"sink", "sqlite:b.db"}, 0},
+		{"egress_authz_audit_sink_failing", []string{"sink", "sqlite:b.db"}, 0},
 	} {
 		if got := value(t, fams, tc.name, tc.labels...); got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
@@ -188,7 +193,7 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 
 	// A reload that fails, then more records: the next scrape sees both.
 	status.Generation, status.LastError, status.NextExpiry = 2, "rules.yaml:3:1: bad", loaded.Add(time.Hour)
-	stats.Written, stats.Failing = 25, map[string]bool{"sqlite": false}
+	stats.Written, stats.Failing = 25, map[string]bool{"sqlite:a.db": false, "sqlite:b.db": false}
 	fams, _ = scrape(t, m)
 	if got := value(t, fams, "egress_authz_rules_generation"); got != 2 {
 		t.Errorf("generation %v, want 2", got)
@@ -202,7 +207,7 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 	if got := value(t, fams, "egress_authz_audit_records_written_total"); got != 25 {
 		t.Errorf("records written %v, want 25", got)
 	}
-	if got := value(t, fams, "egress_authz_audit_sink_failing", "sink", "sqlite"); got != 0 {
+	if got := value(t, fams, "egress_authz_audit_sink_failing", "sink", "sqlite:a.db"); got != 0 {
 		t.Errorf("sink_failing %v, want 0", got)
 	}
 }

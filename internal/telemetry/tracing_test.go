@@ -8,8 +8,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 
+	"github.com/egress-authz/egress-authz/internal/otlptest"
 	"github.com/egress-authz/egress-authz/internal/telemetry"
-	"github.com/egress-authz/egress-authz/internal/testutil"
 )
 
 func TestTracingEnabledByTheStandardVariables(t *testing.T) {
@@ -29,7 +29,7 @@ func TestTracingEnabledByTheStandardVariables(t *testing.T) {
 }
 
 func TestNewTracerExportsByOTLPOnShutdown(t *testing.T) {
-	r := testutil.StartTraceReceiver(t)
+	r := otlptest.StartTraceReceiver(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	tracer, shutdown, err := telemetry.NewTracer(ctx, "1.2.3")

@@ -1,0 +1,277 @@
+package audit
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+)
+
+// runner feeds one sink from the write-ahead log: it asks the sink where
+// it stands, then reads the fsynced records after that and writes them in
+// batches, retrying with backoff while the sink fails. Its position is
+// the sink's: records are removed from the log only once every runner has
+// passed them.
+type runner struct {
+	w       *Writer
+	sink    Sink
+	wake    chan struct{} // more records are fsynced
+	stop    chan struct{}
+	done    chan struct{}
+	stored  atomic.Uint64 // highest sequence number the sink has stored
+	failing atomic.Bool
+
+	strings interner // shared strings of decoded records
+
+	f        *os.File
+	fr       *frameReader
+	segFirst uint64 // first sequence number of the open segment
+	segEnd   uint64 // first sequence number after the open segment (0: unknown, the head)
+}
+
+func newRunner(w *Writer, s Sink) *runner {
+	return &runner{w: w, sink: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// idleCheck is how often an idle runner looks at the log even when it was
+// not woken.
+const idleCheck = time.Second
+
+func (r *runner) run() {
+	defer close(r.done)
+	defer r.closeSegment()
+	log := r.w.opts.Logger.With("sink", r.sink.Name())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-r.stop
+		cancel()
+	}()
+	backoff := newBackoff(r.w.opts.After)
+
+	cursor, ok := r.position(ctx, backoff, log)
+	if !ok {
+		return
+	}
+	r.stored.Store(cursor)
+	r.w.progressed()
+
+	batch := make([]Record, 0, r.w.opts.BatchSize)
+	var lastWrite time.Time
+	var idle <-chan time.Time // kept across wakes: one timer, not one per wake
+	for {
+		target := r.w.log.synced.Load()
+		if r.stored.Load() >= target {
+			if idle == nil {
+				idle = r.w.opts.After(idleCheck)
+			}
+			select {
+			case <-r.stop:
+				return
+			case <-r.wake:
+			case <-idle:
+				idle = nil
+			}
+			continue
+		}
+		if wait := r.w.opts.Linger - r.w.opts.Now().Sub(lastWrite); wait > 0 && target-r.stored.Load() < uint64(r.w.opts.BatchSize) && !r.w.isClosed() {
+			select {
+			case <-r.stop:
+				return
+			case <-r.w.closing:
+			case <-r.w.opts.After(wait):
+			}
+			continue
+		}
+		var err error
+		batch, err = r.read(batch[:0], target)
+		if err != nil && len(batch) == 0 { // else store what was read first
+			r.failing.Store(true)
+			log.Error("decision-log sink cannot read the write-ahead log", "error", err.Error())
+			if !backoff.wait(r.stop) {
+				return
+			}
+			r.closeSegment()
+			continue
+		}
+		for {
+			err := r.sink.Write(ctx, batch)
+			if err == nil {
+				break
+			}
+			if !r.failing.Swap(true) {
+				log.Warn("decision-log sink write failed; records wait in the write-ahead log and will be replayed",
+					"error", err.Error(), "pending", target-r.stored.Load())
+			}
+			if !backoff.wait(r.stop) {
+				return
+			}
+		}
+		if r.failing.Swap(false) {
+			log.Info("decision-log sink recovered")
+		}
+		backoff.reset()
+		lastWrite = r.w.opts.Now()
+		r.stored.Store(batch[len(batch)-1].Seq)
+		r.w.progressed()
+	}
+}
+
+// position asks the sink where it stands, until it answers with a position
+// the log can continue from. It reports false when the runner was stopped
+// first.
+func (r *runner) position(ctx context.Context, backoff *backoff, log *slog.Logger) (uint64, bool) {
+	var cursor uint64
+	for {
+		// Compared with what the log held when it was opened, not with
+		// what it holds now: new records would catch up with the sink's
+		// position, and the ones up to it would be skipped as stored.
+		c, err := r.sink.Cursor(ctx, r.w.id)
+		if err == nil && c <= r.w.log.recovered {
+			cursor = c
+			break
+		}
+		r.failing.Store(true)
+		if err != nil {
+			log.Warn("decision-log sink unavailable; records wait in the write-ahead log", "error", err.Error())
+		} else {
+			// The store holds records of this chain that the log does not:
+			// the log's directory was replaced, or a disk lost what it had
+			// fsynced. New records reuse those sequence numbers, and the
+			// store would drop them as already stored: none is written
+			// until a person decides. Records wait in the log, and once
+			// --audit-buffer is full, Checks are denied.
+			log.Error("decision-log sink is ahead of the write-ahead log: nothing is written to it, so that new records with reused sequence numbers are not dropped; move the write-ahead log directory aside to start a new chain",
+				"writer", r.w.id, "sink_seq", c, "log_seq", r.w.log.recovered, "dir", r.w.opts.Dir)
+		}
+		if !backoff.wait(r.stop) {
+			return 0, false
+		}
+	}
+	r.failing.Store(false)
+	if oldest := r.w.log.oldest(); cursor+1 < oldest {
+		log.Warn("decision-log sink is missing records that are no longer in the write-ahead log",
+			"writer", r.w.id, "from", cursor+1, "to", oldest-1)
+		cursor = oldest - 1
+	}
+	return cursor, true
+}
+
+// read reads the records after r.stored, up to target and the batch size.
+func (r *runner) read(batch []Record, target uint64) ([]Record, error) {
+	next := r.stored.Load() + 1
+	if r.fr == nil {
+		if err := r.openAt(next); err != nil {
+			return batch, err
+		}
+	}
+	for next <= target && len(batch) < cap(batch) {
+		if r.segEnd != 0 && next >= r.segEnd {
+			r.closeSegment()
+			if err := r.openAt(next); err != nil {
+				return batch, err
+			}
+		}
+		p, err := r.fr.next()
+		if err == io.EOF || err == errTorn {
+			// The segment ended: the next record is in the next one.
+			was, at := r.segFirst, r.fr.off
+			r.closeSegment()
+			if err := r.openAt(next); err != nil {
+				return batch, err
+			}
+			if r.segFirst == was {
+				// Record next belongs in the segment just read, which
+				// cannot be read past offset at: reading it again would
+				// only meet the same frame.
+				return batch, fmt.Errorf("write-ahead log segment %s is unreadable at offset %d, where record %d should be",
+					segmentName(was), at, next)
+			}
+			if p, err = r.fr.next(); err != nil {
+				return batch, fmt.Errorf("record %d missing from the write-ahead log: %v", next, err)
+			}
+		} else if err != nil {
+			return batch, err
+		}
+		if r.strings == nil {
+			r.strings = interner{}
+		}
+		rec, err := decodeInterned(p, r.strings)
+		if err != nil {
+			return batch, err
+		}
+		if rec.Seq < next {
+			continue
+		}
+		if rec.Seq != next {
+			return batch, fmt.Errorf("write-ahead log skips from record %d to %d", next-1, rec.Seq)
+		}
+		batch = append(batch, rec)
+		next++
+	}
+	return batch, nil
+}
+
+// openAt opens the segment holding record seq, positioned at its start.
+func (r *runner) openAt(seq uint64) error {
+	segs := r.w.log.segments()
+	idx := -1
+	for i, first := range segs {
+		if first <= seq {
+			idx = i
+		}
+	}
+	if idx < 0 {
+		return fmt.Errorf("record %d is no longer in the write-ahead log (oldest segment starts at %v)", seq, segs)
+	}
+	f, err := os.Open(r.w.log.path(segs[idx]))
+	if err != nil {
+		return err
+	}
+	r.f, r.fr, r.segFirst, r.segEnd = f, &frameReader{r: bufio.NewReaderSize(f, 1<<16)}, segs[idx], 0
+	if idx+1 < len(segs) {
+		r.segEnd = segs[idx+1]
+	}
+	return nil
+}
+
+func (r *runner) closeSegment() {
+	if r.f != nil {
+		r.f.Close()
+	}
+	r.f, r.fr, r.segEnd = nil, nil, 0
+}
+
+// backoff waits 50 ms, doubling to 5 s, between retries, on the writer's
+// clock.
+type backoff struct {
+	d     time.Duration
+	after func(time.Duration) <-chan time.Time
+}
+
+const (
+	backoffFirst = 50 * time.Millisecond
+	backoffMax   = 5 * time.Second
+)
+
+func newBackoff(after func(time.Duration) <-chan time.Time) *backoff {
+	return &backoff{d: backoffFirst, after: after}
+}
+
+func (b *backoff) reset() { b.d = backoffFirst }
+
+// wait waits; it reports false when stop was closed first.
+func (b *backoff) wait(stop <-chan struct{}) bool {
+	c := b.after(b.d)
+	b.d = min(b.d*2, backoffMax)
+	select {
+	case <-stop:
+		return false
+	case <-c:
+		return true
+	}
+}
