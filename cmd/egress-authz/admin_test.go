@@ -95,7 +95,7 @@ func TestAdminHTTP(t *testing.T) {
 
 	t.Run("cli_csv_prints_the_cursor_on_stderr", func(t *testing.T) {
 		query := func(args ...string) (string, string) {
-			r := runCLI(t, dir, append([]string{"audit", "query", "--audit", "sqlite:" + srv.dbPath(), "--format", "csv", "--limit", "2"}, args...)...)
+			r := runCLI(t, dir, append([]string{"audit", "query", "--audit", srv.auditDSN(), "--format", "csv", "--limit", "2"}, args...)...)
 			if r.code != exitOK {
 				t.Fatalf("audit query: %s", r)
 			}

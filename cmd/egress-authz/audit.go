@@ -17,7 +17,7 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit/stores"
 )
 
-const defaultAuditDSN = "sqlite:./data/decisions.db"
+const defaultAuditDSN = "parquet:./data/decisions"
 
 // openAudit opens the decision-log sinks named by --audit and the writer
 // that feeds them. With --audit none it returns a nil Recorder.
@@ -27,7 +27,7 @@ func (s *server) openAudit() (authz.Recorder, error) {
 		return nil, nil
 	}
 	ctx := context.Background()
-	opts := stores.Options{DataDir: s.cfg.DataDir, Retention: time.Duration(s.cfg.AuditRetention), Logger: s.log, Stdout: os.Stdout}
+	opts := stores.Options{DataDir: s.cfg.DataDir, WAL: filepath.Join(s.cfg.DataDir, "wal"), Retention: time.Duration(s.cfg.AuditRetention), Logger: s.log, Stdout: os.Stdout}
 	var sinks []audit.Sink
 	var query audit.Store
 	closeAll := func() {
@@ -110,7 +110,7 @@ const auditUsage = `Usage:
                            [--limit N] [--cursor C] [--format table|json|ndjson|csv]
   egress-authz audit verify [--audit DSN] [--format text|json]
 
-DSN: sqlite:PATH (default ` + defaultAuditDSN + `) or postgres://...
+DSN: parquet:DIR (default ` + defaultAuditDSN + `), sqlite:PATH or postgres://...
 `
 
 func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {

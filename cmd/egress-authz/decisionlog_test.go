@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"strings"
@@ -100,25 +101,28 @@ func (l *load) waitAnswered(t *testing.T, n int64) {
 }
 
 // recordedRequestIDs returns how often each request id has an enforced
-// record in the SQLite decision log at path.
-func recordedRequestIDs(t *testing.T, path string) map[string]int {
+// record in the decision log dsn, as audit query reads it.
+func recordedRequestIDs(t *testing.T, dir, dsn string) map[string]int {
 	t.Helper()
-	rows, err := openDB(t, path).Query(`SELECT request_id, count(*) FROM decisions WHERE enforced GROUP BY request_id`)
-	if err != nil {
-		t.Fatalf("query the decision log: %v", err)
+	r := runCLI(t, dir, "audit", "query", "--audit", dsn, "--format", "ndjson")
+	if r.code != 0 {
+		t.Fatalf("audit query: %s", r)
 	}
-	defer rows.Close()
 	out := map[string]int{}
-	for rows.Next() {
-		var id string
-		var n int
-		if err := rows.Scan(&id, &n); err != nil {
-			t.Fatal(err)
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		if line == "" {
+			continue
 		}
-		out[id] = n
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+		var rec struct {
+			RequestID string `json:"request_id"`
+			Enforced  bool   `json:"enforced"`
+		}
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("audit query: %v: %s", err, line)
+		}
+		if rec.Enforced {
+			out[rec.RequestID]++
+		}
 	}
 	return out
 }
@@ -145,9 +149,9 @@ func checkAllRecorded(t *testing.T, recorded map[string]int, allowed []string) {
 	}
 }
 
-func verifyLog(t *testing.T, srv *proc) {
+func verifyLog(t *testing.T, srv *proc, dsn string) {
 	t.Helper()
-	r := runCLI(t, srv.dir, "audit", "verify", "--audit", "sqlite:"+srv.dbPath())
+	r := runCLI(t, srv.dir, "audit", "verify", "--audit", dsn)
 	if r.code != 0 {
 		t.Errorf("audit verify: want exit 0\n%s", r)
 	} else {
@@ -182,27 +186,29 @@ func TestGracefulShutdown(t *testing.T) {
 	if len(l.allowed) == 0 {
 		t.Fatal("no Check was allowed: the load did not reach the server")
 	}
-	checkAllRecorded(t, recordedRequestIDs(t, srv.dbPath()), l.allowed)
-	verifyLog(t, srv)
+	checkAllRecorded(t, recordedRequestIDs(t, srv.dir, srv.auditDSN()), l.allowed)
+	verifyLog(t, srv, srv.auditDSN())
 }
 
 // TestCrashLosesNoDecision is the decision log's promise: a decision that
 // was returned is recorded, even when the process is killed (SIGKILL) under
-// load before the record reached SQLite. The restarted server replays its
+// load before the record reached its store. Every allowed request is found
+// by audit query at once (the Parquet log's readers add the write-ahead
+// log's records no segment holds yet); the restarted server replays its
 // write-ahead log, SIGTERM drains it, and every allowed request id is in
-// SQLite exactly once, in an intact hash chain that continues across the
-// crash.
+// the store exactly once, in an intact hash chain that continues across
+// the crash.
 //
-// With a sink keeping up, few records are in flight at the kill; with the
-// SQLite file locked by another writer (a stalled sink), every record is
-// only in the write-ahead log when the process dies.
+// The default Parquet log holds the newest records in its open segment,
+// so most are only in the write-ahead log at the kill. With the SQLite
+// file locked by another writer (a stalled sink), every record is.
 func TestCrashLosesNoDecision(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		stall bool
 	}{
-		{"sink_keeping_up", false},
-		{"sink_stalled", true},
+		{"parquet_default", false},
+		{"sqlite_sink_stalled", true},
 	} {
 		t.Run(c.name, func(t *testing.T) { crashTest(t, c.stall) })
 	}
@@ -211,13 +217,20 @@ func TestCrashLosesNoDecision(t *testing.T) {
 func crashTest(t *testing.T, stall bool) {
 	start := time.Now()
 	dir := t.TempDir()
-	srv := startServer(t, dir, "--rules", examplesPath(t))
+	args := []string{"--rules", examplesPath(t)}
+	dsn := "parquet:" + filepath.Join(dir, "data", "decisions")
+	if stall {
+		db := filepath.Join(dir, "data", "decisions.db")
+		dsn = "sqlite:" + db
+		args = append(args, "--audit", dsn)
+	}
+	srv := startServer(t, dir, args...)
 	var release func()
 	if stall {
 		// Another writer holds SQLite's write lock: the server's inserts
 		// wait (busy_timeout) and records pile up in the write-ahead log.
 		ctx := context.Background()
-		conn, err := openDB(t, srv.dbPath()).Conn(ctx)
+		conn, err := openDB(t, strings.TrimPrefix(dsn, "sqlite:")).Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -245,21 +258,27 @@ func crashTest(t *testing.T, stall bool) {
 	if len(l.allowed) == 0 {
 		t.Fatal("no Check was allowed: the load did not reach the server")
 	}
-	inSQLite := recordedRequestIDs(t, srv.dbPath())
-	pending := 0
-	for _, id := range l.allowed {
-		if inSQLite[id] == 0 {
-			pending++
+	if stall {
+		stored := sqliteRequestIDs(t, strings.TrimPrefix(dsn, "sqlite:"))
+		pending := 0
+		for _, id := range l.allowed {
+			if stored[id] == 0 {
+				pending++
+			}
 		}
-	}
-	t.Logf("at the kill, %d of %d allowed requests were in the write-ahead log only, not yet in SQLite", pending, len(l.allowed))
-	if stall && pending == 0 {
-		t.Errorf("the stalled sink stored every record: the test did not exercise the replay")
+		t.Logf("at the kill, %d of %d allowed requests were in the write-ahead log only, not yet in SQLite", pending, len(l.allowed))
+		if pending == 0 {
+			t.Errorf("the stalled sink stored every record: the test did not exercise the replay")
+		}
+	} else {
+		// Found by audit query while the server is dead: the segments
+		// and the write-ahead log's tail.
+		checkAllRecorded(t, recordedRequestIDs(t, dir, dsn), l.allowed)
 	}
 
 	// Restart on the same data directory, decide a few more requests, and
 	// stop cleanly.
-	srv2 := startServer(t, dir, "--rules", examplesPath(t))
+	srv2 := startServer(t, dir, args...)
 	after := startLoad(t, srv2.grpcAddr, "after-restart", 1)
 	after.waitAnswered(t, 10)
 	after.halt()
@@ -267,7 +286,7 @@ func crashTest(t *testing.T, stall bool) {
 		t.Errorf("restarted server exited %d after SIGTERM, want 0", code)
 	}
 
-	recorded := recordedRequestIDs(t, srv2.dbPath())
+	recorded := recordedRequestIDs(t, dir, dsn)
 	t.Logf("%d Checks answered before SIGKILL (%d allow, %d deny), %d failed calls; %d request ids recorded; %d allowed after the restart",
 		l.answered.Load(), len(l.allowed), l.denied, l.failed.Load(), len(recorded), len(after.allowed))
 	checkAllRecorded(t, recorded, l.allowed)
@@ -277,8 +296,33 @@ func crashTest(t *testing.T, stall bool) {
 			t.Errorf("request %s recorded %d times: a replay after the crash stored it again", id, n)
 		}
 	}
-	verifyLog(t, srv2)
+	verifyLog(t, srv2, dsn)
 	t.Logf("took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// sqliteRequestIDs returns how often each request id has an enforced
+// record in the SQLite decision log at path, read with SQL: what the
+// store itself holds, without the write-ahead log.
+func sqliteRequestIDs(t *testing.T, path string) map[string]int {
+	t.Helper()
+	rows, err := openDB(t, path).Query(`SELECT request_id, count(*) FROM decisions WHERE enforced GROUP BY request_id`)
+	if err != nil {
+		t.Fatalf("query the decision log: %v", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var id string
+		var n int
+		if err := rows.Scan(&id, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[id] = n
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // TestTwoSQLiteSinksHaveTheirOwnMetrics: two sinks of one kind are two

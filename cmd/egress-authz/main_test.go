@@ -195,8 +195,9 @@ func (p *proc) signal(sig os.Signal) {
 	}
 }
 
-// dbPath is the server's default SQLite decision log.
-func (p *proc) dbPath() string { return filepath.Join(p.dir, "data", "decisions.db") }
+// auditDSN is the server's default decision log: Parquet segments in
+// its data directory.
+func (p *proc) auditDSN() string { return "parquet:" + filepath.Join(p.dir, "data", "decisions") }
 
 // logWriter collects the server's stderr and notices the "serving" line.
 type logWriter struct {

@@ -117,7 +117,7 @@ func TestAuditVerifyRefusesAnUnknownFormat(t *testing.T) {
 }
 
 // TestAuditCommandsNeedAnExistingLog checks that audit query and verify
-// report a missing SQLite file instead of creating an empty log (which
+// report a missing decision log instead of creating an empty one (which
 // verify would call intact).
 func TestAuditCommandsNeedAnExistingLog(t *testing.T) {
 	dir := t.TempDir()
@@ -125,13 +125,15 @@ func TestAuditCommandsNeedAnExistingLog(t *testing.T) {
 	for _, args := range [][]string{
 		{"audit", "verify", "--audit", "sqlite:" + missing},
 		{"audit", "query", "--audit", "sqlite:" + missing, "--since", "1h"},
-		{"audit", "verify"},                     // the default DSN, ./data/decisions.db
 		{"audit", "verify", "--audit", missing}, // a bare *.db path
 		{"audit", "query", "--audit", missing, "--since", "1h"},
+		{"audit", "verify"}, // the default DSN, parquet:./data/decisions
+		{"audit", "query", "--since", "1h"},
+		{"audit", "verify", "--audit", "parquet:" + filepath.Join(dir, "nope")},
 	} {
 		r := runCLI(t, dir, args...)
-		if r.code != 1 || !strings.Contains(r.stderr, "decisions.db") {
-			t.Errorf("%s: want exit 1 naming the missing file\n%s", strings.Join(args, " "), r)
+		if r.code != 1 || !strings.Contains(r.stderr, "decisions") && !strings.Contains(r.stderr, "nope") {
+			t.Errorf("%s: want exit 1 naming the missing log\n%s", strings.Join(args, " "), r)
 		}
 		if _, err := os.Stat(missing); err == nil {
 			t.Fatalf("%s created the decision log", strings.Join(args, " "))

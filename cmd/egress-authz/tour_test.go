@@ -2,11 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
 )
 
 const (
@@ -113,17 +117,17 @@ func TestTour(t *testing.T) {
 		t.FailNow()
 	}
 
-	dsn := "sqlite:" + srv.dbPath()
-	var page queryPage
-	// Records are written off the request path: give the writer a moment.
-	eventually(t, 10*time.Second, 50*time.Millisecond, "audit query lists every decision", func() (bool, string) {
-		r := runCLI(t, dir, "audit", "query", "--audit", dsn, "--since", "5m", "--format", "json")
-		if r.code != 0 {
-			return false, r.String()
-		}
-		page = decodePage(t, "audit query", r.stdout)
-		return len(page.Records) == len(checks)+1, r.stdout // +1: the dry-run outcome
-	})
+	// The README's tour, word for word: the default decision log
+	// (parquet:./data/decisions) shows every decision the moment it is
+	// made, from the write-ahead log while no segment holds it yet.
+	r := runCLI(t, dir, "audit", "query", "--since", "5m", "--format", "json")
+	if r.code != 0 {
+		t.Fatalf("audit query: %s", r)
+	}
+	page := decodePage(t, "audit query", r.stdout)
+	if len(page.Records) != len(checks)+1 { // +1: the dry-run outcome
+		t.Fatalf("audit query lists %d records at once, want %d\n%s", len(page.Records), len(checks)+1, r.stdout)
+	}
 	byID := map[string]queriedRecord{}
 	for _, rec := range page.Records {
 		if rec.Enforced {
@@ -148,7 +152,7 @@ func TestTour(t *testing.T) {
 	}
 
 	t.Run("audit_query_dry_run", func(t *testing.T) {
-		r := runCLI(t, dir, "audit", "query", "--audit", dsn, "--since", "5m", "--format", "json", "--dry-run")
+		r := runCLI(t, dir, "audit", "query", "--since", "5m", "--format", "json", "--dry-run")
 		if r.code != 0 {
 			t.Fatalf("%s", r)
 		}
@@ -165,7 +169,7 @@ func TestTour(t *testing.T) {
 	})
 
 	t.Run("audit_verify_intact", func(t *testing.T) {
-		r := runCLI(t, dir, "audit", "verify", "--audit", dsn)
+		r := runCLI(t, dir, "audit", "verify")
 		if r.code != 0 || !strings.HasPrefix(r.stdout, "OK") {
 			t.Fatalf("want exit 0 and OK\n%s", r)
 		}
@@ -183,42 +187,52 @@ func TestTour(t *testing.T) {
 	if seqOf("checkout_may_not_delete_charges") != 2 {
 		t.Fatalf("the second check's record has seq %d, want 2 (records are chained in decision order)", seqOf("checkout_may_not_delete_charges"))
 	}
+	// After SIGTERM every record is in a closed segment. Tamper with a
+	// copy, as a Parquet tool would: rows read, one changed or removed,
+	// the file written again with its metadata.
 	tamper := []struct {
 		name     string
-		sql      string
+		edit     func(t *testing.T, seqCol, decisionCol int, rows []parquet.Row) []parquet.Row
 		wantSeq  uint64
 		wantText []string
 	}{
 		{
-			name:     "a_deny_turned_into_an_allow",
-			sql:      `UPDATE decisions SET decision = 'allow' WHERE seq = 2`,
+			name: "a_deny_turned_into_an_allow",
+			edit: func(t *testing.T, seqCol, decisionCol int, rows []parquet.Row) []parquet.Row {
+				for _, row := range rows {
+					if row[seqCol].Int64() == 2 {
+						row[decisionCol] = parquet.ByteArrayValue([]byte("allow")).Level(0, 0, decisionCol)
+						return rows
+					}
+				}
+				t.Fatal("no record 2 in the segment")
+				return nil
+			},
 			wantSeq:  2,
 			wantText: []string{"record 2", ids["checkout_may_not_delete_charges"], "edited"},
 		},
 		{
-			name:     "a_record_deleted",
-			sql:      `DELETE FROM decisions WHERE seq = 3`,
+			name: "a_record_deleted",
+			edit: func(t *testing.T, seqCol, _ int, rows []parquet.Row) []parquet.Row {
+				return slices.DeleteFunc(rows, func(row parquet.Row) bool { return row[seqCol].Int64() == 3 })
+			},
 			wantSeq:  4,
 			wantText: []string{"record 4", "records 3..3 were deleted"},
 		},
 	}
 	for _, tc := range tamper {
 		t.Run("audit_verify_detects/"+tc.name, func(t *testing.T) {
-			copyPath := filepath.Join(t.TempDir(), "decisions.db")
-			if _, err := openDB(t, srv.dbPath()).Exec(`VACUUM INTO ?`, copyPath); err != nil {
+			copyDir := filepath.Join(t.TempDir(), "decisions")
+			if err := os.CopyFS(copyDir, os.DirFS(filepath.Join(dir, "data", "decisions"))); err != nil {
 				t.Fatalf("copy the decision log: %v", err)
 			}
-			db := openDB(t, copyPath)
-			res, err := db.Exec(tc.sql)
-			if err != nil {
-				t.Fatalf("%s: %v", tc.sql, err)
+			segs, _ := filepath.Glob(filepath.Join(copyDir, "day=*", "*.parquet"))
+			if len(segs) != 1 {
+				t.Fatalf("want the tour's decisions in one segment, got %v", segs)
 			}
-			if n, _ := res.RowsAffected(); n != 1 {
-				t.Fatalf("%s: %d rows affected, want 1", tc.sql, n)
-			}
-			db.Close()
+			rewriteParquet(t, segs[0], tc.edit)
 
-			r := runCLI(t, dir, "audit", "verify", "--audit", "sqlite:"+copyPath)
+			r := runCLI(t, dir, "audit", "verify", "--audit", "parquet:"+copyDir)
 			if r.code != 1 {
 				t.Fatalf("exit %d, want 1\n%s", r.code, r)
 			}
@@ -227,7 +241,7 @@ func TestTour(t *testing.T) {
 					t.Errorf("output does not say %q\n%s", s, r)
 				}
 			}
-			r = runCLI(t, dir, "audit", "verify", "--audit", "sqlite:"+copyPath, "--format", "json")
+			r = runCLI(t, dir, "audit", "verify", "--audit", "parquet:"+copyDir, "--format", "json")
 			var v struct {
 				OK     bool `json:"ok"`
 				Breaks []struct {
@@ -242,6 +256,61 @@ func TestTour(t *testing.T) {
 			}
 		})
 	}
+}
+
+// rewriteParquet rewrites a Parquet file as a generic tool would: its
+// rows read, edit applied, the file written again with the same schema
+// and key-value metadata. edit gets the column indexes of seq and
+// decision.
+func rewriteParquet(t *testing.T, path string, edit func(t *testing.T, seqCol, decisionCol int, rows []parquet.Row) []parquet.Row) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts []parquet.WriterOption
+	for _, kv := range pf.Metadata().KeyValueMetadata {
+		opts = append(opts, parquet.KeyValueMetadata(kv.Key, kv.Value))
+	}
+	var rows []parquet.Row
+	for _, rg := range pf.RowGroups() {
+		rr := rg.Rows()
+		buf := make([]parquet.Row, 64)
+		for {
+			n, err := rr.ReadRows(buf)
+			for _, row := range buf[:n] {
+				rows = append(rows, row.Clone())
+			}
+			if err != nil {
+				break
+			}
+		}
+		rr.Close()
+	}
+	f.Close()
+	seq, ok1 := pf.Schema().Lookup("seq")
+	decision, ok2 := pf.Schema().Lookup("decision")
+	if !ok1 || !ok2 {
+		t.Fatal("no seq or decision column")
+	}
+	rows = edit(t, seq.ColumnIndex, decision.ColumnIndex, rows)
+	out, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := parquet.NewWriter(out, append(opts, pf.Schema())...)
+	if _, err := w.WriteRows(rows); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
 }
 
 func containsLine(out, line string) bool {

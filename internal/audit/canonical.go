@@ -30,6 +30,10 @@ const canonicalTag = "EA1"
 var errCorrupt = errors.New("corrupt record encoding")
 
 // appendCanonical appends r's canonical encoding (without Hash) to b.
+// AppendCanonical appends r's canonical encoding (without Hash), the bytes
+// its hash is computed over, to b.
+func AppendCanonical(b []byte, r *Record) []byte { return appendCanonical(b, r) }
+
 func appendCanonical(b []byte, r *Record) []byte {
 	b = append(b, canonicalTag...)
 	b = appendString(b, r.Writer)

@@ -14,7 +14,6 @@ var (
 	SegmentName     = segmentName
 	MaxFrame        = maxFrame
 	FrameHeader     = frameHeader
-	AppendCanonical = appendCanonical
 	DecodeCanonical = decodeCanonical
 )
 

@@ -17,13 +17,15 @@ import (
 // the sink's: records are removed from the log only once every runner has
 // passed them.
 type runner struct {
-	w       *Writer
-	sink    Sink
-	wake    chan struct{} // more records are fsynced
-	stop    chan struct{}
-	done    chan struct{}
-	stored  atomic.Uint64 // highest sequence number the sink has stored
-	failing atomic.Bool
+	w        *Writer
+	sink     Sink
+	buffered Buffered      // the sink, when it is Buffered
+	wake     chan struct{} // more records are fsynced
+	stop     chan struct{}
+	done     chan struct{}
+	stored   atomic.Uint64 // highest sequence number the sink has stored (durably, for a Buffered sink)
+	handed   uint64        // highest sequence number written to the sink; the runner's own
+	failing  atomic.Bool
 
 	strings interner // shared strings of decoded records
 
@@ -34,7 +36,9 @@ type runner struct {
 }
 
 func newRunner(w *Writer, s Sink) *runner {
-	return &runner{w: w, sink: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	r := &runner{w: w, sink: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	r.buffered, _ = s.(Buffered)
+	return r
 }
 
 // idleCheck is how often an idle runner looks at the log even when it was
@@ -58,16 +62,38 @@ func (r *runner) run() {
 		return
 	}
 	r.stored.Store(cursor)
+	r.handed = cursor
 	r.w.progressed()
 
 	batch := make([]Record, 0, r.w.opts.BatchSize)
 	var lastWrite time.Time
 	var idle <-chan time.Time // kept across wakes: one timer, not one per wake
+	var flushAt time.Time     // when flush fires
+	var flush <-chan time.Time
 	for {
 		target := r.w.log.synced.Load()
-		if r.stored.Load() >= target {
+		if r.handed >= target {
+			if r.buffered != nil && r.stored.Load() < r.handed {
+				// Everything read is handed over: make it durable when the
+				// sink asks, or now when the writer closes.
+				due := r.buffered.FlushBy()
+				if r.w.isClosed() || !r.w.opts.Now().Before(due) {
+					if !r.flush(ctx, backoff, log) {
+						return
+					}
+					flush, flushAt = nil, time.Time{}
+					continue
+				}
+				if !due.Equal(flushAt) {
+					flush, flushAt = r.w.opts.After(due.Sub(r.w.opts.Now())), due
+				}
+			}
 			if idle == nil {
 				idle = r.w.opts.After(idleCheck)
+			}
+			var closing <-chan struct{}
+			if r.buffered != nil && !r.w.isClosed() {
+				closing = r.w.closing
 			}
 			select {
 			case <-r.stop:
@@ -75,10 +101,13 @@ func (r *runner) run() {
 			case <-r.wake:
 			case <-idle:
 				idle = nil
+			case <-flush:
+				flush, flushAt = nil, time.Time{}
+			case <-closing:
 			}
 			continue
 		}
-		if wait := r.w.opts.Linger - r.w.opts.Now().Sub(lastWrite); wait > 0 && target-r.stored.Load() < uint64(r.w.opts.BatchSize) && !r.w.isClosed() {
+		if wait := r.w.opts.Linger - r.w.opts.Now().Sub(lastWrite); wait > 0 && target-r.handed < uint64(r.w.opts.BatchSize) && !r.w.isClosed() {
 			select {
 			case <-r.stop:
 				return
@@ -98,6 +127,7 @@ func (r *runner) run() {
 			r.closeSegment()
 			continue
 		}
+		rewound := false
 		for {
 			err := r.sink.Write(ctx, batch)
 			if err == nil {
@@ -110,15 +140,75 @@ func (r *runner) run() {
 			if !backoff.wait(r.stop) {
 				return
 			}
+			if r.buffered != nil {
+				// A failed write may have cost the sink records it held but
+				// had not made durable: hand it everything again from
+				// there.
+				r.rewind()
+				rewound = true
+				break
+			}
+		}
+		if rewound {
+			continue
 		}
 		if r.failing.Swap(false) {
 			log.Info("decision-log sink recovered")
 		}
 		backoff.reset()
 		lastWrite = r.w.opts.Now()
-		r.stored.Store(batch[len(batch)-1].Seq)
+		r.handed = batch[len(batch)-1].Seq
+		r.storedUpTo(r.handed)
+	}
+}
+
+// storedUpTo records how far the sink has stored, handed records
+// included unless the sink is Buffered, and lets the writer release the
+// log that far.
+func (r *runner) storedUpTo(handed uint64) {
+	stored := handed
+	if r.buffered != nil {
+		stored = min(r.buffered.Durable(), handed)
+	}
+	if stored > r.stored.Load() {
+		r.stored.Store(stored)
 		r.w.progressed()
 	}
+}
+
+// flush makes what a Buffered sink holds durable, retrying with backoff
+// while it fails. It reports false when the runner was stopped first.
+func (r *runner) flush(ctx context.Context, backoff *backoff, log *slog.Logger) bool {
+	for {
+		err := r.buffered.Flush(ctx)
+		if err == nil {
+			break
+		}
+		if !r.failing.Swap(true) {
+			log.Warn("decision-log sink cannot make its records durable; they wait in the write-ahead log and will be replayed",
+				"error", err.Error(), "pending", r.handed-r.stored.Load())
+		}
+		if !backoff.wait(r.stop) {
+			return false
+		}
+		r.rewind()
+		return true
+	}
+	if r.failing.Swap(false) {
+		log.Info("decision-log sink recovered")
+	}
+	backoff.reset()
+	r.storedUpTo(r.handed)
+	return true
+}
+
+// rewind makes the next read start after what a Buffered sink has made
+// durable: what it held beyond that may be lost with a failed write or
+// flush.
+func (r *runner) rewind() {
+	r.storedUpTo(r.handed)
+	r.handed = r.stored.Load()
+	r.closeSegment()
 }
 
 // position asks the sink where it stands, until it answers with a position
@@ -161,9 +251,10 @@ func (r *runner) position(ctx context.Context, backoff *backoff, log *slog.Logge
 	return cursor, true
 }
 
-// read reads the records after r.stored, up to target and the batch size.
+// read reads the records after those handed to the sink, up to target and
+// the batch size.
 func (r *runner) read(batch []Record, target uint64) ([]Record, error) {
-	next := r.stored.Load() + 1
+	next := r.handed + 1
 	if r.fr == nil {
 		if err := r.openAt(next); err != nil {
 			return batch, err

@@ -180,3 +180,79 @@ func tornTail(rest []byte) bool {
 	}
 	return true
 }
+
+// LogWriter returns the id of the writer whose chain the write-ahead log
+// in dir holds, or "" when dir holds no log.
+func LogWriter(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, writerIDFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read write-ahead log: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// ReadLog calls fn, in sequence order, with every record above after in
+// the write-ahead log directory dir: the newest records of a writer,
+// which no sink may have yet, for a reader in another process (a query of
+// the Parquet log). It takes no lock and changes nothing. A frame cut
+// short at the end of the last segment is a write in progress and ends
+// the read; a segment removed while it reads was released because every
+// sink had stored its records, and is skipped. A directory that does not
+// exist holds no records.
+func ReadLog(dir string, after uint64, fn func(*Record) error) error {
+	segs, err := segments(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read write-ahead log: %w", err)
+	}
+	start := 0
+	for i, first := range segs {
+		if first <= after+1 {
+			start = i
+		}
+	}
+	in := interner{}
+	for i := start; i < len(segs); i++ {
+		path := filepath.Join(dir, segmentName(segs[i]))
+		f, err := os.Open(path)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read write-ahead log: %w", err)
+		}
+		fr := &frameReader{r: bufio.NewReaderSize(f, 1<<16)}
+		for {
+			p, err := fr.next()
+			if err == io.EOF {
+				break
+			}
+			if err == errTorn {
+				if i == len(segs)-1 {
+					break // the write of the newest record, under way
+				}
+				f.Close()
+				return fmt.Errorf("read write-ahead log: %s is unreadable at offset %d", path, fr.off)
+			}
+			rec, err := decodeInterned(p, in)
+			if err != nil {
+				f.Close()
+				return fmt.Errorf("read write-ahead log: %s at offset %d: %w", path, fr.off, err)
+			}
+			if rec.Seq <= after {
+				continue
+			}
+			if err := fn(&rec); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		f.Close()
+	}
+	return nil
+}

@@ -35,6 +35,24 @@ type Sink interface {
 	Close() error
 }
 
+// Buffered is a Sink that holds the records it is given until it can make
+// many durable at once (the Parquet sink closes a segment of hundreds of
+// thousands). Write then only hands records over: the writer counts
+// records as stored, and removes them from the write-ahead log, only as
+// far as Durable says, calls Flush by the time FlushBy gives, and flushes
+// when it closes. Like a Sink's, its methods are called by one goroutine.
+type Buffered interface {
+	Sink
+	// Durable returns the highest sequence number the sink has made
+	// durable.
+	Durable() uint64
+	// FlushBy returns when the records the sink holds must be made
+	// durable at the latest, or the zero time when it holds none.
+	FlushBy() time.Time
+	// Flush makes every record the sink was given durable.
+	Flush(ctx context.Context) error
+}
+
 // Overflow says what Record does when the buffer of records not yet in
 // every sink is full.
 type Overflow int
@@ -227,11 +245,14 @@ func lockDir(dir string) (*os.File, error) {
 	return f, nil
 }
 
+// writerIDFile is where a write-ahead log directory keeps its writer's id.
+const writerIDFile = "writer-id"
+
 // writerID reads the writer id kept in dir, or makes one: the host name
 // (the pod name in Kubernetes) and a random suffix, so that two replicas
 // never share a chain.
 func writerID(dir string) (string, error) {
-	path := filepath.Join(dir, "writer-id")
+	path := filepath.Join(dir, writerIDFile)
 	if b, err := os.ReadFile(path); err == nil {
 		if id := strings.TrimSpace(string(b)); id != "" {
 			return id, nil

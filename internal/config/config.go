@@ -57,7 +57,7 @@ func Default() Config {
 	return Config{
 		GRPCAddr:       ":9191",
 		AdminAddr:      "127.0.0.1:9192",
-		Audit:          []string{"sqlite:./data/decisions.db"},
+		Audit:          []string{"parquet:./data/decisions"},
 		AuditOverflow:  "deny",
 		AuditBuffer:    1_000_000,
 		DataDir:        "./data",
@@ -102,11 +102,11 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.StringVar(&c.Rules, "rules", c.Rules, "rule `PATH`: a YAML file or a directory of them, watched for changes (required)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "ext_authz gRPC listen `ADDR`")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen `ADDR` (health, metrics, rules, decisions, /ui/)")
-	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: sqlite:PATH, postgres://..., otlp, stdout, none")
+	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: parquet:DIR (Parquet segments, the default), sqlite:PATH, postgres://..., otlp, stdout, none")
 	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the decision log cannot keep up: deny (new requests denied, reason audit-unavailable) or block")
 	fs.BoolVar(&c.AuditKeepQuery, "audit-keep-query", c.AuditKeepQuery, "keep the query string in logged paths (dropped by default: it may hold personal data)")
 	fs.Uint64Var(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "records that may wait on disk for a slow or down decision-log sink before --audit-overflow applies")
-	fs.Var(daysFlag{&c.AuditRetention}, "audit-retention", "PostgreSQL decision log: drop daily partitions older than this `DURATION` (e.g. 400d; 0 keeps all)")
+	fs.Var(daysFlag{&c.AuditRetention}, "audit-retention", "decision log (Parquet and PostgreSQL): remove whole days older than this `DURATION` (e.g. 400d; 0 keeps all)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`DIR` for the decision log's write-ahead and spill files")
 	fs.BoolVar(&c.Plaintext, "plaintext", c.Plaintext, "serve gRPC without TLS (local runs and tests only)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "server certificate `FILE` (PEM) for mTLS")

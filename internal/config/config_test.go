@@ -37,7 +37,7 @@ func TestDefaultsNeedOnlyRulesAndATransport(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
-	if c.GRPCAddr != ":9191" || c.AdminAddr != "127.0.0.1:9192" || c.Audit[0] != "sqlite:./data/decisions.db" || c.CacheSize != 100000 {
+	if c.GRPCAddr != ":9191" || c.AdminAddr != "127.0.0.1:9192" || c.Audit[0] != "parquet:./data/decisions" || c.CacheSize != 100000 {
 		t.Fatalf("SPEC defaults changed: %+v", c)
 	}
 }

@@ -61,7 +61,7 @@ func BenchmarkSegmentWrite(b *testing.B) {
 	var size int64
 	for i := 0; i < b.N; i++ {
 		dir := b.TempDir()
-		s, err := OpenSink(dir, Options{})
+		s, err := Open(dir, Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +103,7 @@ func bigLog(b *testing.B, n int) string {
 	}
 	os.RemoveAll(dir)
 	b.Logf("building %d records in %s (once)", n, dir)
-	s, err := OpenSink(dir, Options{})
+	s, err := Open(dir, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func bigLog(b *testing.B, n int) string {
 // 24 h window.
 func BenchmarkQueryPrincipal24h(b *testing.B) {
 	dir := bigLog(b, 10_000_000)
-	st, err := Open(dir)
+	st, err := OpenExisting(dir, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -162,13 +162,13 @@ func BenchmarkQueryPrincipal24h(b *testing.B) {
 // BenchmarkVerify10M: audit verify of 10,000,000 records.
 func BenchmarkVerify10M(b *testing.B) {
 	dir := bigLog(b, 10_000_000)
-	st, err := Open(dir)
+	st, err := OpenExisting(dir, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		v, err := st.Verify(context.Background())
+		v, err := st.VerifyChains(context.Background())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,44 +1,22 @@
 package parquetlog
 
-import (
-	"encoding/base64"
-	"strconv"
-	"strings"
+import "github.com/egress-authz/egress-authz/internal/audit"
 
-	"github.com/egress-authz/egress-authz/internal/audit"
-)
-
-// cursorPos is the position after the last record of a page: records
-// older than it in the query order come next.
+// cursorPos is where the previous page ended (set is false for the first
+// page): records older than it in the query order come next.
 type cursorPos struct {
-	set    bool
-	ts     int64
-	writer string
-	seq    uint64
+	set bool
+	audit.Position
 }
 
-func encodeCursor(r *audit.Record) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(r.Time.UnixNano(), 10) + "|" +
-		strconv.FormatUint(r.Seq, 10) + "|" + r.Writer))
-}
+func encodeCursor(r *audit.Record) string { return audit.PositionOf(r).Cursor() }
 
 func decodeCursor(s string) (cursorPos, error) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
+	p, err := audit.ParseCursor(s)
 	if err != nil {
-		return cursorPos{}, errBadCursor
+		return cursorPos{}, err
 	}
-	parts := strings.SplitN(string(b), "|", 3)
-	if len(parts) != 3 {
-		return cursorPos{}, errBadCursor
-	}
-	c := cursorPos{set: true, writer: parts[2]}
-	if c.ts, err = strconv.ParseInt(parts[0], 10, 64); err != nil {
-		return cursorPos{}, errBadCursor
-	}
-	if c.seq, err = strconv.ParseUint(parts[1], 10, 64); err != nil {
-		return cursorPos{}, errBadCursor
-	}
-	return c, nil
+	return cursorPos{set: true, Position: p}, nil
 }
 
 // before reports whether r comes after the cursor's page: it is older in
@@ -49,10 +27,10 @@ func (c cursorPos) before(r *audit.Record) bool {
 	}
 	ts := r.Time.UnixNano()
 	switch {
-	case ts != c.ts:
-		return ts < c.ts
-	case r.Writer != c.writer:
-		return r.Writer < c.writer
+	case ts != c.Time:
+		return ts < c.Time
+	case r.Writer != c.Writer:
+		return r.Writer < c.Writer
 	}
-	return r.Seq < c.seq
+	return int64(r.Seq) < c.Seq
 }

@@ -71,9 +71,9 @@ func chain(writer string, from uint64, prev string, n int, start time.Time, step
 	return out
 }
 
-func writeAll(t testing.TB, dir string, opts Options, batches ...[]audit.Record) *Sink {
+func writeAll(t testing.TB, dir string, opts Options, batches ...[]audit.Record) *Log {
 	t.Helper()
-	s, err := OpenSink(dir, opts)
+	s, err := Open(dir, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func writeAll(t testing.TB, dir string, opts Options, batches ...[]audit.Record)
 	return s
 }
 
-func query(t testing.TB, st *Store, f audit.Filter) ([]audit.Record, string) {
+func query(t testing.TB, st *Log, f audit.Filter) ([]audit.Record, string) {
 	t.Helper()
 	var got []audit.Record
 	next, err := st.Query(context.Background(), f, func(r *audit.Record) error {
@@ -115,7 +115,7 @@ func TestEveryFieldRoundTrips(t *testing.T) {
 	dir := t.TempDir()
 	recs := chain("w1", 0, "", 3000, t0, time.Second, rand.New(rand.NewPCG(1, 2)))
 	writeAll(t, dir, Options{MaxRecords: 1000}, recs)
-	st, err := Open(dir)
+	st, err := OpenExisting(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestQueryFiltersAndOrder(t *testing.T) {
 	a := chain("writer-a", 0, "", 5000, t0.Add(90*time.Minute), 997*time.Millisecond, rng)
 	b := chain("writer-b", 0, "", 4000, t0.Add(100*time.Minute), 1311*time.Millisecond, rng)
 	writeAll(t, dir, Options{MaxRecords: 1500}, a, b)
-	st, err := Open(dir)
+	st, err := OpenExisting(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,15 @@ package parquetlog
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -27,8 +30,9 @@ type Options struct {
 	// Retention removes the day directories older than this; 0 keeps all.
 	Retention time.Duration
 	// WAL is the write-ahead log directory of the writer feeding the sink,
-	// recorded beside the segments so that a reader in another process can
-	// add the records not yet in a segment (the tail) to its answers.
+	// recorded beside the segments (in _tails/) so that a reader in
+	// another process can add the records not yet in a segment (the tail)
+	// to its answers. Only a sink sets it.
 	WAL string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -36,16 +40,17 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Sink writes one writer's records into segments under a directory. Its
-// methods are called by one goroutine of the audit writer (see
-// audit.Sink), except Durable and FlushBy, which are safe for concurrent
-// use.
+// Log is a segment directory: an audit.Buffered sink for one writer's
+// records and an audit.Store of every writer's. As a sink, its methods are
+// called by one goroutine of the audit writer (see audit.Sink), except
+// Durable and FlushBy, which are safe for concurrent use; as a store it
+// is safe for concurrent use.
 //
-// Records handed to Write are buffered in the open segment and become
-// durable when it closes (by size, by age, at a day boundary, on Flush or
-// Close); Durable reports how far that is, and the writer releases its
+// Records handed to Write are held in the open segment and become durable
+// when it closes (by size, by age, at a day boundary, on Flush or Close);
+// Durable reports how far that is, and the writer releases its
 // write-ahead log only that far.
-type Sink struct {
+type Log struct {
 	dir  string
 	opts Options
 
@@ -60,9 +65,8 @@ type Sink struct {
 // tried again then, and never fails a write.
 const pruneEvery = time.Hour
 
-// OpenSink opens (creating it if needed) the segment directory dir for
-// writing.
-func OpenSink(dir string, opts Options) (*Sink, error) {
+// Open opens the segment directory dir, creating it if needed.
+func Open(dir string, opts Options) (*Log, error) {
 	if opts.MaxRecords <= 0 {
 		opts.MaxRecords = 1 << 18
 	}
@@ -78,17 +82,35 @@ func OpenSink(dir string, opts Options) (*Sink, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open parquet decision log: %w", err)
 	}
-	return &Sink{dir: dir, opts: opts}, nil
+	if opts.WAL != "" {
+		if err := writeTail(dir, opts.WAL); err != nil {
+			return nil, err
+		}
+	}
+	return &Log{dir: dir, opts: opts}, nil
 }
 
-// Name implements audit.Sink.
-func (s *Sink) Name() string { return "parquet" }
+// OpenExisting opens the segment directory dir for reading. It must
+// exist: a mistyped path must not read as an empty, intact log.
+func OpenExisting(dir string, opts Options) (*Log, error) {
+	st, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("parquet decision log: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("parquet decision log %s: not a directory", dir)
+	}
+	return Open(dir, opts)
+}
+
+// Name implements audit.Sink: the DSN.
+func (s *Log) Name() string { return "parquet:" + s.dir }
 
 // Cursor implements audit.Sink: the last record of writer in a closed
 // segment. It also removes the writer's unfinished segments, left by a
 // crash (their records are in the write-ahead log), and records where the
 // writer's log is, for readers of the tail.
-func (s *Sink) Cursor(ctx context.Context, writer string) (uint64, error) {
+func (s *Log) Cursor(ctx context.Context, writer string) (uint64, error) {
 	segs, err := listSegments(s.dir)
 	if err != nil {
 		return 0, err
@@ -102,18 +124,13 @@ func (s *Sink) Cursor(ctx context.Context, writer string) (uint64, error) {
 	if err := s.removeUnfinished(writer); err != nil {
 		return 0, err
 	}
-	if s.opts.WAL != "" {
-		if err := writeTail(s.dir, writer, s.opts.WAL); err != nil {
-			return 0, err
-		}
-	}
 	s.writer = writer
 	s.durable.Store(last)
 	return last, nil
 }
 
 // removeUnfinished removes writer's temporary segment files.
-func (s *Sink) removeUnfinished(writer string) error {
+func (s *Log) removeUnfinished(writer string) error {
 	days, err := os.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("parquet decision log %s: %w", s.dir, err)
@@ -139,7 +156,7 @@ func (s *Sink) removeUnfinished(writer string) error {
 
 // Write implements audit.Sink: it appends recs to the open segment,
 // closing segments as they fill, age or cross midnight (UTC).
-func (s *Sink) Write(ctx context.Context, recs []audit.Record) error {
+func (s *Log) Write(ctx context.Context, recs []audit.Record) error {
 	for len(recs) > 0 {
 		r := &recs[0]
 		if r.Seq <= s.durable.Load() && s.seg == nil {
@@ -189,7 +206,7 @@ func (s *Sink) Write(ctx context.Context, recs []audit.Record) error {
 	return nil
 }
 
-func (s *Sink) closeSegment() error {
+func (s *Log) closeSegment() error {
 	seg := s.seg
 	s.seg = nil
 	s.flushBy.Store(0)
@@ -203,7 +220,7 @@ func (s *Sink) closeSegment() error {
 }
 
 // maybePrune runs retention when it is due.
-func (s *Sink) maybePrune() {
+func (s *Log) maybePrune() {
 	if s.opts.Retention <= 0 {
 		return
 	}
@@ -222,11 +239,11 @@ func (s *Sink) maybePrune() {
 }
 
 // Durable reports the last record stored in a closed segment.
-func (s *Sink) Durable() uint64 { return s.durable.Load() }
+func (s *Log) Durable() uint64 { return s.durable.Load() }
 
 // FlushBy reports when the open segment must be closed at the latest, or
 // the zero time when none is open.
-func (s *Sink) FlushBy() time.Time {
+func (s *Log) FlushBy() time.Time {
 	if n := s.flushBy.Load(); n != 0 {
 		return time.Unix(0, n)
 	}
@@ -234,7 +251,7 @@ func (s *Sink) FlushBy() time.Time {
 }
 
 // Flush closes the open segment, making every record written durable.
-func (s *Sink) Flush(ctx context.Context) error {
+func (s *Log) Flush(ctx context.Context) error {
 	if s.seg == nil {
 		return nil
 	}
@@ -243,30 +260,30 @@ func (s *Sink) Flush(ctx context.Context) error {
 
 // Close implements audit.Sink: it closes the open segment. A segment that
 // cannot be closed is removed; its records stay in the write-ahead log.
-func (s *Sink) Close() error {
+func (s *Log) Close() error {
 	if s.seg == nil {
 		return nil
 	}
 	return s.closeSegment()
 }
 
-// tailFile is where a segment directory says which write-ahead log holds
-// a writer's newest records.
-func tailFile(dir, writer string) string {
-	return filepath.Join(dir, "_writers", writerFile(writer)+".json")
-}
+// A segment directory says, in _tails/, which write-ahead logs feed it:
+// one file per log, named after a hash of its path, holding the path.
+// Readers add the records of those logs that no segment holds yet.
+const tailDir = "_tails"
 
 type tailInfo struct {
 	WAL string `json:"wal"`
 }
 
-func writeTail(dir, writer, wal string) error {
+func writeTail(dir, wal string) error {
 	abs, err := filepath.Abs(wal)
 	if err != nil {
 		return err
 	}
+	sum := sha256.Sum256([]byte(abs))
+	path := filepath.Join(dir, tailDir, hex.EncodeToString(sum[:8])+".json")
 	b, _ := json.Marshal(tailInfo{WAL: abs})
-	path := tailFile(dir, writer)
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return fmt.Errorf("parquet decision log: %w", err)
 	}
@@ -280,17 +297,36 @@ func writeTail(dir, writer, wal string) error {
 	return os.Rename(tmp, path)
 }
 
-func readTail(dir, writer string) (string, error) {
-	b, err := os.ReadFile(tailFile(dir, writer))
+// readTails returns, by writer, the write-ahead log directories that feed
+// the segment directory and still hold a log.
+func readTails(dir string) (map[string]string, error) {
+	out := map[string]string{}
+	entries, err := os.ReadDir(filepath.Join(dir, tailDir))
 	if errors.Is(err, os.ErrNotExist) {
-		return "", nil
+		return out, nil
 	}
 	if err != nil {
-		return "", err
+		return nil, fmt.Errorf("parquet decision log: %w", err)
 	}
-	var t tailInfo
-	if err := json.Unmarshal(b, &t); err != nil {
-		return "", fmt.Errorf("%s: %w", tailFile(dir, writer), err)
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".json") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(dir, tailDir, e.Name()))
+		if err != nil {
+			return nil, fmt.Errorf("parquet decision log: %w", err)
+		}
+		var t tailInfo
+		if err := json.Unmarshal(b, &t); err != nil {
+			return nil, fmt.Errorf("parquet decision log: %s: %w", e.Name(), err)
+		}
+		writer, err := audit.LogWriter(t.WAL)
+		if err != nil {
+			return nil, err
+		}
+		if writer != "" {
+			out[writer] = t.WAL
+		}
 	}
-	return t.WAL, nil
+	return out, nil
 }

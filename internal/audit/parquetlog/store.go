@@ -4,39 +4,12 @@ import (
 	"cmp"
 	"container/heap"
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
-
-// Store reads a segment directory: every writer's closed segments and, for
-// writers whose write-ahead log is reachable, the records not yet in a
-// segment. It is safe for concurrent use; it holds no file open between
-// calls.
-type Store struct {
-	dir  string
-	tail func(writer string, after uint64, fn func(*audit.Record) error) error
-}
-
-// Open opens the segment directory dir for reading. It must exist: a
-// mistyped path must not read as an empty, intact log.
-func Open(dir string) (*Store, error) {
-	st, err := os.Stat(dir)
-	if err != nil {
-		return nil, fmt.Errorf("parquet decision log: %w", err)
-	}
-	if !st.IsDir() {
-		return nil, fmt.Errorf("parquet decision log %s: not a directory", dir)
-	}
-	return &Store{dir: dir}, nil
-}
-
-// Close implements audit.Store.
-func (s *Store) Close() error { return nil }
 
 // Query implements audit.Store: the records f selects, newest first (by
 // time, then writer and sequence number, as the SQL stores order them),
@@ -47,7 +20,7 @@ func (s *Store) Close() error { return nil }
 // the records already found are no newer than its newest one, so a query
 // with a limit reads a few segments, and one without holds in memory only
 // the matches of the segments that overlap in time.
-func (s *Store) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) error) (string, error) {
+func (s *Log) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) error) (string, error) {
 	until := f.Until
 	var cur cursorPos
 	if f.Cursor != "" {
@@ -55,22 +28,32 @@ func (s *Store) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record
 		if cur, err = decodeCursor(f.Cursor); err != nil {
 			return "", err
 		}
-		if t := time.Unix(0, cur.ts+1); until.IsZero() || t.Before(until) {
+		if t := time.Unix(0, cur.Time+1); until.IsZero() || t.Before(until) {
 			until = t
 		}
+	}
+	// The tail first, then the segments again: a record that left the
+	// write-ahead log while the tail was read was in a closed segment
+	// first, which the second listing sees.
+	before, err := listSegments(s.dir)
+	if err != nil {
+		return "", err
+	}
+	tail, err := s.tailMatches(ctx, f, cur, until, lastSeqs(before))
+	if err != nil {
+		return "", err
 	}
 	refs, err := listSegments(s.dir)
 	if err != nil {
 		return "", err
 	}
+	inSegments := lastSeqs(refs)
+	tail = slices.DeleteFunc(tail, func(r audit.Record) bool { return r.Seq <= inSegments[r.Writer] })
 	var cands []*candidate
-	lastSeq := map[string]uint64{}
 	for _, ref := range refs {
-		lastSeq[ref.writer] = max(lastSeq[ref.writer], ref.last)
-		if !dayMayHold(ref.day, f.Since, until) {
-			continue
+		if dayMayHold(ref.day, f.Since, until) {
+			cands = append(cands, &candidate{ref: ref})
 		}
-		cands = append(cands, &candidate{ref: ref})
 	}
 	// Footers give each segment's time span: only those can be ordered.
 	for _, c := range cands {
@@ -87,10 +70,6 @@ func (s *Store) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record
 	cands = slices.DeleteFunc(cands, func(c *candidate) bool {
 		return (!f.Since.IsZero() && c.maxTime < f.Since.UnixNano()) || (!until.IsZero() && c.minTime >= until.UnixNano())
 	})
-	tail, err := s.tailMatches(ctx, f, cur, until, lastSeq)
-	if err != nil {
-		return "", err
-	}
 	if len(tail) > 0 {
 		cands = append(cands, &candidate{loaded: true, recs: tail, maxTime: tail[0].Time.UnixNano()})
 	}
@@ -176,7 +155,7 @@ func newer(a, b *audit.Record) int {
 
 // matches reads the records of a segment that f selects (and that come
 // after the cursor), newest first, with their chain hashes.
-func (s *Store) matches(ctx context.Context, ref segmentRef, f audit.Filter, cur cursorPos, until time.Time) ([]audit.Record, error) {
+func (s *Log) matches(ctx context.Context, ref segmentRef, f audit.Filter, cur cursorPos, until time.Time) ([]audit.Record, error) {
 	seg, err := openSegment(ref)
 	if err != nil {
 		return nil, err
@@ -287,16 +266,27 @@ func (m *merger) Pop() any {
 }
 func (m *merger) top() *audit.Record { return &m.its[0].recs[m.its[0].i] }
 
+// lastSeqs returns each writer's last record in segments.
+func lastSeqs(refs []segmentRef) map[string]uint64 {
+	last := map[string]uint64{}
+	for _, ref := range refs {
+		last[ref.writer] = max(last[ref.writer], ref.last)
+	}
+	return last
+}
+
 // tailMatches reads, for every writer whose write-ahead log the directory
-// names, the records after its last segment that f selects, newest first.
-func (s *Store) tailMatches(ctx context.Context, f audit.Filter, cur cursorPos, until time.Time, lastSeq map[string]uint64) ([]audit.Record, error) {
-	if s.tail == nil {
-		return nil, nil
+// names (see Options.WAL), the records after its last segment that f
+// selects, newest first.
+func (s *Log) tailMatches(ctx context.Context, f audit.Filter, cur cursorPos, until time.Time, last map[string]uint64) ([]audit.Record, error) {
+	tails, err := readTails(s.dir)
+	if err != nil {
+		return nil, err
 	}
 	var out []audit.Record
-	for writer, last := range lastSeq {
-		err := s.tail(writer, last, func(r *audit.Record) error {
-			if matchRecord(&f, r, until) && cur.before(r) {
+	for writer, wal := range tails {
+		err := audit.ReadLog(wal, last[writer], func(r *audit.Record) error {
+			if r.Writer == writer && matchRecord(&f, r, until) && cur.before(r) {
 				out = append(out, *r)
 			}
 			return ctx.Err()
@@ -308,5 +298,3 @@ func (s *Store) tailMatches(ctx context.Context, f audit.Filter, cur cursorPos, 
 	slices.SortFunc(out, func(a, b audit.Record) int { return newer(&a, &b) })
 	return out, nil
 }
-
-var errBadCursor = errors.New("invalid cursor")

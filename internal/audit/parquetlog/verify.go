@@ -8,7 +8,7 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
-// Verify checks every writer's chain through its segments: each record's
+// VerifyChains implements audit.ChainVerifier. It checks every writer's chain through its segments: each record's
 // content against its CRC, which names an edited record; the chain,
 // recomputed from the columns, against the hashes the segment's metadata
 // keeps at its start, every markEvery records and its end, which proves
@@ -22,7 +22,7 @@ import (
 // links to them. The tail (the writer's write-ahead log) covers them when
 // it is reachable; see Verification.CheckHeads for a running writer's
 // head.
-func (s *Store) Verify(ctx context.Context) (*audit.Verification, error) {
+func (s *Log) VerifyChains(ctx context.Context) (*audit.Verification, error) {
 	refs, strays, err := listFiles(s.dir)
 	if err != nil {
 		return nil, err
@@ -31,19 +31,27 @@ func (s *Store) Verify(ctx context.Context) (*audit.Verification, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := &audit.Verification{Writers: map[string]uint64{}}
+	tails, err := readTails(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	v := &audit.Verification{Writers: map[string]uint64{}, Checkpoints: cps}
 	for _, path := range strays {
 		v.Breaks = append(v.Breaks, audit.Break{Problem: fmt.Sprintf("%s is not a segment of the decision log (a segment renamed, or a file put there)", path)})
 	}
-	for i := 0; i < len(refs); {
-		j := i
-		for j < len(refs) && refs[j].writer == refs[i].writer {
-			j++
+	byWriter := map[string][]segmentRef{}
+	for _, ref := range refs {
+		byWriter[ref.writer] = append(byWriter[ref.writer], ref)
+	}
+	for writer := range tails {
+		if _, ok := byWriter[writer]; !ok {
+			byWriter[writer] = nil
 		}
-		if err := s.verifyWriter(ctx, v, refs[i:j], cps[refs[i].writer]); err != nil {
+	}
+	for writer, refs := range byWriter {
+		if err := s.verifyWriter(ctx, v, writer, refs, cps[writer], tails[writer]); err != nil {
 			return nil, err
 		}
-		i = j
 	}
 	slices.SortStableFunc(v.Breaks, func(a, b audit.Break) int {
 		if a.Writer != b.Writer {
@@ -57,10 +65,31 @@ func (s *Store) Verify(ctx context.Context) (*audit.Verification, error) {
 	return v, nil
 }
 
-func (s *Store) verifyWriter(ctx context.Context, v *audit.Verification, refs []segmentRef, cp audit.Checkpoint) error {
-	writer := refs[0].writer
+// verifyWriter checks one writer's chain: its segments, then, when its
+// write-ahead log is reachable (wal), the log's records: those also in a
+// segment must have the hash recomputed from it (a second copy of the
+// chain, with every record's full hash), and the newer ones must continue
+// the chain.
+func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, writer string, refs []segmentRef, cp audit.Checkpoint, wal string) error {
 	brk := func(seq uint64, requestID, format string, args ...any) {
 		v.Breaks = append(v.Breaks, audit.Break{Writer: writer, Seq: seq, RequestID: requestID, Problem: fmt.Sprintf(format, args...)})
+	}
+	var inSegments uint64
+	for _, ref := range refs {
+		inSegments = max(inSegments, ref.last)
+	}
+	// The log's copies of records also in segments, by sequence number.
+	logged := map[uint64]string{}
+	if wal != "" {
+		err := audit.ReadLog(wal, cp.Seq, func(r *audit.Record) error {
+			if r.Writer == writer && r.Seq <= inSegments {
+				logged[r.Seq] = r.Hash
+			}
+			return ctx.Err()
+		})
+		if err != nil {
+			return err
+		}
 	}
 	expect := cp.Seq + 1 // the next sequence number the chain must hold
 	prevHash := cp.Hash
@@ -120,13 +149,29 @@ func (s *Store) verifyWriter(ctx context.Context, v *audit.Verification, refs []
 							}
 							c.prev, valid, blockEdited = h, true, false
 						}
+						if h, ok := logged[rec.Seq-1]; ok && !valid {
+							// The write-ahead log's copy of the record before
+							// vouches for the chain from here.
+							c.prev, valid = h, true
+						}
 						var crc uint32
-						if crc, buf = recordCRC(&rec, buf); crc != w.RecordCRC {
+						crc, buf = recordCRC(&rec, buf)
+						edited := crc != w.RecordCRC
+						if edited {
 							brk(rec.Seq, rec.RequestID, "edited: its content does not match its hash")
 							blockEdited = true
 						}
 						if valid {
 							c.next(&rec)
+							if h, ok := logged[rec.Seq]; ok {
+								if h != rec.Hash && !edited {
+									brk(rec.Seq, rec.RequestID, "edited: its content does not match the write-ahead log's copy (its CRC was recomputed too)")
+									blockEdited = true
+								}
+								c.prev = h // the true hash, whatever the segment holds
+							} else if edited {
+								valid = false
+							}
 						}
 						next = max(next, rec.Seq+1)
 					}
@@ -151,5 +196,25 @@ func (s *Store) verifyWriter(ctx context.Context, v *audit.Verification, refs []
 		v.Writers[writer] = max(v.Writers[writer], m.LastSeq)
 		expect, prevHash = max(expect, m.LastSeq+1), m.LastHash
 	}
-	return nil
+	if wal == "" {
+		return nil
+	}
+	// The records only in the log continue the chain.
+	return audit.ReadLog(wal, inSegments, func(r *audit.Record) error {
+		if r.Writer != writer {
+			return nil
+		}
+		v.Records++
+		switch {
+		case r.Seq > expect && expect == 1:
+			brk(r.Seq, r.RequestID, "chain starts at record %d: records 1..%d were deleted", r.Seq, r.Seq-1)
+		case r.Seq > expect:
+			brk(r.Seq, r.RequestID, "records %d..%d were deleted (neither a segment nor the write-ahead log holds them)", expect, r.Seq-1)
+		case r.PrevHash != prevHash && (prevHash != "" || expect == 1):
+			brk(r.Seq, r.RequestID, "does not follow record %d: the write-ahead log and the segments disagree", expect-1)
+		}
+		expect, prevHash = r.Seq+1, r.Hash
+		v.Writers[writer] = max(v.Writers[writer], r.Seq)
+		return ctx.Err()
+	})
 }

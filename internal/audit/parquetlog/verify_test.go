@@ -62,11 +62,11 @@ func segmentFiles(t *testing.T, dir string) []string {
 
 func verify(t *testing.T, dir string) *audit.Verification {
 	t.Helper()
-	st, err := Open(dir)
+	st, err := OpenExisting(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := st.Verify(context.Background())
+	v, err := st.VerifyChains(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

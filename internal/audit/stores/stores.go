@@ -15,6 +15,7 @@ import (
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/otlpsink"
+	"github.com/egress-authz/egress-authz/internal/audit/parquetlog"
 	"github.com/egress-authz/egress-authz/internal/audit/sqlstore"
 )
 
@@ -32,6 +33,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Stdout is where the stdout sink writes; default os.Stdout.
 	Stdout io.Writer
+	// WAL is the write-ahead log the sink is fed from: the Parquet store
+	// records where it is, so that readers in other processes find the
+	// records not yet in a segment.
+	WAL string
+	// Now is the clock of the stores that read one (Parquet segments'
+	// age); nil means time.Now.
+	Now func() time.Time
 }
 
 // store is a decision log that is both written and queried.
@@ -60,6 +68,24 @@ type backend struct {
 }
 
 var backends = []backend{
+	{
+		forms: "parquet:DIR",
+		match: func(dsn string) (string, bool) { return strings.CutPrefix(dsn, "parquet:") },
+		key:   func(dir string) string { return "parquet:" + dir },
+		open: func(_ context.Context, dir string, opts Options) (store, error) {
+			return parquetlog.Open(dir, parquetlog.Options{Retention: opts.Retention, WAL: opts.WAL, Now: opts.Now, Logger: opts.Logger})
+		},
+		exists: func(dir string) error {
+			st, err := os.Stat(dir)
+			if err != nil {
+				return fmt.Errorf("decision log %s: %w", dir, err)
+			}
+			if !st.IsDir() {
+				return fmt.Errorf("decision log %s: not a directory of Parquet segments", dir)
+			}
+			return nil
+		},
+	},
 	{
 		forms: "sqlite:PATH",
 		match: sqlitePath,
@@ -145,7 +171,8 @@ func forms(keep func(*backend) bool) string {
 func queryable(b *backend) bool { return b.open != nil }
 
 // Open opens (creating it if needed) the queryable store dsn names:
-// "sqlite:PATH" (or a path ending in .db) or "postgres://...".
+// "parquet:DIR", "sqlite:PATH" (or a path ending in .db) or
+// "postgres://...".
 func Open(ctx context.Context, dsn string, opts Options) (audit.Store, error) {
 	b, target, ok := find(dsn)
 	if !ok || b.open == nil {

@@ -49,9 +49,9 @@ func TestOpenSaysWhatItTakes(t *testing.T) {
 		open func() error
 		want string
 	}{
-		{func() error { _, err := Open(ctx, "otlp", Options{}); return err }, "want sqlite:PATH or postgres://..."},
-		{func() error { _, err := Open(ctx, "decisions.sqlite", Options{}); return err }, "want sqlite:PATH or postgres://..."},
-		{func() error { _, err := OpenSink(ctx, "mysql://db/audit", Options{}); return err }, "want sqlite:PATH, postgres://..., otlp or stdout"},
+		{func() error { _, err := Open(ctx, "otlp", Options{}); return err }, "want parquet:DIR, sqlite:PATH or postgres://..."},
+		{func() error { _, err := Open(ctx, "decisions.sqlite", Options{}); return err }, "want parquet:DIR, sqlite:PATH or postgres://..."},
+		{func() error { _, err := OpenSink(ctx, "mysql://db/audit", Options{}); return err }, "want parquet:DIR, sqlite:PATH, postgres://..., otlp or stdout"},
 	} {
 		if err := tc.open(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want one saying %q", err, tc.want)
@@ -63,6 +63,13 @@ func TestOpenSaysWhatItTakes(t *testing.T) {
 // not get an empty log, which verify would call intact.
 func TestOpenExistingDoesNotCreateALog(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "data", "decisions.db")
+	dir := filepath.Join(t.TempDir(), "data", "decisions")
+	if _, err := OpenExisting(context.Background(), "parquet:"+dir); err == nil || !strings.Contains(err.Error(), dir) {
+		t.Errorf("OpenExisting(parquet:%s): %v, want an error naming the directory", dir, err)
+	}
+	if _, err := os.Stat(dir); err == nil {
+		t.Errorf("OpenExisting created %s", dir)
+	}
 	for _, dsn := range []string{"sqlite:" + path, path} {
 		if _, err := OpenExisting(context.Background(), dsn); err == nil || !strings.Contains(err.Error(), path) {
 			t.Errorf("OpenExisting(%q): %v, want an error naming the file", dsn, err)
