@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -142,36 +141,6 @@ type Set struct {
 
 var ruleIDPattern = regexp.MustCompile(`^[a-z0-9-]+$`)
 
-// Load reads the rule set at path: one YAML file, or every *.yaml and *.yml
-// file directly in a directory (names starting with "." skipped, so a
-// Kubernetes ConfigMap mount's ..data directory is read once). A returned
-// error is an ErrorList when the files were read but are invalid.
-func Load(path string) (*Set, error) {
-	srcs, err := ReadSources(path)
-	if err != nil {
-		return nil, err
-	}
-	return Parse(srcs...)
-}
-
-// ReadSources reads the files of the rule set at path, as Load does, without
-// parsing them.
-func ReadSources(path string) ([]Source, error) {
-	files, err := ruleFiles(path)
-	if err != nil {
-		return nil, err
-	}
-	srcs := make([]Source, 0, len(files))
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("read rules: %w", err)
-		}
-		srcs = append(srcs, Source{Name: f, Data: data})
-	}
-	return srcs, nil
-}
-
 // Version returns the version a rule set made of srcs has: the first 16 hex
 // digits of a SHA-256 over the files' base names and contents.
 func Version(srcs ...Source) string {
@@ -183,48 +152,6 @@ func Version(srcs ...Source) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
-}
-
-// ruleFiles lists the rule files path stands for, sorted by name.
-func ruleFiles(path string) ([]string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
-	}
-	if !st.IsDir() {
-		return []string{path}, nil
-	}
-	entries, err := os.ReadDir(path)
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
-	}
-	var files []string
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			continue
-		}
-		if ext := filepath.Ext(name); ext != ".yaml" && ext != ".yml" {
-			continue
-		}
-		full := filepath.Join(path, name)
-		// Stat, not e.Type: ConfigMap files are symlinks into ..data. A
-		// rule file that cannot be read is an error, never skipped: its
-		// deny rules would silently disappear.
-		fst, err := os.Stat(full)
-		if err != nil {
-			return nil, fmt.Errorf("read rules: %w", err)
-		}
-		if fst.IsDir() {
-			continue
-		}
-		files = append(files, full)
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("read rules: no *.yaml or *.yml files in directory %s", path)
-	}
-	sort.Strings(files)
-	return files, nil
 }
 
 // Source is one rule file's name and content.
