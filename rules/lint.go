@@ -13,7 +13,7 @@ import (
 func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 	var out []Diagnostic
 	warn := func(r *Rule, format string, args ...any) {
-		out = append(out, Diagnostic{Pos: r.Pos, Msg: fmt.Sprintf("rule %q: ", r.ID) + fmt.Sprintf(format, args...)})
+		out = append(out, Diagnostic{Pos: r.Pos, Msg: "rule " + quoteShort(r.ID) + ": " + fmt.Sprintf(format, args...)})
 	}
 	for _, r := range set.Rules {
 		if !r.Expires.IsZero() {
@@ -29,7 +29,7 @@ func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 			td, err := ParsePrincipalTrustDomain(p)
 			inSet := func(trusted string) bool { return globMatch(td, trusted) } // td may hold a '*'
 			if err == nil && !slices.ContainsFunc(set.TrustDomains, inSet) {
-				warn(r, "principal %q is outside trustDomains %v, so it never matches", p, set.TrustDomains)
+				warn(r, "principal %s is outside trustDomains %v, so it never matches", quoteShort(p), set.TrustDomains)
 			}
 		}
 		if r.Action == Allow && r.Mode == Enforce {
@@ -55,7 +55,7 @@ func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 func ParsePrincipalTrustDomain(p string) (string, error) {
 	rest, ok := strings.CutPrefix(p, "spiffe://")
 	if !ok {
-		return "", fmt.Errorf("%q is not a SPIFFE ID", p)
+		return "", fmt.Errorf("%s is not a SPIFFE ID", quoteShort(p))
 	}
 	td, _, _ := strings.Cut(rest, "/")
 	return td, nil

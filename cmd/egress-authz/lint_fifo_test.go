@@ -52,3 +52,23 @@ rules:
 		t.Errorf("lint of a link to /dev/zero: want exit 1 saying it is not a regular file\n%s", r)
 	}
 }
+
+// TestRulesLintQuotesNothingOfAFileThatIsNotARuleSet: a rule file linked
+// to an /etc/passwd-like file or a file of secrets is reported by type and
+// place, without a word of it.
+func TestRulesLintQuotesNothingOfAFileThatIsNotARuleSet(t *testing.T) {
+	dir := t.TempDir()
+	target := filepath.Join(t.TempDir(), "passwd")
+	writeFile(t, target, "root:x:0:0:root:/root:/bin/bash\nsk_live_51H8xQ2eZvKYlo2C9Xq\n")
+	link := filepath.Join(dir, "rules.yaml")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, dir, "rules", "lint", link)
+	if r.code != exitFail || r.stdout != link+":1:1: rule set must be a mapping, got a string\n" {
+		t.Errorf("want exit 1 and the error by type and place\n%s", r)
+	}
+	if strings.Contains(r.stdout+r.stderr, "root") || strings.Contains(r.stdout+r.stderr, "sk_live") {
+		t.Errorf("lint quotes the linked file\n%s", r)
+	}
+}
