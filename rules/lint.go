@@ -33,15 +33,19 @@ func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 			}
 		}
 		if r.Action == Allow && r.Mode == Enforce {
+			// A rule without from is also what a file caught half-written
+			// looks like (the from lines not there yet): say plainly what
+			// it lets in.
 			anyHost := len(r.Hosts) == 0 || slices.Contains(r.Hosts, "*")
 			anyone := len(r.Principals) == 0 && len(r.Namespaces) == 0 && len(r.ServiceAccounts) == 0
+			tds := strings.Join(set.TrustDomains, ", ")
 			switch {
 			case anyHost && anyone:
-				warn(r, "allows every workload to reach every host: overly broad")
+				warn(r, "has no from and allows any host: it lets every workload in the trust domains (%s) reach every host; overly broad", tds)
 			case anyHost:
 				warn(r, "allows any host: overly broad; list the hosts this workload needs")
 			case anyone:
-				warn(r, "allows every workload in the trust domains: overly broad; name principals, namespaces or service accounts")
+				warn(r, "has no from: it matches every workload in the trust domains (%s); overly broad, name principals, namespaces or service accounts", tds)
 			}
 		}
 		if r.Action == Deny && r.Mode == Enforce && r.HTTPOnly() {
