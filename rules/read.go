@@ -66,7 +66,7 @@ func (r Reader) Load(ctx context.Context, path string) (*Set, error) {
 // ReadSources reads the files of the rule set at path, as Load does,
 // without parsing them. It stops with ctx's error once ctx is done.
 func (r Reader) ReadSources(ctx context.Context, path string) ([]Source, error) {
-	files, err := r.ruleFiles(path)
+	files, dir, err := r.ruleFiles(path)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func (r Reader) ReadSources(ctx context.Context, path string) ([]Source, error) 
 	for _, f := range files {
 		data, err := r.readFile(ctx, f)
 		var odd notRegular
-		if errors.As(err, &odd) && len(files) > 1 {
+		if errors.As(err, &odd) && dir {
 			// Replaced after it was listed: skipped like the others.
 			r.warn(f, odd)
 			continue
@@ -130,25 +130,25 @@ func fileKind(m fs.FileMode) string {
 	return "not a regular file"
 }
 
-// ruleFiles lists the rule files path stands for, sorted by name. In a
-// directory, entries that are not regular files are skipped and warned of;
-// path itself must be a directory or a regular file.
-func (r Reader) ruleFiles(path string) ([]string, error) {
+// ruleFiles lists the rule files path stands for, sorted by name, and
+// whether path is a directory. In a directory, entries that are not
+// regular files are skipped and warned of; path itself must be a directory
+// or a regular file.
+func (r Reader) ruleFiles(path string) (files []string, dir bool, err error) {
 	st, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
+		return nil, false, fmt.Errorf("read rules: %w", err)
 	}
 	if !st.IsDir() {
 		if !st.Mode().IsRegular() {
-			return nil, fmt.Errorf("read rules: %w", notRegular{name: path, kind: fileKind(st.Mode())})
+			return nil, false, fmt.Errorf("read rules: %w", notRegular{name: path, kind: fileKind(st.Mode())})
 		}
-		return []string{path}, nil
+		return []string{path}, false, nil
 	}
 	entries, err := os.ReadDir(path)
 	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
+		return nil, true, fmt.Errorf("read rules: %w", err)
 	}
-	var files []string
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, ".") {
@@ -163,7 +163,7 @@ func (r Reader) ruleFiles(path string) ([]string, error) {
 		// deny rules would silently disappear.
 		fst, err := os.Stat(full)
 		if err != nil {
-			return nil, fmt.Errorf("read rules: %w", err)
+			return nil, true, fmt.Errorf("read rules: %w", err)
 		}
 		switch {
 		case fst.IsDir():
@@ -175,10 +175,10 @@ func (r Reader) ruleFiles(path string) ([]string, error) {
 		files = append(files, full)
 	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("read rules: no *.yaml or *.yml regular files in directory %s", path)
+		return nil, true, fmt.Errorf("read rules: no *.yaml or *.yml regular files in directory %s", path)
 	}
 	sort.Strings(files)
-	return files, nil
+	return files, true, nil
 }
 
 // readFile reads a regular file of at most r.maxFileSize() bytes, looking

@@ -37,9 +37,9 @@ type ReloaderOptions struct {
 	Debounce time.Duration
 	Poll     time.Duration
 	Logger   *slog.Logger
-	// Reader reads the rule files (its MaxFileSize bounds each). The
-	// Reloader logs a warning for each directory entry it skips, when the
-	// entries skipped change, and then calls Reader.Warn if set.
+	// Reader reads the rule files (its MaxFileSize bounds each). Its Warn
+	// is not called: the Reloader logs a warning for each directory entry
+	// it skips, when the entries skipped change.
 	Reader Reader
 	// OnReload, when set, is called after every reload attempt that found
 	// changed files, with its error (nil when the new set was swapped in).
@@ -230,11 +230,6 @@ func (r *Reloader) readSources(ctx context.Context) ([]Source, error) {
 		r.skipped = b.String()
 		for _, d := range skipped {
 			r.opts.Logger.Warn("rule file skipped", "path", r.path, "file", d.Pos.File, "reason", d.Msg)
-		}
-	}
-	if r.opts.Reader.Warn != nil {
-		for _, d := range skipped {
-			r.opts.Reader.Warn(d)
 		}
 	}
 	return srcs, nil
