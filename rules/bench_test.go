@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"strings"
 	"testing"
 )
 
@@ -50,5 +51,42 @@ func BenchmarkCompile10k(b *testing.B) {
 		if _, err := Compile(set); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkExplain10k measures Table.Explain against 10,000 rules for a
+// request with a long host and path: at the MaxExplainField bound, for the
+// five near misses and for every rule, and over it (a 200 KB URL, refused).
+func BenchmarkExplain10k(b *testing.B) {
+	g := generateRules(b, 10000, 1)
+	set, err := Parse(Source{Name: "bench.yaml", Data: g.YAML})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tab, err := Compile(set)
+	if err != nil {
+		b.Fatal(err)
+	}
+	long := func(n int) Request {
+		req := g.Allowed
+		req.Host = strings.Repeat("h", n/2-len(".vendor-123.com")) + ".vendor-123.com"
+		req.Path = "/v1/items/" + strings.Repeat("x", n/2-len("/v1/items/"))
+		return req
+	}
+	for _, bc := range []struct {
+		name string
+		req  Request
+		near int
+	}{
+		{"16KiB_url_5_near_misses", long(2 * MaxExplainField), 5},
+		{"16KiB_url_every_rule", long(2 * MaxExplainField), -1},
+		{"200KB_url_refused", long(200 << 10), 5},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = tab.Explain(bc.req, testNow, bc.near)
+			}
+		})
 	}
 }

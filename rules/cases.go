@@ -61,13 +61,13 @@ func ParseCases(src Source) ([]Case, error) {
 	names := map[string]Pos{}
 	for _, c := range cases {
 		if prev, dup := names[c.Name]; dup {
-			p.errs = append(p.errs, Diagnostic{Pos: c.Pos, Msg: fmt.Sprintf("case name %q already used at %s", c.Name, prev)})
+			p.add(Diagnostic{Pos: c.Pos, Msg: fmt.Sprintf("case name %s already used at %s", quoteShort(c.Name), prev)})
 		} else {
 			names[c.Name] = c.Pos
 		}
 	}
 	if len(p.errs) > 0 {
-		return nil, p.errs
+		return nil, p.list()
 	}
 	return cases, nil
 }
@@ -78,6 +78,10 @@ func (p *parser) caseDocument(doc *yaml.Node) []Case {
 		return nil
 	}
 	root := doc.Content[0]
+	// As for a rule set (see parser.document), nothing is quoted and only
+	// the shape is checked until the document has a list of cases.
+	p.known = isCaseFile(root)
+	defer func() { p.known = false }()
 	var list *yaml.Node
 	if !p.fields(root, "case file", []string{"cases"}, func(key string, k, v *yaml.Node) { list = v }) {
 		return nil
@@ -87,7 +91,7 @@ func (p *parser) caseDocument(doc *yaml.Node) []Case {
 		return nil
 	}
 	if list.Kind != yaml.SequenceNode {
-		p.errorf(list, "cases must be a list, got %s", kindName(list))
+		p.errorf(list, "cases must be a list, got %s", p.describe(list))
 		return nil
 	}
 	var out []Case
@@ -101,7 +105,7 @@ func (p *parser) caseDocument(doc *yaml.Node) []Case {
 
 func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 	c := Case{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}}
-	before := len(p.errs)
+	before := p.nerrs()
 	var nameNode, urlNode, sniNode, expectNode, methodNode, portNode *yaml.Node
 	ok := p.fields(n, "case", caseKeys, func(key string, k, v *yaml.Node) {
 		s, ok := p.scalar(v, key)
@@ -116,7 +120,7 @@ func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 		case "method":
 			methodNode, c.Method = v, s
 			if !IsToken(s) {
-				p.errorf(v, "method %q is not an HTTP method", s)
+				p.errorf(v, "method %s is not an HTTP method", quoteShort(s))
 			}
 		case "url":
 			urlNode, c.URL = v, s
@@ -128,7 +132,7 @@ func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 			portNode = v
 			port, err := strconv.Atoi(s)
 			if err != nil || port < 1 || port > 65535 {
-				p.errorf(v, "port %q is not a port number (1-65535)", s)
+				p.errorf(v, "port %s is not a port number (1-65535)", quoteShort(s))
 			}
 			c.Port = port
 		case "expect":
@@ -137,17 +141,17 @@ func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 			case Allow, Deny:
 				c.Expect = Action(s)
 			default:
-				p.errorf(v, "expect must be allow or deny, got %q", s)
+				p.errorf(v, "expect must be allow or deny, got %s", quoteShort(s))
 			}
 		case "rule":
 			c.Rule, c.HasRule = s, true
 			if s != "" && !ruleIDPattern.MatchString(s) {
-				p.errorf(v, "rule %q is not a rule id (lower-case letters, digits and '-'); write rule: \"\" to expect that no rule decides", s)
+				p.errorf(v, "rule %s is not a rule id (lower-case letters, digits and '-'); write rule: \"\" to expect that no rule decides", quoteShort(s))
 			}
 		case "reason":
 			c.Reason = Reason(s)
 			if !slices.Contains(caseReasons(), c.Reason) {
-				p.errorf(v, "reason %q is not a reason a decision can have (one of %s)", s, reasonList())
+				p.errorf(v, "reason %s is not a reason a decision can have (one of %s)", quoteShort(s), reasonList())
 			}
 		case "at":
 			t, err := when.ParseTime(s)
@@ -163,7 +167,7 @@ func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 	if nameNode == nil || c.Name == "" {
 		p.errorf(n, "case has no name")
 	}
-	what := fmt.Sprintf("case %q", c.Name)
+	what := "case " + quoteShort(c.Name)
 	switch {
 	case urlNode == nil && sniNode == nil:
 		p.errorf(n, "%s has neither url nor sni", what)
@@ -191,7 +195,21 @@ func (p *parser) testCase(n *yaml.Node) (Case, bool) {
 	if c.SNI != "" && c.Port == 0 {
 		c.Port = 443
 	}
-	return c, len(p.errs) == before
+	return c, p.nerrs() == before
+}
+
+// isCaseFile reports whether a document's root is a mapping whose cases
+// key holds a list.
+func isCaseFile(root *yaml.Node) bool {
+	if root.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		if k := root.Content[i]; k.Kind == yaml.ScalarNode && k.Value == "cases" {
+			return root.Content[i+1].Kind == yaml.SequenceNode
+		}
+	}
+	return false
 }
 
 func reasonList() string {

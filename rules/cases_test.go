@@ -57,7 +57,8 @@ func TestParseCasesErrors(t *testing.T) {
 	}{
 		{"empty_file", "", "cases.yaml:1:1: empty case file"},
 		{"not_a_mapping", "- a\n", "cases.yaml:1:1: case file must be a mapping, got a list"},
-		{"unknown_top_level_key", "tests: []\n", `cases.yaml:1:1: case file: unknown key "tests" (known: cases)`},
+		{"unknown_top_level_key", "tests: []\n", `cases.yaml:1:1: case file: unknown key (known: cases)`},
+		{"unknown_key_beside_cases", "cases: []\ntests: []\n", `cases.yaml:2:1: case file: unknown key "tests" (known: cases)`},
 		{"cases_not_a_list", "cases: {}\n", "cases.yaml:1:8: cases must be a list, got a mapping"},
 		{"unknown_case_key", "cases:\n  - name: a\n" + ok + "    colour: red\n", `cases.yaml:6:5: case: unknown key "colour"`},
 		{"no_name", "cases:\n  - expect: allow\n    url: https://x.example/\n", "cases.yaml:2:5: case has no name"},

@@ -1,17 +1,20 @@
 package rules
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Explanation says, in plain words, how a Table decides a Request: the
-// decision, and for every rule whether it matched and, if not, which of its
-// fields the request failed and with which value.
+// decision, and for the rules that matched and those that nearly did
+// whether each matched and, if not, which of its fields the request failed
+// and with which value.
 //
 // Its JSON form is what "rules explain --format json" and the admin
 // endpoint GET /v1/explain print.
@@ -20,9 +23,10 @@ type Explanation struct {
 	Decision Decision
 	// Summary is one sentence on the decision.
 	Summary string
-	// Rules holds every rule of the table in rule-set order; empty when the
-	// request was denied before any rule was looked at (no identity, an
-	// untrusted trust domain, an unsafe path...).
+	// Rules holds, in rule-set order, every rule that matched and the
+	// nearest of those that did not (every rule when Explain was asked for
+	// all); empty when the request was denied before any rule was looked
+	// at (no identity, an untrusted trust domain, an unsafe path...).
 	Rules []RuleCheck
 }
 
@@ -47,22 +51,53 @@ const (
 
 // Miss is one field of a rule that a request did not match.
 type Miss struct {
-	Field string   `json:"field"` // the rule's key: hosts, ports, methods, paths, principals, namespaces, serviceAccounts, expires, tls
-	Value string   `json:"value"` // the request's value ("" when it has none)
+	Field string `json:"field"` // the rule's key: hosts, ports, methods, paths, principals, namespaces, serviceAccounts, expires, tls
+	// Value is the request's value ("" when it has none), shortened to
+	// MaxMissValue bytes and an ellipsis when longer: the explanation's
+	// Request holds it whole, once.
+	Value string   `json:"value"`
 	Want  []string `json:"want,omitempty"`
 	Why   string   `json:"why"` // the same in plain words
 }
 
-// Explain decides req as Decide does and explains the decision rule by rule.
-// It is much slower than Decide and allocates: it is for people, not for
-// the request path.
-func (t *Table) Explain(req Request, now time.Time) Explanation {
+// MaxExplainField is the most bytes Explain takes in each of a request's
+// principal, host, method and path. Explain is for people asking about
+// one request, and real ones are far shorter; the bound keeps an
+// explanation of every rule (which repeats the request's values in each
+// miss) a few megabytes even against a large rule set, where an unbounded
+// path once cost gigabytes.
+const MaxExplainField = 8 << 10
+
+// MaxMissValue is the most bytes of a request's value a Miss repeats (see
+// Miss.Value).
+const MaxMissValue = 256
+
+// Explain decides req as Decide does and explains the decision rule by
+// rule: every rule that matched, and of the others the near nearest (fewest
+// failed fields, then those whose host matched, then in rule-set order;
+// every rule when near < 0). It is much slower than Decide and allocates:
+// it is for people, not for the request path.
+//
+// Rules are ranked by counting their failed fields, which allocates
+// nothing; the words are written only for the rules kept, so that the cost
+// of an explanation is that of what it shows. A request whose principal,
+// host, method or path is longer than MaxExplainField bytes is refused
+// with an error saying so.
+func (t *Table) Explain(req Request, now time.Time, near int) (Explanation, error) {
+	for _, f := range []struct{ name, value string }{
+		{"principal", req.Principal}, {"host", req.Host}, {"method", req.Method}, {"path", req.Path},
+	} {
+		if len(f.value) > MaxExplainField {
+			return Explanation{}, fmt.Errorf("explain: the %s is %d bytes long; explain takes at most %d bytes (%d KiB) of it",
+				f.name, len(f.value), MaxExplainField, MaxExplainField>>10)
+		}
+	}
 	d := t.Decide(req, now)
 	e := Explanation{Request: req, Decision: d, Summary: summary(&d)}
 	switch d.Reason {
 	case ReasonAllowed, ReasonDeniedByRule, ReasonNoMatchingRule:
 	default:
-		return e // decided before any rule was looked at
+		return e, nil // decided before any rule was looked at
 	}
 	// The rules the host index offers for this host are exactly those
 	// whose hosts match it, as in Decide.
@@ -74,19 +109,41 @@ func (t *Table) Explain(req Request, now time.Time) Explanation {
 	})
 
 	u := now.Unix()
-	e.Rules = make([]RuleCheck, len(t.rules))
+	// keep marks the rules explained: the matching ones, and the nearest
+	// misses once ranked.
+	keep := make([]bool, len(t.rules))
+	type missed struct {
+		i    int32
+		rank int32 // failed fields, doubled, plus one when the host failed
+	}
+	var misses []missed
 	for i := range t.rules {
+		n, _ := t.rules[i].check(&req, &d, u, hostOK[i], false)
+		if n == 0 {
+			keep[i] = true
+			continue
+		}
+		rank := 2 * int32(n)
+		if !hostOK[i] {
+			rank++
+		}
+		misses = append(misses, missed{int32(i), rank})
+	}
+	if near >= 0 && len(misses) > near {
+		slices.SortStableFunc(misses, func(a, b missed) int { return cmp.Compare(a.rank, b.rank) })
+		misses = misses[:near]
+	}
+	for _, m := range misses {
+		keep[m.i] = true
+	}
+
+	for i := range t.rules {
+		if !keep[i] {
+			continue
+		}
 		c := &t.rules[i]
 		rc := RuleCheck{Rule: c.rule}
-		if !hostOK[i] {
-			verb := "is not"
-			if slices.ContainsFunc(c.rule.Hosts, func(h string) bool { return strings.Contains(h, "*") }) {
-				verb = "does not match"
-			}
-			rc.Misses = append(rc.Misses, Miss{Field: "hosts", Value: d.Host, Want: c.rule.Hosts,
-				Why: fmt.Sprintf("host %s %s %s", d.Host, verb, orList(c.rule.Hosts))})
-		}
-		rc.Misses = append(rc.Misses, c.misses(&req, &d, u)...)
+		_, rc.Misses = c.check(&req, &d, u, hostOK[i], true)
 		rc.Matched = len(rc.Misses) == 0
 		if rc.Matched {
 			switch {
@@ -98,70 +155,131 @@ func (t *Table) Explain(req Request, now time.Time) Explanation {
 				rc.Role = RoleOutranked
 			}
 		}
-		e.Rules[i] = rc
+		e.Rules = append(e.Rules, rc)
 	}
-	return e
+	return e, nil
 }
 
-// misses returns every field of the rule, other than the host, that the
-// request fails, using the checks mismatch uses.
-func (c *compiled) misses(req *Request, d *Decision, now int64) []Miss {
+// check walks the fields of the rule that the request fails, in the order
+// Decide checks them, using the checks mismatch uses; hostOK says whether
+// the host index offered the rule for the request's host. It returns how
+// many fields failed and, when build is set, each as a Miss. Without build
+// it allocates nothing: Explain ranks every rule with it, and builds the
+// words only for the rules it keeps, so the ranking and the words cannot
+// disagree.
+func (c *compiled) check(req *Request, d *Decision, now int64, hostOK, build bool) (int, []Miss) {
+	n := 0
 	var out []Miss
 	r := c.rule
-	if !c.liveAt(now) {
-		out = append(out, Miss{Field: "expires", Value: time.Unix(now, 0).UTC().Format(time.DateOnly),
-			Want: []string{r.Expires.Format(time.DateOnly)},
-			Why:  fmt.Sprintf("the rule expired on %s", r.Expires.Format(time.DateOnly))})
+	if !hostOK {
+		n++
+		if build {
+			verb := "is not"
+			if slices.ContainsFunc(r.Hosts, func(h string) bool { return strings.Contains(h, "*") }) {
+				verb = "does not match"
+			}
+			host := shorten(d.Host)
+			out = append(out, Miss{Field: "hosts", Value: host, Want: r.Hosts,
+				Why: fmt.Sprintf("host %s %s %s", host, verb, orList(r.Hosts))})
+		}
 	}
-	if !c.tlsOK(req) {
+	if !c.liveAt(now) {
+		n++
+		if build {
+			out = append(out, Miss{Field: "expires", Value: time.Unix(now, 0).UTC().Format(time.DateOnly),
+				Want: []string{r.Expires.Format(time.DateOnly)},
+				Why:  fmt.Sprintf("the rule expired on %s", r.Expires.Format(time.DateOnly))})
+		}
+	}
+	tlsOK := c.tlsOK(req)
+	if !tlsOK {
 		// Methods and paths are not looked at: the connection has none.
-		out = append(out, Miss{Field: "tls", Value: "TLS passthrough",
-			Why: "a TLS-passthrough connection has no method or path, and the rule names methods or paths"})
+		n++
+		if build {
+			out = append(out, Miss{Field: "tls", Value: "TLS passthrough",
+				Why: "a TLS-passthrough connection has no method or path, and the rule names methods or paths"})
+		}
 	}
 	if !c.portOK(d.Port) {
-		want := make([]string, len(r.Ports))
-		for i, p := range r.Ports {
-			want[i] = strconv.Itoa(p)
+		n++
+		if build {
+			want := make([]string, len(r.Ports))
+			for i, p := range r.Ports {
+				want[i] = strconv.Itoa(p)
+			}
+			out = append(out, Miss{Field: "ports", Value: strconv.Itoa(d.Port), Want: want,
+				Why: fmt.Sprintf("port %d is not %s", d.Port, orList(want))})
 		}
-		out = append(out, Miss{Field: "ports", Value: strconv.Itoa(d.Port), Want: want,
-			Why: fmt.Sprintf("port %d is not %s", d.Port, orList(want))})
 	}
-	if c.tlsOK(req) && !c.methodOK(req.Method) {
-		out = append(out, Miss{Field: "methods", Value: req.Method, Want: r.Methods,
-			Why: fmt.Sprintf("method %s is not %s", req.Method, orList(r.Methods))})
+	if tlsOK && !c.methodOK(req.Method) {
+		n++
+		if build {
+			method := shorten(req.Method)
+			out = append(out, Miss{Field: "methods", Value: method, Want: r.Methods,
+				Why: fmt.Sprintf("method %s is not %s", method, orList(r.Methods))})
+		}
 	}
 	if !c.namespaceOK(d.Identity.Namespace) {
-		m := Miss{Field: "namespaces", Value: d.Identity.Namespace, Want: r.Namespaces}
-		if d.Identity.Namespace == "" {
-			m.Why = fmt.Sprintf("the caller has no namespace (its SPIFFE ID is not /ns/NS/sa/SA), and the rule wants %s", orList(r.Namespaces))
-		} else {
-			m.Why = fmt.Sprintf("namespace %s is not %s", d.Identity.Namespace, orList(r.Namespaces))
+		n++
+		if build {
+			ns := shorten(d.Identity.Namespace)
+			m := Miss{Field: "namespaces", Value: ns, Want: r.Namespaces}
+			if ns == "" {
+				m.Why = fmt.Sprintf("the caller has no namespace (its SPIFFE ID is not /ns/NS/sa/SA), and the rule wants %s", orList(r.Namespaces))
+			} else {
+				m.Why = fmt.Sprintf("namespace %s is not %s", ns, orList(r.Namespaces))
+			}
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
 	if !c.accountOK(d.Identity.ServiceAccount) {
-		m := Miss{Field: "serviceAccounts", Value: d.Identity.ServiceAccount, Want: r.ServiceAccounts}
-		if d.Identity.ServiceAccount == "" {
-			m.Why = fmt.Sprintf("the caller has no service account (its SPIFFE ID is not /ns/NS/sa/SA), and the rule wants %s", orList(r.ServiceAccounts))
-		} else {
-			m.Why = fmt.Sprintf("service account %s is not %s", d.Identity.ServiceAccount, orList(r.ServiceAccounts))
+		n++
+		if build {
+			sa := shorten(d.Identity.ServiceAccount)
+			m := Miss{Field: "serviceAccounts", Value: sa, Want: r.ServiceAccounts}
+			if sa == "" {
+				m.Why = fmt.Sprintf("the caller has no service account (its SPIFFE ID is not /ns/NS/sa/SA), and the rule wants %s", orList(r.ServiceAccounts))
+			} else {
+				m.Why = fmt.Sprintf("service account %s is not %s", sa, orList(r.ServiceAccounts))
+			}
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
 	if !c.principalOK(req.Principal) {
-		out = append(out, Miss{Field: "principals", Value: req.Principal, Want: r.Principals,
-			Why: fmt.Sprintf("principal %s matches none of %s", req.Principal, strings.Join(r.Principals, ", "))})
+		n++
+		if build {
+			p := shorten(req.Principal)
+			out = append(out, Miss{Field: "principals", Value: p, Want: r.Principals,
+				Why: fmt.Sprintf("principal %s matches none of %s", p, strings.Join(r.Principals, ", "))})
+		}
 	}
-	if c.tlsOK(req) && !c.pathOK(d.Path) {
-		out = append(out, Miss{Field: "paths", Value: d.Path, Want: r.Paths,
-			Why: fmt.Sprintf("path %s matches none of %s", d.Path, strings.Join(r.Paths, ", "))})
+	if tlsOK && !c.pathOK(d.Path) {
+		n++
+		if build {
+			path := shorten(d.Path)
+			out = append(out, Miss{Field: "paths", Value: path, Want: r.Paths,
+				Why: fmt.Sprintf("path %s matches none of %s", path, strings.Join(r.Paths, ", "))})
+		}
 	}
-	return out
+	return n, out
 }
 
-// NearMisses returns the rules that did not match, nearest first: fewest
-// failed fields, then those whose host matched, then in rule-set order. At
-// most n are returned (all when n < 0).
+// shorten returns s, or its first MaxMissValue bytes (cut at a character
+// boundary) and an ellipsis when it is longer.
+func shorten(s string) string {
+	if len(s) <= MaxMissValue {
+		return s
+	}
+	cut := MaxMissValue
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}
+
+// NearMisses returns the rules of the explanation that did not match,
+// nearest first: fewest failed fields, then those whose host matched, then
+// in rule-set order. At most n are returned (all when n < 0).
 func (e *Explanation) NearMisses(n int) []RuleCheck {
 	var out []RuleCheck
 	for _, rc := range e.Rules {
@@ -185,23 +303,6 @@ func (e *Explanation) NearMisses(n int) []RuleCheck {
 		out = out[:n]
 	}
 	return out
-}
-
-// Trim returns e with only the matching rules and the n nearest misses
-// (see NearMisses), in rule-set order: what a person wants to read.
-func (e Explanation) Trim(n int) Explanation {
-	keep := map[*Rule]bool{}
-	for _, rc := range e.NearMisses(n) {
-		keep[rc.Rule] = true
-	}
-	var rules []RuleCheck
-	for _, rc := range e.Rules {
-		if rc.Matched || keep[rc.Rule] {
-			rules = append(rules, rc)
-		}
-	}
-	e.Rules = rules
-	return e
 }
 
 // MarshalJSON writes the explanation as decision, reason, rule, summary,

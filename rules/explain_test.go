@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -111,7 +112,7 @@ func TestExplain(t *testing.T) {
 			if at.IsZero() {
 				at = testNow
 			}
-			e := tab.Explain(tc.req, at)
+			e := explain(t, tab, tc.req, at, -1)
 			d := tab.Decide(tc.req, at)
 			if got := DecisionWord(e.Decision.Allow); got != tc.decision || ruleID(e.Decision) != tc.rule {
 				t.Fatalf("decision %s by %q, want %s by %q", got, ruleID(e.Decision), tc.decision, tc.rule)
@@ -173,18 +174,29 @@ func findCheck(t *testing.T, e Explanation, id string) RuleCheck {
 
 func TestExplainNearMissesComeFirst(t *testing.T) {
 	tab := compileYAML(t, explainRules)
-	e := tab.Explain(httpReq(checkout, "DELETE", "api.stripe.com", "/v1/charges"), testNow)
+	req := httpReq(checkout, "DELETE", "api.stripe.com", "/v1/charges")
+	e := explain(t, tab, req, testNow, -1)
 	near := e.NearMisses(2)
 	if len(near) != 2 || near[0].Rule.ID != "payments-stripe-charges" || len(near[0].Misses) != 1 {
 		t.Fatalf("nearest misses %v, want payments-stripe-charges (one miss) first", ids(near))
 	}
-	trimmed := e.Trim(1)
-	if len(trimmed.Rules) != 1 || trimmed.Rules[0].Rule.ID != "payments-stripe-charges" {
-		t.Errorf("Trim(1) kept %v", ids(trimmed.Rules))
-	}
 	if len(e.Rules) != 6 {
-		t.Errorf("Trim changed the original explanation")
+		t.Errorf("%d rules explained, want all 6", len(e.Rules))
 	}
+	one := explain(t, tab, req, testNow, 1)
+	if len(one.Rules) != 1 || one.Rules[0].Rule.ID != "payments-stripe-charges" {
+		t.Errorf("Explain(1) kept %v", ids(one.Rules))
+	}
+}
+
+// explain is tab.Explain, failing the test on an error.
+func explain(tb testing.TB, tab *Table, req Request, now time.Time, near int) Explanation {
+	tb.Helper()
+	e, err := tab.Explain(req, now, near)
+	if err != nil {
+		tb.Fatalf("Explain(%+v): %v", req, err)
+	}
+	return e
 }
 
 func ids(rcs []RuleCheck) []string {
@@ -197,7 +209,7 @@ func ids(rcs []RuleCheck) []string {
 
 func TestExplainJSON(t *testing.T) {
 	tab := compileYAML(t, explainRules)
-	e := tab.Explain(httpReq(checkout, "POST", "api.fraudscore.example", "/v2/score?debug=1"), testNow).Trim(1)
+	e := explain(t, tab, httpReq(checkout, "POST", "api.fraudscore.example", "/v2/score?debug=1"), testNow, 1)
 	b, err := json.Marshal(e)
 	if err != nil {
 		t.Fatal(err)
@@ -285,7 +297,8 @@ func TestExplainAgreesWithDecide(t *testing.T) {
 	allowed := 0
 	for _, req := range reqs {
 		d := tab.Decide(req, testNow)
-		e := tab.Explain(req, testNow)
+		e := explain(t, tab, req, testNow, -1)
+		checkNearest(t, tab, req, e, 5)
 		var deny, allow *Rule
 		var dry []string
 		for _, rc := range e.Rules {
@@ -325,5 +338,119 @@ func TestExplainAgreesWithDecide(t *testing.T) {
 	t.Logf("%d of %d requests allowed", allowed, len(reqs))
 	if allowed < len(reqs)/4 || allowed > len(reqs)*3/4 {
 		t.Fatalf("%d of %d requests allowed: the test exercises too little", allowed, len(reqs))
+	}
+}
+
+// checkNearest fails unless explaining req for its n nearest misses keeps
+// exactly the rules that matched and the n nearest misses of the full
+// explanation all, with the same words.
+func checkNearest(t *testing.T, tab *Table, req Request, all Explanation, n int) {
+	t.Helper()
+	want := map[*Rule]bool{}
+	for _, rc := range all.Matching() {
+		want[rc.Rule] = true
+	}
+	for _, rc := range all.NearMisses(n) {
+		want[rc.Rule] = true
+	}
+	var wantChecks []RuleCheck
+	for _, rc := range all.Rules {
+		if want[rc.Rule] {
+			wantChecks = append(wantChecks, rc)
+		}
+	}
+	got := explain(t, tab, req, testNow, n)
+	if fmt.Sprint(ids(got.Rules)) != fmt.Sprint(ids(wantChecks)) {
+		t.Fatalf("%+v: Explain(%d) kept %v; the full explanation's matches and nearest misses are %v", req, n, ids(got.Rules), ids(wantChecks))
+	}
+	for i := range got.Rules {
+		if fmt.Sprint(got.Rules[i]) != fmt.Sprint(wantChecks[i]) {
+			t.Fatalf("%+v: rule %s explained as %+v, in the full explanation as %+v", req, got.Rules[i].Rule.ID, got.Rules[i], wantChecks[i])
+		}
+	}
+}
+
+// TestExplainRefusesLongFields: a principal, host, method or path longer
+// than MaxExplainField is refused with an error naming the field and the
+// limit; one of exactly that length is explained.
+func TestExplainRefusesLongFields(t *testing.T) {
+	tab := compileYAML(t, explainRules)
+	base := httpReq(checkout, "POST", "api.stripe.com", "/v1/charges")
+	long := func(prefix string, n int) string { return prefix + strings.Repeat("a", n-len(prefix)) }
+	for _, tc := range []struct {
+		field string
+		set   func(r *Request, n int)
+	}{
+		{"principal", func(r *Request, n int) { r.Principal = long(checkout+"/", n) }},
+		{"host", func(r *Request, n int) { r.Host = long("x.", n) }},
+		{"method", func(r *Request, n int) { r.Method = long("P", n) }},
+		{"path", func(r *Request, n int) { r.Path = long("/v1/charges/", n) }},
+	} {
+		t.Run(tc.field, func(t *testing.T) {
+			req := base
+			tc.set(&req, MaxExplainField)
+			if _, err := tab.Explain(req, testNow, 5); err != nil {
+				t.Errorf("a %s of exactly %d bytes: %v", tc.field, MaxExplainField, err)
+			}
+			tc.set(&req, MaxExplainField+1)
+			_, err := tab.Explain(req, testNow, -1)
+			if err == nil || !strings.Contains(err.Error(), "the "+tc.field+" is") || !strings.Contains(err.Error(), "at most 8192 bytes") {
+				t.Errorf("a %s of %d bytes: error %v, want one naming the %s and the limit", tc.field, MaxExplainField+1, err, tc.field)
+			}
+		})
+	}
+}
+
+// TestExplainCostsWhatItShows: against a large table, explaining a request
+// with every field at MaxExplainField allocates in proportion to the rules
+// shown, not to the table: it once built the words of every rule, 2.5 GB
+// for a 200 KB URL against 10,000 rules, before keeping 5. Even every rule
+// stays small, since a miss repeats at most MaxMissValue bytes of a value.
+func TestExplainCostsWhatItShows(t *testing.T) {
+	g := generateRules(t, 3000, 3)
+	set, err := Parse(Source{Name: "gen.yaml", Data: g.YAML})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := Compile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The principal and host of a rule with paths, so that the rule is
+	// looked at field by field, and a long path no rule lists.
+	req := g.Allowed
+	req.Path = "/v1/items/" + strings.Repeat("x", MaxExplainField-len("/v1/items/"))
+	req.Host = strings.Repeat("h", MaxExplainField-len(".vendor-123.com")) + ".vendor-123.com"
+	allocated := func(near int) (uint64, Explanation) {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		e := explain(t, tab, req, testNow, near)
+		runtime.ReadMemStats(&after)
+		return after.TotalAlloc - before.TotalAlloc, e
+	}
+	nearBytes, e := allocated(5)
+	if got := len(e.NearMisses(-1)); got != 5 {
+		t.Fatalf("%d near misses, want 5", got)
+	}
+	allBytes, all := allocated(-1)
+	if len(all.Rules) != len(set.Rules) {
+		t.Fatalf("%d rules explained, want all %d", len(all.Rules), len(set.Rules))
+	}
+	t.Logf("%d rules, 8 KiB host and path: %d KB allocated for 5 near misses, %d KB for every rule", len(set.Rules), nearBytes>>10, allBytes>>10)
+	// The ranking needs a few bytes a rule; the words, a few kilobytes a
+	// shown rule.
+	if limit := uint64(len(set.Rules))*16 + 256<<10; nearBytes > limit {
+		t.Errorf("5 near misses of %d rules: %d bytes allocated, want at most %d", len(set.Rules), nearBytes, limit)
+	}
+	if limit := uint64(len(set.Rules)) * 4 << 10; allBytes > limit {
+		t.Errorf("every one of %d rules: %d bytes allocated, want at most %d", len(set.Rules), allBytes, limit)
+	}
+	for _, rc := range all.Rules {
+		for _, m := range rc.Misses {
+			if len(m.Value) > MaxMissValue+len("…") || len(m.Why) > MaxMissValue+len("…")+1024 {
+				t.Fatalf("rule %s: a miss of %d and %d bytes repeats the request's whole value", rc.Rule.ID, len(m.Value), len(m.Why))
+			}
+		}
 	}
 }

@@ -22,7 +22,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -30,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.yaml.in/yaml/v3"
@@ -84,17 +84,35 @@ type Diagnostic struct {
 
 func (d Diagnostic) Error() string { return d.Pos.String() + ": " + d.Msg }
 
-// ErrorList is every error found in a rule set, in file order. Loading
-// reports all of them at once so that a reviewer fixes a file in one pass.
+// ErrorList is the errors found in a rule set, in file order. Loading
+// reports them all at once so that a reviewer fixes a file in one pass, up
+// to MaxErrors: past that, Parse and ParseCases count the rest and end the
+// list with one diagnostic saying how many more there were.
 type ErrorList []Diagnostic
 
+// MaxErrors is the most errors Parse and ParseCases keep. Fifty megabytes
+// of invalid rules once made a 249 MB error, logged in one line and shown
+// at /v1/rules; a hundred errors are more than anyone fixes before looking
+// again.
+const MaxErrors = 100
+
+// Error writes one diagnostic a line. A list longer than Parse makes (more
+// than MaxErrors and its closing count) is cut to MaxErrors lines and a
+// count of the rest, so that the text stays bounded however it was built.
 func (l ErrorList) Error() string {
+	shown := l
+	if len(l) > MaxErrors+1 {
+		shown = l[:MaxErrors]
+	}
 	var b strings.Builder
-	for i, d := range l {
+	for i, d := range shown {
 		if i > 0 {
 			b.WriteByte('\n')
 		}
 		b.WriteString(d.Error())
+	}
+	if rest := len(l) - len(shown); rest > 0 {
+		fmt.Fprintf(&b, "\nand %d more errors", rest)
 	}
 	return b.String()
 }
@@ -142,36 +160,6 @@ type Set struct {
 
 var ruleIDPattern = regexp.MustCompile(`^[a-z0-9-]+$`)
 
-// Load reads the rule set at path: one YAML file, or every *.yaml and *.yml
-// file directly in a directory (names starting with "." skipped, so a
-// Kubernetes ConfigMap mount's ..data directory is read once). A returned
-// error is an ErrorList when the files were read but are invalid.
-func Load(path string) (*Set, error) {
-	srcs, err := ReadSources(path)
-	if err != nil {
-		return nil, err
-	}
-	return Parse(srcs...)
-}
-
-// ReadSources reads the files of the rule set at path, as Load does, without
-// parsing them.
-func ReadSources(path string) ([]Source, error) {
-	files, err := ruleFiles(path)
-	if err != nil {
-		return nil, err
-	}
-	srcs := make([]Source, 0, len(files))
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("read rules: %w", err)
-		}
-		srcs = append(srcs, Source{Name: f, Data: data})
-	}
-	return srcs, nil
-}
-
 // Version returns the version a rule set made of srcs has: the first 16 hex
 // digits of a SHA-256 over the files' base names and contents.
 func Version(srcs ...Source) string {
@@ -183,48 +171,6 @@ func Version(srcs ...Source) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
-}
-
-// ruleFiles lists the rule files path stands for, sorted by name.
-func ruleFiles(path string) ([]string, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
-	}
-	if !st.IsDir() {
-		return []string{path}, nil
-	}
-	entries, err := os.ReadDir(path)
-	if err != nil {
-		return nil, fmt.Errorf("read rules: %w", err)
-	}
-	var files []string
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") {
-			continue
-		}
-		if ext := filepath.Ext(name); ext != ".yaml" && ext != ".yml" {
-			continue
-		}
-		full := filepath.Join(path, name)
-		// Stat, not e.Type: ConfigMap files are symlinks into ..data. A
-		// rule file that cannot be read is an error, never skipped: its
-		// deny rules would silently disappear.
-		fst, err := os.Stat(full)
-		if err != nil {
-			return nil, fmt.Errorf("read rules: %w", err)
-		}
-		if fst.IsDir() {
-			continue
-		}
-		files = append(files, full)
-	}
-	if len(files) == 0 {
-		return nil, fmt.Errorf("read rules: no *.yaml or *.yml files in directory %s", path)
-	}
-	sort.Strings(files)
-	return files, nil
 }
 
 // Source is one rule file's name and content.
@@ -242,14 +188,14 @@ func Parse(srcs ...Source) (*Set, error) {
 		p.file(src)
 	}
 	if len(p.set.TrustDomains) == 0 && len(p.errs) == 0 && len(srcs) > 0 {
-		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: srcs[0].Name, Line: 1, Col: 1},
+		p.add(Diagnostic{Pos: Pos{File: srcs[0].Name, Line: 1, Col: 1},
 			Msg: "no trustDomains in the rule set: every identity would be denied (add e.g. \"trustDomains: [cluster.local]\")"})
 	}
 	if len(srcs) == 0 {
-		p.errs = append(p.errs, Diagnostic{Msg: "no rule files"})
+		p.add(Diagnostic{Msg: "no rule files"})
 	}
 	if len(p.errs) > 0 {
-		return nil, p.errs
+		return nil, p.list()
 	}
 	p.set.Version = Version(srcs...)
 	sort.Strings(p.set.TrustDomains)
@@ -259,17 +205,53 @@ func Parse(srcs ...Source) (*Set, error) {
 type parser struct {
 	name string
 	set  *Set
-	errs ErrorList
-	ids  map[string]Pos
-	tds  map[string]bool
+	errs ErrorList // the first MaxErrors errors
+	// more counts the errors past MaxErrors, which are not kept, the first
+	// of them in moreFile.
+	more     int
+	moreFile string
+	ids      map[string]Pos
+	tds      map[string]bool
+	// known is set while the document being read is known to be what the
+	// parser reads (a rule set whose apiVersion and kind are right, a case
+	// file with a cases list): only then do errors quote its values.
+	known bool
+}
+
+// add records an error, or only counts it once MaxErrors are kept.
+func (p *parser) add(d Diagnostic) {
+	if len(p.errs) >= MaxErrors {
+		if p.more == 0 {
+			p.moreFile = d.Pos.File
+		}
+		p.more++
+		return
+	}
+	p.errs = append(p.errs, d)
+}
+
+// nerrs is how many errors were found so far, kept or not.
+func (p *parser) nerrs() int { return len(p.errs) + p.more }
+
+// list is the errors found, closed by the count of those not kept.
+func (p *parser) list() ErrorList {
+	if p.more == 0 {
+		return p.errs
+	}
+	return append(p.errs, Diagnostic{Pos: Pos{File: p.moreFile},
+		Msg: fmt.Sprintf("and %d more errors (only the first %d are listed)", p.more, MaxErrors)})
 }
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	if len(p.errs) >= MaxErrors {
+		p.add(Diagnostic{Pos: Pos{File: p.name}}) // counted, not formatted
+		return
+	}
 	pos := Pos{File: p.name}
 	if n != nil {
 		pos.Line, pos.Col = n.Line, n.Column
 	}
-	p.errs = append(p.errs, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+	p.add(Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (p *parser) file(src Source) {
@@ -289,18 +271,23 @@ func (p *parser) documents(src Source, empty string, fn func(doc *yaml.Node)) {
 			break
 		}
 		if err != nil {
-			p.errs = append(p.errs, yamlError(src.Name, src.Data, err))
+			p.add(yamlError(src.Name, src.Data, err))
 			return
 		}
 		docs++
 		fn(&doc)
 	}
 	if docs == 0 {
-		p.errs = append(p.errs, Diagnostic{Pos: Pos{File: src.Name, Line: 1, Col: 1}, Msg: empty})
+		p.add(Diagnostic{Pos: Pos{File: src.Name, Line: 1, Col: 1}, Msg: empty})
 	}
 }
 
 var yamlLineRE = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// yamlAnchorRE matches what the YAML library quotes from the source in its
+// errors, an anchor's name, which yamlError leaves out: the file may not
+// be a rule file at all (see parser.describe).
+var yamlAnchorRE = regexp.MustCompile(`anchor '[^']*'`)
 
 // yamlError turns the YAML library's syntax error into a Diagnostic. The
 // library reports no column, and its line is where the enclosing construct
@@ -311,7 +298,7 @@ func yamlError(file string, data []byte, err error) Diagnostic {
 	if line, col, ok := indentTab(data); ok {
 		return Diagnostic{Pos: Pos{File: file, Line: line, Col: col}, Msg: "invalid YAML: a tab in indentation (YAML indents with spaces only)"}
 	}
-	msg := err.Error()
+	msg := yamlAnchorRE.ReplaceAllString(err.Error(), "anchor")
 	if m := yamlLineRE.FindStringSubmatch(msg); m != nil {
 		line, _ := strconv.Atoi(m[1])
 		if strings.HasPrefix(m[2], "did not find expected") {
@@ -321,7 +308,7 @@ func yamlError(file string, data []byte, err error) Diagnostic {
 	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
-		msg = te.Errors[0]
+		msg = yamlAnchorRE.ReplaceAllString(te.Errors[0], "anchor")
 	}
 	return Diagnostic{Pos: Pos{File: file, Line: 1, Col: 1}, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }
@@ -345,7 +332,7 @@ func indentTab(data []byte) (line, col int, ok bool) {
 // calls fn for each known key with its value node.
 func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s must be a mapping, got %s", what, kindName(n))
+		p.errorf(n, "%s must be a mapping, got %s", what, p.describe(n))
 		return false
 	}
 	var seenArr [16]bool // known key sets are small: no map per mapping
@@ -358,10 +345,14 @@ func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key s
 		}
 		idx := slices.Index(known, k.Value)
 		if idx < 0 {
-			p.errorf(k, "%s: unknown key %q (known: %s)", what, k.Value, strings.Join(known, ", "))
+			if p.known {
+				p.errorf(k, "%s: unknown key %s (known: %s)", what, quoteShort(k.Value), strings.Join(known, ", "))
+			} else {
+				p.errorf(k, "%s: unknown key (known: %s)", what, strings.Join(known, ", "))
+			}
 			continue
 		}
-		if seen[idx] {
+		if seen[idx] { // the key is one of known: naming it quotes nothing of the file
 			p.errorf(k, "%s: key %q repeated", what, k.Value)
 			continue
 		}
@@ -371,7 +362,12 @@ func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key s
 	return true
 }
 
-func kindName(n *yaml.Node) string {
+// describe names what n is, for an error saying it is not what was
+// expected. A value is quoted only in a document known to be what the
+// parser reads: a rule file may be a link to anything (/etc/passwd, a
+// file of secrets), and its errors go to logs and /v1/rules. Elsewhere a
+// value is named by its type, and the error's line:col says where it is.
+func (p *parser) describe(n *yaml.Node) string {
 	switch n.Kind {
 	case yaml.MappingNode:
 		return "a mapping"
@@ -381,11 +377,68 @@ func kindName(n *yaml.Node) string {
 		if n.Tag == "!!null" {
 			return "nothing"
 		}
-		return fmt.Sprintf("%q", n.Value)
+		if p.known {
+			return quoteShort(n.Value)
+		}
+		switch n.Tag {
+		case "!!int", "!!float":
+			return "a number"
+		case "!!bool":
+			return "a boolean"
+		case "!!timestamp":
+			return "a date"
+		}
+		return "a string"
 	case yaml.AliasNode:
 		return "an alias"
 	}
 	return "something else"
+}
+
+// maxQuoted is the most bytes of a value an error quotes.
+const maxQuoted = 80
+
+// quoteShort quotes s for an error message, as %q does, shortened to
+// maxQuoted bytes and its length when longer: errors stay one readable
+// line, and their list stays small, however long the values of a file are.
+func quoteShort(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	cut := maxQuoted
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strconv.Quote(s[:cut]), len(s))
+}
+
+// isRuleSet reports whether a document's root says it is a rule set: a
+// mapping with one apiVersion and one kind, both right.
+func isRuleSet(root *yaml.Node) bool {
+	if root.Kind != yaml.MappingNode {
+		return false
+	}
+	api, kind := 0, 0
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			continue
+		}
+		ok := v.Kind == yaml.ScalarNode
+		switch k.Value {
+		case "apiVersion":
+			api++
+			if !ok || v.Value != APIVersion {
+				return false
+			}
+		case "kind":
+			kind++
+			if !ok || v.Value != Kind {
+				return false
+			}
+		}
+	}
+	return api == 1 && kind == 1
 }
 
 func (p *parser) document(doc *yaml.Node) {
@@ -398,23 +451,31 @@ func (p *parser) document(doc *yaml.Node) {
 		p.errorf(root, "empty document: expected apiVersion, kind and rules")
 		return
 	}
+	// Until its apiVersion and kind say it is a rule set, nothing of the
+	// document is quoted (see describe), and only its shape is checked:
+	// the errors inside rules would quote them.
+	p.known = isRuleSet(root)
+	defer func() { p.known = false }()
 	var api, kind, rules *yaml.Node
 	ok := p.fields(root, "rule set", []string{"apiVersion", "kind", "trustDomains", "rules"}, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "apiVersion":
 			api = v
 			if s, ok := p.scalar(v, "apiVersion"); ok && s != APIVersion {
-				p.errorf(v, "apiVersion must be %q, got %q", APIVersion, s)
+				p.errorf(v, "apiVersion must be %q", APIVersion)
 			}
 		case "kind":
 			kind = v
 			if s, ok := p.scalar(v, "kind"); ok && s != Kind {
-				p.errorf(v, "kind must be %q, got %q", Kind, s)
+				p.errorf(v, "kind must be %q", Kind)
 			}
 		case "trustDomains":
+			if !p.known {
+				return
+			}
 			for _, td := range p.strings(v, "trustDomains") {
 				if _, err := spiffeid.TrustDomainFromString(td.Value); err != nil || strings.Contains(td.Value, "/") {
-					p.errorf(td, "trustDomains: %q is not a SPIFFE trust domain name", td.Value)
+					p.errorf(td, "trustDomains: %s is not a SPIFFE trust domain name", quoteShort(td.Value))
 					continue
 				}
 				if !p.tds[td.Value] {
@@ -440,7 +501,10 @@ func (p *parser) document(doc *yaml.Node) {
 		return
 	}
 	if rules.Kind != yaml.SequenceNode {
-		p.errorf(rules, "rules must be a list, got %s", kindName(rules))
+		p.errorf(rules, "rules must be a list, got %s", p.describe(rules))
+		return
+	}
+	if !p.known {
 		return
 	}
 	p.set.Rules = slices.Grow(p.set.Rules, len(rules.Content))
@@ -452,7 +516,7 @@ func (p *parser) document(doc *yaml.Node) {
 
 func (p *parser) scalar(n *yaml.Node, what string) (string, bool) {
 	if n.Kind != yaml.ScalarNode || n.Tag == "!!null" {
-		p.errorf(n, "%s must be a single value, got %s", what, kindName(n))
+		p.errorf(n, "%s must be a single value, got %s", what, p.describe(n))
 		return "", false
 	}
 	return n.Value, true
@@ -462,7 +526,7 @@ func (p *parser) scalar(n *yaml.Node, what string) (string, bool) {
 // since "any" is written by leaving the field out.
 func (p *parser) strings(n *yaml.Node, what string) []*yaml.Node {
 	if n.Kind != yaml.SequenceNode {
-		p.errorf(n, "%s must be a list, got %s", what, kindName(n))
+		p.errorf(n, "%s must be a list, got %s", what, p.describe(n))
 		return nil
 	}
 	if len(n.Content) == 0 {
@@ -484,7 +548,7 @@ func (p *parser) rule(n *yaml.Node) {
 	r := &Rule{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}, Mode: Enforce}
 	pats := rulePatterns{rule: r}
 	var idNode, actionNode *yaml.Node
-	errsBefore := len(p.errs)
+	errsBefore := p.nerrs()
 	ok := p.fields(n, "rule", ruleKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "id":
@@ -500,7 +564,7 @@ func (p *parser) rule(n *yaml.Node) {
 			if s, ok := p.scalar(v, "expires"); ok {
 				t, err := time.Parse(time.DateOnly, s)
 				if err != nil {
-					p.errorf(v, "expires must be a date YYYY-MM-DD, got %q", s)
+					p.errorf(v, "expires must be a date YYYY-MM-DD, got %s", quoteShort(s))
 				}
 				r.Expires = t
 			}
@@ -510,7 +574,7 @@ func (p *parser) rule(n *yaml.Node) {
 				case Enforce, DryRun:
 					r.Mode = Mode(s)
 				default:
-					p.errorf(v, "mode must be enforce or dry-run, got %q", s)
+					p.errorf(v, "mode must be enforce or dry-run, got %s", quoteShort(s))
 				}
 			}
 		case "action":
@@ -520,7 +584,7 @@ func (p *parser) rule(n *yaml.Node) {
 				case Allow, Deny:
 					r.Action = Action(s)
 				default:
-					p.errorf(v, "action must be allow or deny, got %q", s)
+					p.errorf(v, "action must be allow or deny, got %s", quoteShort(s))
 				}
 			}
 		case "from":
@@ -536,16 +600,16 @@ func (p *parser) rule(n *yaml.Node) {
 		p.errorf(n, "rule has no id")
 	} else if idNode.Kind == yaml.ScalarNode && idNode.Tag != "!!null" && !ruleIDPattern.MatchString(r.ID) {
 		// Checked whenever id is a value, so that `id: ""` is rejected too.
-		p.errorf(idNode, "id %q: use only lower-case letters, digits and '-'", r.ID)
+		p.errorf(idNode, "id %s: use only lower-case letters, digits and '-'", quoteShort(r.ID))
 	} else if prev, dup := p.ids[r.ID]; dup && r.ID != "" {
-		p.errorf(idNode, "id %q already used at %s", r.ID, prev)
+		p.errorf(idNode, "id %s already used at %s", quoteShort(r.ID), prev)
 	} else if r.ID != "" {
 		p.ids[r.ID] = r.Pos
 	}
 	if actionNode == nil {
-		p.errorf(n, "rule %q has no action (allow or deny)", r.ID)
+		p.errorf(n, "rule %s has no action (allow or deny)", quoteShort(r.ID))
 	}
-	if len(p.errs) == errsBefore {
+	if p.nerrs() == errsBefore {
 		p.set.Rules = append(p.set.Rules, r)
 		p.set.patterns = append(p.set.patterns, pats)
 	}
@@ -617,7 +681,7 @@ func (p *parser) to(n *yaml.Node, r *Rule, pats *rulePatterns) {
 			case "ports":
 				port, perr := strconv.Atoi(e.Value)
 				if perr != nil || port < 1 || port > 65535 {
-					err = fmt.Errorf("%q is not a port number (1-65535)", e.Value)
+					err = fmt.Errorf("%s is not a port number (1-65535)", quoteShort(e.Value))
 				}
 				r.Ports = append(r.Ports, port)
 			case "methods":
@@ -640,7 +704,7 @@ func (p *parser) to(n *yaml.Node, r *Rule, pats *rulePatterns) {
 // appears in an Istio SPIFFE path.
 func checkName(s string) error {
 	if s == "" || strings.ContainsAny(s, "/*") {
-		return fmt.Errorf("%q is not a namespace or service account name", s)
+		return fmt.Errorf("%s is not a namespace or service account name", quoteShort(s))
 	}
 	return nil
 }
@@ -649,10 +713,13 @@ func checkName(s string) error {
 // returns nil: a method there is an HTTP token in upper case.
 func CheckMethod(s string) error {
 	if !IsToken(s) {
-		return fmt.Errorf("%q is not an HTTP method", s)
+		return fmt.Errorf("%s is not an HTTP method", quoteShort(s))
 	}
-	if strings.ToUpper(s) != s {
-		return fmt.Errorf("%q: methods are case-sensitive and written in upper case (%s)", s, strings.ToUpper(s))
+	if up := strings.ToUpper(s); up != s {
+		if len(up) > maxQuoted {
+			return fmt.Errorf("%s: methods are case-sensitive and written in upper case", quoteShort(s))
+		}
+		return fmt.Errorf("%s: methods are case-sensitive and written in upper case (%s)", quoteShort(s), up)
 	}
 	return nil
 }

@@ -13,7 +13,7 @@ import (
 func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 	var out []Diagnostic
 	warn := func(r *Rule, format string, args ...any) {
-		out = append(out, Diagnostic{Pos: r.Pos, Msg: fmt.Sprintf("rule %q: ", r.ID) + fmt.Sprintf(format, args...)})
+		out = append(out, Diagnostic{Pos: r.Pos, Msg: "rule " + quoteShort(r.ID) + ": " + fmt.Sprintf(format, args...)})
 	}
 	for _, r := range set.Rules {
 		if !r.Expires.IsZero() {
@@ -29,19 +29,23 @@ func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 			td, err := ParsePrincipalTrustDomain(p)
 			inSet := func(trusted string) bool { return globMatch(td, trusted) } // td may hold a '*'
 			if err == nil && !slices.ContainsFunc(set.TrustDomains, inSet) {
-				warn(r, "principal %q is outside trustDomains %v, so it never matches", p, set.TrustDomains)
+				warn(r, "principal %s is outside trustDomains %v, so it never matches", quoteShort(p), set.TrustDomains)
 			}
 		}
 		if r.Action == Allow && r.Mode == Enforce {
+			// A rule without from is also what a file caught half-written
+			// looks like (the from lines not there yet): say plainly what
+			// it lets in.
 			anyHost := len(r.Hosts) == 0 || slices.Contains(r.Hosts, "*")
 			anyone := len(r.Principals) == 0 && len(r.Namespaces) == 0 && len(r.ServiceAccounts) == 0
+			tds := strings.Join(set.TrustDomains, ", ")
 			switch {
 			case anyHost && anyone:
-				warn(r, "allows every workload to reach every host: overly broad")
+				warn(r, "has no from and allows any host: it lets every workload in the trust domains (%s) reach every host; overly broad", tds)
 			case anyHost:
 				warn(r, "allows any host: overly broad; list the hosts this workload needs")
 			case anyone:
-				warn(r, "allows every workload in the trust domains: overly broad; name principals, namespaces or service accounts")
+				warn(r, "has no from: it matches every workload in the trust domains (%s); overly broad, name principals, namespaces or service accounts", tds)
 			}
 		}
 		if r.Action == Deny && r.Mode == Enforce && r.HTTPOnly() {
@@ -55,7 +59,7 @@ func Lint(set *Set, now time.Time, expiryWindow time.Duration) []Diagnostic {
 func ParsePrincipalTrustDomain(p string) (string, error) {
 	rest, ok := strings.CutPrefix(p, "spiffe://")
 	if !ok {
-		return "", fmt.Errorf("%q is not a SPIFFE ID", p)
+		return "", fmt.Errorf("%s is not a SPIFFE ID", quoteShort(p))
 	}
 	td, _, _ := strings.Cut(rest, "/")
 	return td, nil

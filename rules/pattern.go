@@ -69,17 +69,17 @@ type pathPattern struct {
 
 func compilePath(s string) (pathPattern, error) {
 	if !strings.HasPrefix(s, "/") {
-		return pathPattern{}, fmt.Errorf("%q must start with /", s)
+		return pathPattern{}, fmt.Errorf("%s must start with /", quoteShort(s))
 	}
 	if strings.ContainsAny(s, "?#") {
-		return pathPattern{}, fmt.Errorf("%q: the query and fragment are never matched; leave them out", s)
+		return pathPattern{}, fmt.Errorf("%s: the query and fragment are never matched; leave them out", quoteShort(s))
 	}
 	pp := pathPattern{src: s, glob: s}
 	if strings.HasSuffix(s, "/**") {
 		pp.glob, pp.subtree = s[:len(s)-3], true
 	}
 	if strings.Contains(pp.glob, "**") {
-		return pathPattern{}, fmt.Errorf("%q: ** is allowed only as a trailing /**", s)
+		return pathPattern{}, fmt.Errorf("%s: ** is allowed only as a trailing /**", quoteShort(s))
 	}
 	// '*' is an ordinary character to NormalizePath, so the pattern is
 	// normalized as written and the suggestion keeps its stars. A subtree
@@ -91,13 +91,13 @@ func compilePath(s string) (pathPattern, error) {
 	}
 	n, ok := NormalizePath(probe)
 	if !ok {
-		return pathPattern{}, fmt.Errorf("%q is not a safe path (requests with such a path are denied as unsafe-path, so it could never match)", s)
+		return pathPattern{}, fmt.Errorf("%s is not a safe path (requests with such a path are denied as unsafe-path, so it could never match)", quoteShort(s))
 	}
 	if n != probe {
 		if pp.subtree {
 			n = strings.TrimSuffix(n, "/x") + "/**"
 		}
-		return pathPattern{}, fmt.Errorf("%q is not a normalized path (requests are matched after normalization, so it could never match; write %q)", s, n)
+		return pathPattern{}, fmt.Errorf("%s is not a normalized path (requests are matched after normalization, so it could never match; write %s)", quoteShort(s), quoteShort(n))
 	}
 	pp.literal = !strings.Contains(pp.glob, "*")
 	pp.segs = strings.Count(pp.glob, "/")
@@ -147,16 +147,16 @@ func compileHost(s string) (hostPattern, error) {
 	if rest, ok := strings.CutPrefix(s, "*."); ok {
 		h, port, ok := ParseAuthority(rest, false)
 		if !ok || port != 0 || strings.HasPrefix(h, "[") {
-			return hostPattern{}, fmt.Errorf("%q is not a host name pattern", s)
+			return hostPattern{}, fmt.Errorf("%s is not a host name pattern", quoteShort(s))
 		}
 		return hostPattern{src: s, suffix: "." + h}, nil
 	}
 	h, port, ok := ParseAuthority(s, false)
 	if !ok {
-		return hostPattern{}, fmt.Errorf("%q is not a host name (use *.example.com for sub-domains, * for any host)", s)
+		return hostPattern{}, fmt.Errorf("%s is not a host name (use *.example.com for sub-domains, * for any host)", quoteShort(s))
 	}
 	if port != 0 {
-		return hostPattern{}, fmt.Errorf("%q: write ports under to.ports, not in the host", s)
+		return hostPattern{}, fmt.Errorf("%s: write ports under to.ports, not in the host", quoteShort(s))
 	}
 	return hostPattern{src: s, exact: h}, nil
 }
@@ -170,7 +170,7 @@ type principalPattern struct {
 func compilePrincipal(s string) (principalPattern, error) {
 	probe := strings.ReplaceAll(s, "*", "x")
 	if _, err := spiffeid.FromString(probe); err != nil {
-		return principalPattern{}, fmt.Errorf("%q is not a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH, '*' for one path segment or part of one): %v", s, err)
+		return principalPattern{}, fmt.Errorf("%s is not a SPIFFE ID (spiffe://TRUST-DOMAIN/PATH, '*' for one path segment or part of one): %v", quoteShort(s), err)
 	}
 	return principalPattern{s: s, literal: !strings.Contains(s, "*")}, nil
 }

@@ -55,7 +55,7 @@ func Compile(set *Set) (*Table, error) {
 		}
 		pats, err := set.patternsOf(i)
 		if err != nil {
-			return nil, fmt.Errorf("compile rule %q: %w", r.ID, err)
+			return nil, fmt.Errorf("compile rule %s: %w", quoteShort(r.ID), err)
 		}
 		c.principals, c.paths = pats.principals, pats.paths
 		idx := int32(i)

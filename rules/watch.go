@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,11 +31,16 @@ type Status struct {
 }
 
 // ReloaderOptions configures a Reloader. The zero value means: debounce
-// 100 ms, poll every 10 s as a fallback to file events, slog.Default.
+// 100 ms, poll every 10 s as a fallback to file events, slog.Default, and
+// the default bounds on reading the files.
 type ReloaderOptions struct {
 	Debounce time.Duration
 	Poll     time.Duration
 	Logger   *slog.Logger
+	// Reader reads the rule files (its MaxFileSize bounds each). Its Warn
+	// is not called: the Reloader logs a warning for each directory entry
+	// it skips, when the entries skipped change.
+	Reader Reader
 	// OnReload, when set, is called after every reload attempt that found
 	// changed files, with its error (nil when the new set was swapped in).
 	OnReload func(err error)
@@ -48,6 +54,8 @@ type Reloader struct {
 	path string
 	live *Live
 	opts ReloaderOptions
+	// read reads the rule files: rd.ReadSources, or a test's stand-in.
+	read func(ctx context.Context, rd Reader, path string) ([]Source, error)
 
 	// mu serializes reloads and guards the fields below. Status does not
 	// take it: a reload of a large set holds it for a second or more, and
@@ -60,6 +68,9 @@ type Reloader struct {
 	// files could not be read).
 	failing       bool
 	failedVersion string
+	// skipped is what the last read skipped, as logged, so that a named
+	// pipe left in the directory is logged once, not at every poll.
+	skipped string
 
 	pub atomic.Pointer[history] // what Status reports; never nil
 }
@@ -85,7 +96,8 @@ func NewReloader(path string, live *Live, opts ReloaderOptions) *Reloader {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	r := &Reloader{path: path, live: live, opts: opts}
+	r := &Reloader{path: path, live: live, opts: opts,
+		read: func(ctx context.Context, rd Reader, path string) ([]Source, error) { return rd.ReadSources(ctx, path) }}
 	r.publish()
 	return r
 }
@@ -121,7 +133,12 @@ func (r *Reloader) Status() Status {
 // Reload reads the rule files and, when they changed and are valid, swaps
 // the new table in. It reports whether a new table was swapped in.
 func (r *Reloader) Reload() (bool, error) {
-	swapped, changed, err := r.reload()
+	return r.reloadCtx(context.Background())
+}
+
+// reloadCtx is Reload, reading no further once ctx is done.
+func (r *Reloader) reloadCtx(ctx context.Context) (bool, error) {
+	swapped, changed, err := r.reload(ctx)
 	// Called without the lock held, so that the hook may call Status.
 	if changed && r.opts.OnReload != nil {
 		r.opts.OnReload(err)
@@ -131,11 +148,15 @@ func (r *Reloader) Reload() (bool, error) {
 
 // reload is Reload under the lock; changed reports whether the files
 // differed from what was last read, which is when OnReload is called.
-func (r *Reloader) reload() (swapped, changed bool, err error) {
+func (r *Reloader) reload(ctx context.Context) (swapped, changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	srcs, err := ReadSources(r.path)
+	srcs, err := r.readSources(ctx)
 	version := ""
+	if err != nil && ctx.Err() != nil {
+		// Stopped by shutdown: nothing to say about the files.
+		return false, false, err
+	}
 	if err != nil {
 		if r.failing && r.failedVersion == "" && r.history.lastError == err.Error() {
 			// The same read error as last time (the files are still
@@ -190,6 +211,30 @@ func (r *Reloader) reload() (swapped, changed bool, err error) {
 	return true, true, nil
 }
 
+// readSources reads the rule files, logging what it skipped when that
+// changed. r.mu must be held.
+func (r *Reloader) readSources(ctx context.Context) ([]Source, error) {
+	var skipped []Diagnostic
+	rd := r.opts.Reader
+	rd.Warn = func(d Diagnostic) { skipped = append(skipped, d) }
+	srcs, err := r.read(ctx, rd, r.path)
+	if err != nil {
+		return nil, err // what was skipped is known again at the next read
+	}
+	var b strings.Builder
+	for _, d := range skipped {
+		b.WriteString(d.Error())
+		b.WriteByte('\n')
+	}
+	if b.String() != r.skipped {
+		r.skipped = b.String()
+		for _, d := range skipped {
+			r.opts.Logger.Warn("rule file skipped", "path", r.path, "file", d.Pos.File, "reason", d.Msg)
+		}
+	}
+	return srcs, nil
+}
+
 // Run watches the rule path until ctx is done, reloading after changes.
 // It watches the directory holding the rules (the path itself when it is a
 // directory), which sees in-place edits, replacements by rename, and
@@ -210,7 +255,7 @@ func (r *Reloader) Run(ctx context.Context) error {
 	}
 	// A change made after the rules were first loaded but before the watch
 	// was in place raised no event: catch it now rather than at the poll.
-	_, _ = r.Reload()
+	_, _ = r.reloadCtx(ctx)
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	poll := time.NewTicker(r.opts.Poll)
@@ -230,9 +275,9 @@ func (r *Reloader) Run(ctx context.Context) error {
 			}
 			r.opts.Logger.Warn("rule watch error; relying on polling", "error", err.Error())
 		case <-debounce.C:
-			_, _ = r.Reload()
+			_, _ = r.reloadCtx(ctx)
 		case <-poll.C:
-			_, _ = r.Reload()
+			_, _ = r.reloadCtx(ctx)
 		}
 	}
 }

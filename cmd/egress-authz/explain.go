@@ -70,10 +70,14 @@ Flags:
 	if table == nil {
 		return code
 	}
-	e := table.Explain(req, now)
-	full := e
-	if !*all {
-		e = e.Trim(admin.NearMisses)
+	near := admin.NearMisses
+	if *all {
+		near = -1
+	}
+	e, err := table.Explain(req, now, near)
+	if err != nil {
+		fmt.Fprintln(stderr, "egress-authz rules explain:", err)
+		return exitUsage
 	}
 	if *format == "json" {
 		printJSON(stdout, e)
@@ -82,7 +86,7 @@ Flags:
 		if req.SNI {
 			what = fmt.Sprintf("TLS passthrough to %s port %d", req.Host, req.Port)
 		}
-		printExplanation(stdout, what, &full, &e, *all, len(table.Set().Rules))
+		printExplanation(stdout, what, &e, *all, len(table.Set().Rules))
 	}
 	if e.Decision.Allow {
 		return exitOK
@@ -90,7 +94,7 @@ Flags:
 	return exitDeny
 }
 
-func printExplanation(w io.Writer, what string, full, e *rules.Explanation, all bool, nRules int) {
+func printExplanation(w io.Writer, what string, e *rules.Explanation, all bool, nRules int) {
 	d := &e.Decision
 	req := &e.Request
 	decision := "deny"
@@ -119,13 +123,13 @@ func printExplanation(w io.Writer, what string, full, e *rules.Explanation, all 
 		fmt.Fprintf(w, "matched as: %s\n", strings.Join(parts, ", "))
 	}
 	fmt.Fprintf(w, "ruleset:    %s (%s)\n", d.Version, plural(nRules, "rule"))
-	if len(full.Rules) == 0 {
+	if len(e.Rules) == 0 {
 		fmt.Fprintln(w, "\nNo rule was looked at: the request is denied before rules are matched.")
 		return
 	}
 
 	fmt.Fprintln(w, "\nMatching rules:")
-	matching := full.Matching()
+	matching := e.Matching()
 	if len(matching) == 0 {
 		fmt.Fprintln(w, "  (none)")
 	}
@@ -148,14 +152,14 @@ func printExplanation(w io.Writer, what string, full, e *rules.Explanation, all 
 
 	var misses []rules.RuleCheck
 	if all {
-		for _, rc := range full.Rules {
+		for _, rc := range e.Rules {
 			if !rc.Matched {
 				misses = append(misses, rc)
 			}
 		}
 		fmt.Fprintln(w, "\nRules that did not match:")
 	} else {
-		misses = full.NearMisses(admin.NearMisses)
+		misses = e.NearMisses(-1) // Explain kept only the nearest
 		fmt.Fprintln(w, "\nNearest rules that did not match:")
 	}
 	if len(misses) == 0 {

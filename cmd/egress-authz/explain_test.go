@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 func TestComplianceExplain(t *testing.T) {
@@ -63,6 +65,13 @@ func TestComplianceExplain(t *testing.T) {
 		"-X", "POST", "https://api.stripe.com/v1/charges", "--at", "2027-07-01")
 	if !strings.Contains(out, "    - the rule expired on 2027-06-30\n") {
 		t.Errorf("expired rule not explained:\n%s", out)
+	}
+
+	// A path longer than explain takes is refused, saying the limit.
+	_, stderr, code := runCompliance(t, "rules", "explain", exampleRules, "--principal", "spiffe://cluster.local/ns/payments/sa/checkout",
+		"https://api.stripe.com/"+strings.Repeat("a", rules.MaxExplainField), "--all")
+	if code != exitUsage || !strings.Contains(stderr, "the path is 8193 bytes long; explain takes at most 8192 bytes") {
+		t.Errorf("a long path: exit %d, stderr %q; want %d and the limit", code, stderr, exitUsage)
 	}
 
 	for _, args := range [][]string{

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -238,5 +241,43 @@ func golden(t *testing.T, path, got string) {
 	}
 	if got != string(want) {
 		t.Errorf("output differs from %s (go test -update rewrites it after review)\ngot:\n%s\nwant:\n%s", path, got, want)
+	}
+}
+
+// TestRulesLintStopsWhenInterrupted: once its context is done (main's, on
+// SIGTERM or SIGINT), lint stops and says so rather than going on.
+func TestRulesLintStopsWhenInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, []string{"rules", "lint", examplesPath(t)}, &stdout, &stderr)
+	if code != exitFail || !strings.Contains(stderr.String(), "interrupted") {
+		t.Errorf("exit %d, stderr %q; want 1 and interrupted", code, stderr.String())
+	}
+}
+
+// TestInterruptibleReturnsOnceDone: interruptible returns f's result, or
+// the context's error at once when the context is done while f is still
+// at work (a parse that cannot stop halfway).
+func TestInterruptibleReturnsOnceDone(t *testing.T) {
+	if v, err := interruptible(context.Background(), func() int { return 7 }); v != 7 || err != nil {
+		t.Errorf("interruptible = %v, %v; want 7, nil", v, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	release := make(chan struct{})
+	defer close(release)
+	done := make(chan error, 1)
+	go func() {
+		_, err := interruptible(ctx, func() int { <-release; return 7 })
+		done <- err
+	}()
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("interruptible = %v, want context.Canceled", err)
+		}
+	case <-time.After(cliTimeout):
+		t.Fatalf("interruptible still waiting for f %v after its context was done", cliTimeout)
 	}
 }

@@ -29,7 +29,7 @@ func rulesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	switch args[0] {
 	case "lint":
-		return lintCmd(args[1:], stdout, stderr)
+		return lintCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, rulesUsage)
 		return exitOK

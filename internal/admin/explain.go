@@ -18,7 +18,9 @@ const NearMisses = 5
 // did or did not match. Query parameters: principal, method (default GET)
 // and url, or sni and port (default 443) for a TLS-passthrough connection;
 // all=true lists every rule instead of the matching ones and the nearest
-// misses. The answer is the JSON of "rules explain --format json".
+// misses. The answer is the JSON of "rules explain --format json"; a
+// principal, host, method or path longer than rules.MaxExplainField is a
+// 400 saying so.
 //
 // The request is built as the check command builds it (internal/checkreq),
 // so it is decided exactly as the real request would be; nothing is
@@ -53,10 +55,14 @@ func ExplainHandler(table func() *rules.Table, now func() time.Time) http.Handle
 			http.Error(w, "want url=URL (with principal and method) or sni=HOST (with principal and port)", http.StatusBadRequest)
 			return
 		}
-		all, _ := strconv.ParseBool(q.Get("all"))
-		e := table().Explain(req, now())
-		if !all {
-			e = e.Trim(NearMisses)
+		near := NearMisses
+		if all, _ := strconv.ParseBool(q.Get("all")); all {
+			near = -1
+		}
+		e, err := table().Explain(req, now(), near)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
 		}
 		WriteJSON(w, http.StatusOK, e)
 	})

@@ -107,4 +107,17 @@ func TestExplainHandler(t *testing.T) {
 			t.Errorf("%v: %d %q, want 400 with a reason", q, code, body)
 		}
 	}
+
+	// A host or path longer than the explain bound is refused, with the
+	// limit in the answer, also when every rule is asked for.
+	long := strings.Repeat("a", rules.MaxExplainField+1)
+	for _, q := range []url.Values{
+		{"principal": {"spiffe://cluster.local/ns/payments/sa/checkout"}, "url": {"https://api.stripe.com/" + long}},
+		{"principal": {"spiffe://cluster.local/ns/payments/sa/checkout"}, "url": {"https://api.stripe.com/" + long}, "all": {"true"}},
+		{"principal": {"spiffe://cluster.local/ns/notify/sa/mailer"}, "sni": {long + ".example"}},
+	} {
+		if code, _, body := get(q); code != http.StatusBadRequest || !strings.Contains(body, "at most 8192 bytes") {
+			t.Errorf("a %d-byte value: %d %q, want 400 naming the limit", len(long), code, body)
+		}
+	}
 }
