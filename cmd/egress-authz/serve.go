@@ -101,7 +101,10 @@ type server struct {
 // newServer loads the rules and opens the listeners. An invalid rule set
 // stops start-up here, with every error's file:line:col.
 func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
-	set, err := rules.Load(cfg.Rules)
+	rd := rules.Reader{MaxFileSize: int64(cfg.RulesMaxFileSize), Warn: func(d rules.Diagnostic) {
+		log.Warn("rule directory entry skipped", "file", d.Pos.File, "reason", d.Msg)
+	}}
+	set, err := rd.Load(context.Background(), cfg.Rules)
 	if err != nil {
 		return nil, fmt.Errorf("load rules: %w", err)
 	}
@@ -111,7 +114,7 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 	}
 	s := &server{cfg: cfg, log: log, metrics: telemetry.NewMetrics()}
 	s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
-	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, OnReload: func(err error) {
+	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, Reader: rd, OnReload: func(err error) {
 		s.metrics.Reloaded(err)
 		if err == nil {
 			debug.FreeOSMemory()

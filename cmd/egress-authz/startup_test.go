@@ -46,6 +46,12 @@ rules:
 			stderr: []string{"nope.yaml"},
 		},
 		{
+			name:   "rule_file_over_the_size_limit",
+			args:   []string{"--rules", examplesPath(t), "--plaintext", "--rules-max-file-size", "1KiB"},
+			code:   1,
+			stderr: []string{"rules.yaml is larger than 1 KiB"},
+		},
+		{
 			// 213504 days overflowed time.Duration and became 25 minutes.
 			name:   "retention_over_a_century",
 			args:   []string{"--rules", examplesPath(t), "--plaintext", "--audit-retention", "213504d"},

@@ -24,49 +24,51 @@ import (
 // Config is the serve command's configuration. The YAML keys are the flag
 // names.
 type Config struct {
-	Rules          string        `yaml:"rules"`
-	GRPCAddr       string        `yaml:"grpc-addr"`
-	AdminAddr      string        `yaml:"admin-addr"`
-	Audit          []string      `yaml:"audit"`
-	AuditOverflow  string        `yaml:"audit-overflow"`
-	AuditKeepQuery bool          `yaml:"audit-keep-query"`
-	AuditBuffer    uint64        `yaml:"audit-buffer"`
-	AuditRetention Days          `yaml:"audit-retention"`
-	DataDir        string        `yaml:"data-dir"`
-	Plaintext      bool          `yaml:"plaintext"`
-	TLSCert        string        `yaml:"tls-cert"`
-	TLSKey         string        `yaml:"tls-key"`
-	TLSCA          string        `yaml:"tls-ca"`
-	SPIFFESocket   string        `yaml:"spiffe-socket"`
-	AllowedClients []string      `yaml:"allowed-clients"`
-	AdminTokenFile string        `yaml:"admin-token-file"`
-	AdminMTLS      bool          `yaml:"admin-mtls"`
-	CheckTimeout   time.Duration `yaml:"check-timeout"`
-	MaxRecvMsgSize int           `yaml:"max-recv-msg-size"`
-	MaxStreams     uint          `yaml:"max-concurrent-streams"`
-	TrustXFCC      bool          `yaml:"trust-xfcc"`
-	CacheSize      int           `yaml:"cache-size"`
-	ShutdownGrace  time.Duration `yaml:"shutdown-grace"`
-	LogFormat      string        `yaml:"log-format"`
-	Pprof          bool          `yaml:"pprof"`
+	Rules            string        `yaml:"rules"`
+	RulesMaxFileSize Size          `yaml:"rules-max-file-size"`
+	GRPCAddr         string        `yaml:"grpc-addr"`
+	AdminAddr        string        `yaml:"admin-addr"`
+	Audit            []string      `yaml:"audit"`
+	AuditOverflow    string        `yaml:"audit-overflow"`
+	AuditKeepQuery   bool          `yaml:"audit-keep-query"`
+	AuditBuffer      uint64        `yaml:"audit-buffer"`
+	AuditRetention   Days          `yaml:"audit-retention"`
+	DataDir          string        `yaml:"data-dir"`
+	Plaintext        bool          `yaml:"plaintext"`
+	TLSCert          string        `yaml:"tls-cert"`
+	TLSKey           string        `yaml:"tls-key"`
+	TLSCA            string        `yaml:"tls-ca"`
+	SPIFFESocket     string        `yaml:"spiffe-socket"`
+	AllowedClients   []string      `yaml:"allowed-clients"`
+	AdminTokenFile   string        `yaml:"admin-token-file"`
+	AdminMTLS        bool          `yaml:"admin-mtls"`
+	CheckTimeout     time.Duration `yaml:"check-timeout"`
+	MaxRecvMsgSize   int           `yaml:"max-recv-msg-size"`
+	MaxStreams       uint          `yaml:"max-concurrent-streams"`
+	TrustXFCC        bool          `yaml:"trust-xfcc"`
+	CacheSize        int           `yaml:"cache-size"`
+	ShutdownGrace    time.Duration `yaml:"shutdown-grace"`
+	LogFormat        string        `yaml:"log-format"`
+	Pprof            bool          `yaml:"pprof"`
 }
 
 // Default returns the configuration used where neither file nor flag
 // says otherwise.
 func Default() Config {
 	return Config{
-		GRPCAddr:       ":9191",
-		AdminAddr:      "127.0.0.1:9192",
-		Audit:          []string{"parquet:./data/decisions"},
-		AuditOverflow:  "deny",
-		AuditBuffer:    1_000_000,
-		DataDir:        "./data",
-		CacheSize:      100000,
-		ShutdownGrace:  15 * time.Second,
-		CheckTimeout:   2 * time.Second,
-		MaxRecvMsgSize: 4 << 20,
-		MaxStreams:     1024,
-		LogFormat:      "auto",
+		GRPCAddr:         ":9191",
+		AdminAddr:        "127.0.0.1:9192",
+		Audit:            []string{"parquet:./data/decisions"},
+		AuditOverflow:    "deny",
+		AuditBuffer:      1_000_000,
+		DataDir:          "./data",
+		RulesMaxFileSize: 64 << 20,
+		CacheSize:        100000,
+		ShutdownGrace:    15 * time.Second,
+		CheckTimeout:     2 * time.Second,
+		MaxRecvMsgSize:   4 << 20,
+		MaxStreams:       1024,
+		LogFormat:        "auto",
 	}
 }
 
@@ -100,6 +102,7 @@ func (l *listFlag) Set(s string) error {
 func (c *Config) Flags(fs *flag.FlagSet) *string {
 	file := fs.String("config", "", "YAML `FILE` with any of these settings as keys (flags win)")
 	fs.StringVar(&c.Rules, "rules", c.Rules, "rule `PATH`: a YAML file or a directory of them, watched for changes (required)")
+	fs.Var(sizeFlag{&c.RulesMaxFileSize}, "rules-max-file-size", "largest rule file read, in bytes or with a unit (`SIZE`: 64MiB, 1GiB); a larger one is an error, never read in part")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "ext_authz gRPC listen `ADDR`")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen `ADDR` (health, metrics, rules, decisions, /ui/)")
 	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: parquet:DIR (Parquet segments, the default), sqlite:PATH, postgres://..., otlp, stdout, none")
@@ -190,6 +193,9 @@ func (c *Config) Validate() error {
 	if c.MaxStreams == 0 || c.MaxRecvMsgSize < 4096 || c.CheckTimeout <= 0 {
 		return errors.New("--max-concurrent-streams, --max-recv-msg-size (>= 4096) and --check-timeout must be positive")
 	}
+	if c.RulesMaxFileSize < 1 {
+		return fmt.Errorf("--rules-max-file-size %d: must be at least 1 byte", c.RulesMaxFileSize)
+	}
 	if c.CacheSize < 0 {
 		return fmt.Errorf("--cache-size %d: must be 0 (off) or more", c.CacheSize)
 	}
@@ -272,4 +278,65 @@ func (f daysFlag) Set(s string) error {
 	}
 	*f.d = Days(d)
 	return nil
+}
+
+// Size is a number of bytes, written as ParseSize reads it ("64MiB"), in
+// the --config file as on the command line.
+type Size int64
+
+// UnmarshalYAML implements yaml.Unmarshaler.
+func (s *Size) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*s = Size(v)
+	return nil
+}
+
+// sizeFlag is a Size flag.
+type sizeFlag struct{ n *Size }
+
+func (f sizeFlag) String() string {
+	if f.n == nil {
+		return "0"
+	}
+	n := int64(*f.n)
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}} {
+		if n >= u.size && n%u.size == 0 {
+			return strconv.FormatInt(n/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func (f sizeFlag) Set(s string) error {
+	n, err := ParseSize(s)
+	if err != nil {
+		return err
+	}
+	*f.n = Size(n)
+	return nil
+}
+
+// ParseSize reads a byte size: "1048576", "64MiB", "1GiB", "512KiB".
+func ParseSize(s string) (int64, error) {
+	num, mult := s, int64(1)
+	for _, u := range []struct {
+		name string
+		size int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if v, ok := strings.CutSuffix(s, u.name); ok {
+			num, mult = v, u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("%q is not a size (like 64MiB or 1048576)", s)
+	}
+	return n * mult, nil
 }

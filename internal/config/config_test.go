@@ -137,3 +137,24 @@ func TestAuditRetentionOverflowIsRefused(t *testing.T) {
 		t.Errorf("--audit-retention 36500d: %v, %v", c.AuditRetention, err)
 	}
 }
+
+func TestRulesMaxFileSize(t *testing.T) {
+	for in, want := range map[string]int64{"64MiB": 64 << 20, "1GiB": 1 << 30, "512KiB": 512 << 10, "1000": 1000} {
+		c, err := parse(t, "--rules", "r", "--plaintext", "--rules-max-file-size", in)
+		if err != nil || int64(c.RulesMaxFileSize) != want {
+			t.Errorf("--rules-max-file-size %s: %d, %v; want %d", in, c.RulesMaxFileSize, err, want)
+		}
+		file := writeConfig(t, "rules: r\nplaintext: true\nrules-max-file-size: "+in+"\n")
+		if c, err := parse(t, "--config", file); err != nil || int64(c.RulesMaxFileSize) != want {
+			t.Errorf("rules-max-file-size: %s in the config file: %d, %v; want %d", in, c.RulesMaxFileSize, err, want)
+		}
+	}
+	for _, in := range []string{"64MB", "-1", "", "0", "99999999999GiB"} {
+		if _, err := parse(t, "--rules", "r", "--plaintext", "--rules-max-file-size", in); err == nil {
+			t.Errorf("--rules-max-file-size %q accepted", in)
+		}
+	}
+	if c, _ := parse(t, "--rules", "r", "--plaintext"); c.RulesMaxFileSize != 64<<20 {
+		t.Errorf("default %d, want 64 MiB", c.RulesMaxFileSize)
+	}
+}
