@@ -58,7 +58,8 @@ rules:
 	if err != nil {
 		t.Fatal(err)
 	}
-	reqs := map[string][]byte{"allow": allowed, "deny": mustMarshal(t, denied), "generated_id": mustMarshal(t, noID), "tls": mustMarshal(t, checkreq.SNI(p, "files.stripe.com", 443))}
+	reqs := map[string][]byte{"allow": allowed, "deny": mustMarshal(t, denied), "generated_id": mustMarshal(t, noID), "tls": mustMarshal(t, checkreq.SNI(p, "files.stripe.com", 443)),
+		"header_map": mustMarshal(t, realRequests()[1])}
 	for name, opts := range map[string]Options{
 		"no_log":  {},
 		"log":     {Recorder: &discardRecorder{}},
