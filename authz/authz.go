@@ -253,7 +253,7 @@ func (s *Server) newRequestID(spare *[]byte) string {
 	b = append(b, s.idPfx...)
 	b = strconv.AppendUint(b, s.idSeq.Add(1), 16)
 	if inSpare {
-		*spare = b[len(b):len(b)]
+		*spare = b[len(b):]
 	}
 	return bytesString(b[start:])
 }
