@@ -5,15 +5,23 @@
 // rules.Request, a rules.Decision becomes a CheckResponse and an
 // audit.Record. Bad input is a deny with a reason, never a gRPC error; gRPC
 // errors are kept for the server's own faults.
+//
+// The gRPC handler is built for the request path's cost: it reads only the
+// fields a decision reads, straight from the wire bytes, into an input that
+// any transport can fill (decode.go, input.go), and answers from responses
+// encoded once per rule (wire.go). A Check the decision cache answers
+// allocates one frame and nothing else.
 package authz
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,9 +45,10 @@ type Decider interface {
 }
 
 // Recorder takes decisions for the decision log. Record must not block for
-// long. A non-nil error means the decision cannot be recorded; the request
-// is then denied with reason audit-unavailable, so that no decision is
-// made without a record.
+// long, and must not keep recs once it returns: the slice is reused for
+// the next Check (the records' strings may be kept). A non-nil error means
+// the decision cannot be recorded; the request is then denied with reason
+// audit-unavailable, so that no decision is made without a record.
 type Recorder interface {
 	Record(ctx context.Context, recs []audit.Record) error
 }
@@ -78,9 +87,11 @@ type Server struct {
 	opts    Options
 	idPfx   string
 	idSeq   atomic.Uint64
-	// info is what checkHandler hands an interceptor: immutable, so built
-	// once rather than allocated per call.
-	info grpc.UnaryServerInfo
+	// info and unary are what checkHandler hands an interceptor:
+	// immutable, so built once rather than allocated per call.
+	info  grpc.UnaryServerInfo
+	unary grpc.UnaryHandler
+	recs  sync.Pool // *recordSlice
 
 	templates atomic.Pointer[templateSets] // encoded allow responses of the current and previous rule-set versions
 }
@@ -97,6 +108,7 @@ func NewServer(d Decider, opts Options) *Server {
 	_, _ = rand.Read(b[:])
 	s := &Server{decider: d, opts: opts, idPfx: "ea-" + hex.EncodeToString(b[:]) + "-"}
 	s.info = grpc.UnaryServerInfo{Server: s, FullMethod: authv3.Authorization_Check_FullMethodName}
+	s.unary = s.serve
 	return s
 }
 
@@ -115,7 +127,8 @@ var serviceDesc = grpc.ServiceDesc{
 }
 
 // checkHandler is the generated handler's twin, decoding into a checkFrame
-// so that the codec can pass on requests it could not decode strictly.
+// so that the codec can pass on requests it could not decode strictly, and
+// so that one allocation holds a Check's memory.
 func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 	f := new(checkFrame)
 	if err := dec(f); err != nil {
@@ -123,16 +136,43 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 	}
 	s := srv.(*Server)
 	if interceptor == nil {
-		return s.wire(s.check(ctx, &f.req, f.invalid)), nil
+		return s.serveFrame(ctx, f), nil
 	}
-	return interceptor(ctx, &f.req, &s.info, func(ctx context.Context, req any) (any, error) {
-		return s.wire(s.check(ctx, req.(*authv3.CheckRequest), f.invalid)), nil
-	})
+	return interceptor(ctx, f, &s.info, s.unary)
+}
+
+// serve is the handler an interceptor calls: req is the frame it was
+// given, or a CheckRequest it put in its place.
+func (s *Server) serve(ctx context.Context, req any) (any, error) {
+	switch r := req.(type) {
+	case *checkFrame:
+		return s.serveFrame(ctx, r), nil
+	case *authv3.CheckRequest:
+		f := &checkFrame{decoded: true}
+		f.in = inputFromProto(r)
+		f.in.spare = f.buf[:0]
+		return s.serveFrame(ctx, f), nil
+	}
+	return nil, fmt.Errorf("authz: Check handler given a %T", req)
+}
+
+// serveFrame decides the Check in f and encodes its response into f.
+func (s *Server) serveFrame(ctx context.Context, f *checkFrame) *encoded {
+	if !f.decoded {
+		// Decoded by grpc-go's own codec, into the proto.
+		f.in = inputFromProto(f.req)
+		f.in.spare = f.buf[:0]
+		f.decoded = true
+	}
+	s.check(ctx, &f.in, &f.o)
+	return s.wire(&f.o, f.in.spare, &f.out)
 }
 
 // Check decides one request. It never returns an error for bad input.
 func (s *Server) Check(ctx context.Context, cr *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	o := s.check(ctx, cr, "")
+	in := inputFromProto(cr)
+	var o outcome
+	s.check(ctx, &in, &o)
 	return response(&o.d, o.sni, o.requestID), nil
 }
 
@@ -144,39 +184,42 @@ type outcome struct {
 }
 
 // check decides a Check: mapping, decision, decision log, metrics, span.
-func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid string) outcome {
+// The outcome is written to o, which the caller provides so that the
+// decision, which the Recorder and the Observer are handed by pointer,
+// lives in memory the Check already has (a frame).
+func (s *Server) check(ctx context.Context, in *input, o *outcome) {
 	start := s.opts.Now()
-	req, m, bad := mapRequest(cr, s.opts.TrustXFCC)
-	if invalid == "" {
-		invalid = bad
+	req, m, invalid := mapRequest(in, s.opts.TrustXFCC)
+	if in.invalid != "" {
+		invalid = in.invalid
 	}
 	var span trace.Span
 	if s.opts.Tracer != nil {
-		ctx = propagation.TraceContext{}.Extract(ctx, headerCarrier{cr.GetAttributes().GetRequest().GetHttp()})
+		ctx = propagation.TraceContext{}.Extract(ctx, traceCarrier{in.h.traceparent, in.h.tracestate})
 		ctx, span = s.opts.Tracer.Start(ctx, "egress-authz.Check", trace.WithSpanKind(trace.SpanKindServer))
 		defer span.End()
 		if sc := span.SpanContext(); sc.HasTraceID() {
 			m.TraceID = sc.TraceID().String()
 		}
 	}
-	var d rules.Decision
+	d := &o.d
 	if invalid != "" {
-		d = rules.Decision{Reason: rules.ReasonInvalidRequest, Version: s.decider.Version()}
+		*d = rules.Decision{Reason: rules.ReasonInvalidRequest, Version: s.decider.Version()}
 	} else {
-		d = s.decider.Decide(req)
+		*d = s.decider.Decide(req)
 	}
 	if m.RequestID == "" {
-		m.RequestID = s.idPfx + strconv.FormatUint(s.idSeq.Add(1), 16)
+		m.RequestID = s.newRequestID(&in.spare)
 	}
 	if s.opts.Recorder != nil {
-		if err := s.opts.Recorder.Record(ctx, s.records(start, req, m, &d)); err != nil {
+		if err := s.record(ctx, start, req, m, d); err != nil {
 			// No decision without a record: deny. The failed record is not
 			// retried here; the recorder counts the refusal.
-			d = rules.Decision{Reason: rules.ReasonAuditUnavailable, Version: d.Version}
+			*d = rules.Decision{Reason: rules.ReasonAuditUnavailable, Version: d.Version}
 		}
 	}
 	if s.opts.Observer != nil {
-		s.opts.Observer.Checked(&d, s.opts.Now().Sub(start))
+		s.opts.Observer.Checked(d, s.opts.Now().Sub(start))
 	}
 	if span != nil {
 		ruleID := ""
@@ -191,12 +234,57 @@ func (s *Server) check(ctx context.Context, cr *authv3.CheckRequest, invalid str
 			attribute.String("egress_authz.request_id", m.RequestID),
 		)
 	}
-	return outcome{d: d, sni: req.SNI, requestID: m.RequestID}
+	o.sni, o.requestID = req.SNI, m.RequestID
 }
 
-// records builds the decision's audit records: the enforced decision, then
-// one record per dry-run outcome.
-func (s *Server) records(start time.Time, req rules.Request, m meta, d *rules.Decision) []audit.Record {
+// maxGeneratedID is the length of the longest generated request id: the
+// prefix "ea-" and 12 hex digits and "-", then up to 16 hex digits.
+const maxGeneratedID = 3 + 12 + 1 + 16
+
+// newRequestID returns a request id for a request that brought none,
+// written into *spare when it has room (*spare then starts after it).
+func (s *Server) newRequestID(spare *[]byte) string {
+	b := *spare
+	inSpare := cap(b)-len(b) >= maxGeneratedID
+	if !inSpare {
+		b = make([]byte, 0, maxGeneratedID)
+	}
+	start := len(b)
+	b = append(b, s.idPfx...)
+	b = strconv.AppendUint(b, s.idSeq.Add(1), 16)
+	if inSpare {
+		*spare = b[len(b):]
+	}
+	return bytesString(b[start:])
+}
+
+// maxPooledRecords bounds the record slices kept for reuse: a decision with
+// more dry-run outcomes than that gets a slice of its own.
+const maxPooledRecords = 16
+
+// recordSlice is a reusable slice of records, kept in Server.recs.
+type recordSlice struct{ recs []audit.Record }
+
+// record hands the decision's records to the recorder, in a slice reused
+// from one Check to the next (the Recorder does not keep it).
+func (s *Server) record(ctx context.Context, start time.Time, req rules.Request, m meta, d *rules.Decision) error {
+	rs, _ := s.recs.Get().(*recordSlice)
+	if rs == nil {
+		rs = &recordSlice{recs: make([]audit.Record, 0, 4)}
+	}
+	rs.recs = s.appendRecords(rs.recs[:0], start, req, m, d)
+	err := s.opts.Recorder.Record(ctx, rs.recs)
+	// A pooled slice must not keep a request's memory alive.
+	clear(rs.recs)
+	if cap(rs.recs) <= maxPooledRecords {
+		s.recs.Put(rs)
+	}
+	return err
+}
+
+// appendRecords appends the decision's audit records to recs: the enforced
+// decision, then one record per dry-run outcome.
+func (s *Server) appendRecords(recs []audit.Record, start time.Time, req rules.Request, m meta, d *rules.Decision) []audit.Record {
 	path := d.Path
 	if path == "" && !req.SNI {
 		path = req.Path
@@ -241,8 +329,7 @@ func (s *Server) records(start time.Time, req rules.Request, m meta, d *rules.De
 		Latency:        s.opts.Now().Sub(start),
 	}
 	setRule(&rec, d.Rule)
-	recs := make([]audit.Record, 1, 1+len(d.DryRun))
-	recs[0] = rec
+	recs = append(recs, rec)
 	for _, o := range d.DryRun {
 		dr := rec
 		dr.Enforced = false

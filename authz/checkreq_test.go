@@ -27,7 +27,7 @@ func TestCheckreqRequestIsWhatTheServerDecides(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", tc.url, err)
 		}
-		want, _, invalid := mapRequest(cr, false)
+		want, _, invalid := mapProto(cr, false)
 		if invalid != "" {
 			t.Fatalf("%s: the server finds the request invalid: %s", tc.url, invalid)
 		}
@@ -37,7 +37,7 @@ func TestCheckreqRequestIsWhatTheServerDecides(t *testing.T) {
 		}
 	}
 	for _, port := range []uint32{443, 8443} {
-		want, _, _ := mapRequest(checkreq.SNI(p, "api.sendgrid.com", port), false)
+		want, _, _ := mapProto(checkreq.SNI(p, "api.sendgrid.com", port), false)
 		if got := checkreq.SNIRequest(p, "api.sendgrid.com", port); got != want {
 			t.Errorf("SNI port %d:\n checkreq %+v\n   server %+v", port, got, want)
 		}

@@ -91,17 +91,19 @@ func FuzzCheck(f *testing.F) {
 		s := NewServer(live, Options{TrustXFCC: mode&fuzzXFCC != 0, Recorder: checkRecorder{t}, Now: now})
 		ctx := context.Background()
 		if mode&fuzzRaw != 0 {
+			checkWire(t, headers)
 			var fr checkFrame
 			decodeCheck(headers, &fr)
-			resp, err := viaWire(s, ctx, &fr.req, fr.invalid)
+			resp, err := viaWire(s, ctx, &fr.in)
 			checkFuzzResponse(t, resp, err, nil)
-			if fr.invalid != "" && resp.GetStatus().GetMessage() != string(rules.ReasonInvalidRequest) {
-				t.Errorf("undecodable request (%s) denied with reason %q, want invalid-request", fr.invalid, resp.GetStatus().GetMessage())
+			if fr.in.invalid != "" && resp.GetStatus().GetMessage() != string(rules.ReasonInvalidRequest) {
+				t.Errorf("undecodable request (%s) denied with reason %q, want invalid-request", fr.in.invalid, resp.GetStatus().GetMessage())
 			}
 			return
 		}
 
 		cr := fuzzRequest(mode, principal, host, path, method, sni, headers)
+		checkProto(t, cr)
 		resp, err := s.Check(ctx, cr)
 		checkFuzzResponse(t, resp, err, cr)
 
@@ -112,10 +114,10 @@ func FuzzCheck(f *testing.F) {
 		}
 		var fr checkFrame
 		decodeCheck(b, &fr)
-		if fr.invalid != "" {
-			t.Fatalf("decodeCheck marked a valid request invalid: %s", fr.invalid)
+		if fr.in.invalid != "" {
+			t.Fatalf("decodeCheck marked a valid request invalid: %s", fr.in.invalid)
 		}
-		viaCodec, err := viaWire(s, ctx, &fr.req, fr.invalid)
+		viaCodec, err := viaWire(s, ctx, &fr.in)
 		checkFuzzResponse(t, viaCodec, err, cr)
 		if a, b := decisionOf(resp), decisionOf(viaCodec); a != b {
 			t.Errorf("direct call decided %v, through the codec %v", a, b)

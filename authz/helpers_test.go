@@ -115,6 +115,7 @@ func runCases(t *testing.T, yaml string, opts authz.Options, cases []checkCase) 
 			s := authztest.NewServer(t, rules.NewLive(table, rules.LiveOptions{CacheSize: lv.cache}), opts)
 			for _, tc := range cases {
 				t.Run(tc.name, func(t *testing.T) {
+					authz.CheckDecode(t, tc.req)
 					// Three times, so that the cached variant also answers
 					// from its cache (a request is cached at its second miss).
 					for range 3 {

@@ -4,65 +4,51 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-
 	"github.com/egress-authz/egress-authz/rules"
 )
 
-// Header names read from the request. Envoy lower-cases header keys.
-const (
-	headerRequestID   = "x-request-id"
-	headerTraceparent = "traceparent"
-	headerXFCC        = "x-forwarded-client-cert"
-	headerAuthority   = ":authority"
-	maxRequestIDLen   = 128
-)
-
-// meta is what a CheckRequest says about the request besides what rules
-// decide on: identifiers for the decision log and the response.
+// meta is what a Check says about the request besides what rules decide
+// on: identifiers for the decision log and the response.
 type meta struct {
 	RequestID string // from x-request-id; empty when the request had none
 	TraceID   string // from a W3C traceparent header; empty when absent or malformed
 }
 
-// mapRequest translates a CheckRequest into the rules' Request. It is a pure
-// function of its input: the whole of Envoy's shape is handled here.
-// invalid is non-empty when the request is unusable (the decision is then
-// ReasonInvalidRequest) and says why.
-func mapRequest(cr *authv3.CheckRequest, trustXFCC bool) (req rules.Request, m meta, invalid string) {
-	a := cr.GetAttributes()
-	if a == nil || (a.Source == nil && a.Destination == nil && a.Request == nil && a.TlsSession == nil) {
+// mapRequest translates what a Check holds into the rules' Request. It is a
+// pure function of its input: the whole of Envoy's shape is handled here,
+// whichever transport filled in. invalid is non-empty when the request is
+// unusable (the decision is then ReasonInvalidRequest) and says why.
+func mapRequest(in *input, trustXFCC bool) (req rules.Request, m meta, invalid string) {
+	if !in.attrs {
 		return req, m, "no attributes"
 	}
-	http := a.GetRequest().GetHttp()
 	// Known before anything can be found invalid: a TLS-passthrough deny
 	// must have no HTTP part, whatever the reason.
-	req.SNI = http == nil
-	if http != nil {
-		m.RequestID = requestID(header(http, headerRequestID))
-		m.TraceID = traceID(header(http, headerTraceparent))
+	req.SNI = !in.http
+	if in.http {
+		m.RequestID = requestID(in.h.requestID)
+		m.TraceID = traceID(in.h.traceparent)
 	}
 
-	req.Principal = a.GetSource().GetPrincipal()
-	if req.Principal == "" && trustXFCC && http != nil {
-		req.Principal = xfccURI(header(http, headerXFCC))
+	req.Principal = in.principal
+	if req.Principal == "" && trustXFCC && in.http {
+		req.Principal = xfccURI(in.h.xfcc)
 	}
 	if !utf8.ValidString(req.Principal) {
 		return req, m, "principal is not valid UTF-8"
 	}
-	socketPort := int(a.GetDestination().GetAddress().GetSocketAddress().GetPortValue())
-	if socketPort > 65535 {
+	if in.socketPort > 65535 {
 		// The proto field is a uint32; no socket has such a port.
 		return req, m, "destination port is over 65535"
 	}
+	socketPort := int(in.socketPort)
 
-	if http == nil {
+	if !in.http {
 		// TLS passthrough through Envoy's network ext_authz filter: one
 		// Check per connection, with the SNI as the only name.
-		req.Host = a.GetTlsSession().GetSni()
+		req.Host = in.sni
 		if req.Host == "" {
-			req.Host = a.GetDestination().GetService()
+			req.Host = in.service
 		}
 		req.Port = socketPort
 		if !utf8.ValidString(req.Host) {
@@ -71,25 +57,27 @@ func mapRequest(cr *authv3.CheckRequest, trustXFCC bool) (req rules.Request, m m
 		return req, m, ""
 	}
 
-	if !rules.IsToken(http.Method) {
+	if !rules.IsToken(in.method) {
 		return req, m, "method is not an HTTP token"
 	}
-	req.Method = http.Method
-	req.Host = http.Host
+	req.Method = in.method
+	req.Host = in.host
 	if req.Host == "" {
-		req.Host = header(http, headerAuthority)
+		req.Host = in.h.authority
 	}
-	switch strings.ToLower(http.Scheme) {
-	case "https":
+	// As strings.ToLower(scheme) == "https" would, without allocating: no
+	// letter outside ASCII lower-cases to one of "https" (TestSchemeFold).
+	switch {
+	case asciiEqualFold(in.scheme, "https"):
 		req.Port = 443
-	case "http":
+	case asciiEqualFold(in.scheme, "http"):
 		req.Port = 80
 	default:
 		req.Port = socketPort
 	}
-	req.Path = http.Path
+	req.Path = in.path
 	if req.Path == "" {
-		req.Path = header(http, ":path")
+		req.Path = in.h.path
 	}
 	if !utf8.ValidString(req.Host) || !utf8.ValidString(req.Path) {
 		return req, m, "host or path is not valid UTF-8"
@@ -97,37 +85,22 @@ func mapRequest(cr *authv3.CheckRequest, trustXFCC bool) (req rules.Request, m m
 	return req, m, ""
 }
 
-// header returns a request header, from the headers map or, when Envoy is
-// set to encode raw headers, from header_map.
-func header(h *authv3.AttributeContext_HttpRequest, key string) string {
-	if v, ok := h.Headers[key]; ok {
-		return v
+// asciiEqualFold reports whether s is lower, a lower-case ASCII word, but
+// for the case of its ASCII letters.
+func asciiEqualFold(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
 	}
-	return headerMapValue(h.GetHeaderMap(), key)
-}
-
-// headerMapValue returns a header from header_map. Envoy sends each
-// occurrence of a repeated header as its own entry there, where the headers
-// map has them joined with ","; they are joined the same way here, so that
-// both encodings mean the same (the last element of x-forwarded-client-cert
-// is the nearest peer in either).
-func headerMapValue(hm *corev3.HeaderMap, key string) string {
-	v, found := "", false
-	for _, hv := range hm.GetHeaders() {
-		if !strings.EqualFold(hv.GetKey(), key) {
-			continue
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
 		}
-		s := hv.GetValue()
-		if len(hv.RawValue) > 0 {
-			s = string(hv.RawValue)
-		}
-		if found {
-			v += "," + s
-		} else {
-			v, found = s, true
+		if c != lower[i] {
+			return false
 		}
 	}
-	return v
+	return true
 }
 
 // requestID returns an x-request-id as it can be echoed in the response:
@@ -222,17 +195,3 @@ func cutUnquoted(s string, sep byte) (before, after string) {
 	}
 	return s, ""
 }
-
-// headerCarrier reads W3C trace context from the request's headers.
-type headerCarrier struct {
-	h *authv3.AttributeContext_HttpRequest
-}
-
-func (c headerCarrier) Get(key string) string {
-	if c.h == nil {
-		return ""
-	}
-	return header(c.h, strings.ToLower(key))
-}
-func (c headerCarrier) Set(string, string) {}
-func (c headerCarrier) Keys() []string     { return nil }

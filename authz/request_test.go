@@ -198,7 +198,7 @@ func TestMapRequest(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req, m, invalid := mapRequest(tc.cr, tc.trustXFCC)
+			req, m, invalid := mapProto(tc.cr, tc.trustXFCC)
 			if (invalid != "") != tc.invalid {
 				t.Errorf("invalid = %q, want invalid: %v", invalid, tc.invalid)
 			}

@@ -53,6 +53,7 @@ func TestCheckRequestID(t *testing.T) {
 	seen := map[string]bool{}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			authz.CheckDecode(t, tc.req)
 			v := verdictOf(t, s.Check(t, tc.req))
 			switch {
 			case tc.want != "" && v.RequestID != tc.want:
@@ -73,8 +74,10 @@ func invalidUTF8(n int) []byte {
 }
 
 // TestCheckInvalidUTF8 sends what grpc-go's own codec would refuse on both
-// sides: a CheckRequest with invalid UTF-8 in a string field. The answer is
-// a deny with reason invalid-request, never a gRPC error.
+// sides: a CheckRequest with invalid UTF-8 in a string field. In a field a
+// decision reads, the answer is a deny with reason invalid-request, never
+// a gRPC error. In a field it does not read (which the handler does not
+// decode), the answer is the one the request gets without it.
 func TestCheckInvalidUTF8(t *testing.T) {
 	const mark = "QQQQQQQQ" // replaced in the wire bytes by invalid UTF-8
 	charges := "https://api.stripe.com/v1/charges"
@@ -82,25 +85,40 @@ func TestCheckInvalidUTF8(t *testing.T) {
 		name string
 		req  *authv3.CheckRequest
 		tls  bool
+		read bool // a field the decision reads
 	}{
-		{"source_principal", httpReq("spiffe://cluster.local/ns/payments/sa/"+mark, "POST", charges), false},
-		{"path", httpReq(checkout, "POST", "https://api.stripe.com/v1/charges/"+mark), false},
-		{"host", httpReq(checkout, "POST", "https://"+mark+".stripe.com/v1/charges"), false},
-		{"method", httpReq(checkout, mark, charges), false},
-		{"header_value", httpReq(checkout, "POST", charges, withHeader("user-agent", mark)), false},
-		{"header_key", httpReq(checkout, "POST", charges, withHeader("x-"+mark, "v")), false},
-		{"request_id", httpReq(checkout, "POST", charges, withHeader("x-request-id", mark)), false},
-		{"xfcc", httpReq(checkout, "POST", charges, withHeader("x-forwarded-client-cert", "URI="+mark)), false},
+		{"source_principal", httpReq("spiffe://cluster.local/ns/payments/sa/"+mark, "POST", charges), false, true},
+		{"path", httpReq(checkout, "POST", "https://api.stripe.com/v1/charges/"+mark), false, true},
+		{"host", httpReq(checkout, "POST", "https://"+mark+".stripe.com/v1/charges"), false, true},
+		{"method", httpReq(checkout, mark, charges), false, true},
+		{"scheme", httpReq(checkout, "POST", charges, withHTTP(func(h *authv3.AttributeContext_HttpRequest) { h.Scheme = mark })), false, true},
+		{"request_id", httpReq(checkout, "POST", charges, withHeader("x-request-id", mark)), false, true},
+		{"traceparent", httpReq(checkout, "POST", charges, withHeader("traceparent", mark)), false, true},
+		{"xfcc", httpReq(checkout, "POST", charges, withHeader("x-forwarded-client-cert", "URI="+mark)), false, true},
+		{"authority_header", httpReq(checkout, "POST", charges, withHeader(":authority", mark)), false, true},
+		{"header_map_value_of_a_header_read", httpReq(checkout, "POST", charges, withHeader("x-request-id", "r"), asHeaderMap, func(r *authv3.CheckRequest) {
+			for _, h := range httpAttrs(r).HeaderMap.Headers {
+				if h.Key == "x-request-id" {
+					h.Value = mark
+				}
+			}
+		}), false, true},
+		{"tls_sni", tlsReq(checkout, mark+".stripe.com", 443), true, true},
+		{"tls_destination_service", tlsReq(checkout, "files.stripe.com", 443, func(r *authv3.CheckRequest) {
+			r.Attributes.Destination.Service = mark
+		}), true, true},
+		{"header_value", httpReq(checkout, "POST", charges, withHeader("user-agent", mark)), false, false},
+		{"header_key", httpReq(checkout, "POST", charges, withHeader("x-"+mark, "v")), false, false},
+		{"http_id", httpReq(checkout, "POST", charges, withHTTP(func(h *authv3.AttributeContext_HttpRequest) { h.Id = mark })), false, false},
 		{"context_extension", httpReq(checkout, "POST", charges, func(r *authv3.CheckRequest) {
 			r.Attributes.ContextExtensions = map[string]string{"k": mark}
-		}), false},
-		{"header_map_key", httpReq(checkout, "POST", charges, withHeader("x-"+mark, "v"), asHeaderMap), false},
-		{"in_metadata", httpReq(checkout, "POST", charges, withDeepMetadata(3, mark)), false},
-		{"deep_in_metadata", httpReq(checkout, "POST", charges, withDeepMetadata(200, mark)), false},
-		{"tls_sni", tlsReq(checkout, mark+".stripe.com", 443), true},
+		}), false, false},
+		{"header_map_key", httpReq(checkout, "POST", charges, withHeader("x-"+mark, "v"), asHeaderMap), false, false},
+		{"in_metadata", httpReq(checkout, "POST", charges, withDeepMetadata(3, mark)), false, false},
+		{"deep_in_metadata", httpReq(checkout, "POST", charges, withDeepMetadata(200, mark)), false, false},
 		{"destination_principal_on_tls", tlsReq(checkout, "files.stripe.com", 443, func(r *authv3.CheckRequest) {
 			r.Attributes.Destination.Principal = mark
-		}), true},
+		}), true, false},
 	}
 	for _, lv := range liveVariants {
 		t.Run(lv.name, func(t *testing.T) {
@@ -114,17 +132,30 @@ func TestCheckInvalidUTF8(t *testing.T) {
 					if !bytes.Contains(b, []byte(mark)) {
 						t.Fatalf("marker not in the wire bytes")
 					}
-					b = bytes.ReplaceAll(b, []byte(mark), invalidUTF8(len(mark)))
-					if proto.Unmarshal(b, new(authv3.CheckRequest)) == nil {
+					edited := bytes.ReplaceAll(b, []byte(mark), invalidUTF8(len(mark)))
+					if proto.Unmarshal(edited, new(authv3.CheckRequest)) == nil {
 						t.Fatalf("test bug: the edited request is valid")
 					}
+					authz.CheckDecodeBytes(t, edited)
 					ctx, cancel := context.WithTimeout(context.Background(), authztest.Timeout)
 					defer cancel()
-					resp, err := s.CheckRaw(ctx, b)
+					resp, err := s.CheckRaw(ctx, edited)
 					if err != nil {
 						t.Fatalf("gRPC error %v, want a deny", err)
 					}
 					v := verdictOf(t, resp)
+					if !tc.read {
+						unedited, err := s.CheckRaw(ctx, b)
+						if err != nil {
+							t.Fatal(err)
+						}
+						w := verdictOf(t, unedited)
+						if w.Reason == string(rules.ReasonInvalidRequest) {
+							t.Fatalf("test bug: the request is invalid without the edit")
+						}
+						v.expect(t, want{reason: rules.Reason(w.Reason), rule: w.Rule, tls: tc.tls})
+						return
+					}
 					v.expect(t, want{reason: rules.ReasonInvalidRequest, tls: tc.tls})
 					if tc.name == "request_id" && !strings.Contains(v.RequestID, "\uFFFD") {
 						t.Errorf("request_id %q: want the sent id with U+FFFD for the invalid bytes", v.RequestID)
@@ -159,6 +190,7 @@ func TestCheckGarbage(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			authz.CheckDecodeBytes(t, tc.b)
 			ctx, cancel := context.WithTimeout(context.Background(), authztest.Timeout)
 			defer cancel()
 			resp, err := s.CheckRaw(ctx, tc.b)
