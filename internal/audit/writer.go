@@ -131,16 +131,24 @@ type Writer struct {
 	log     *segmentLog
 	runners []*runner
 
-	// mu is the chain's lock: Record holds it to take sequence numbers,
-	// hash and append, so that records reach the log in chain order and a
-	// failed append leaves the chain as it was. It covers the append's
-	// write(2) into the page cache, never an fsync.
+	// mu is the chain's lock: a group's leader holds it to take sequence
+	// numbers, hash and append, so that records reach the log in chain
+	// order and a failed append leaves the chain as it was. It covers the
+	// append's write(2) into the page cache, never an fsync.
 	mu     sync.Mutex
 	seq    uint64 // last sequence number written
 	prev   string // hash of record seq
 	buf    []byte
 	room   chan struct{} // closed and replaced whenever a sink progresses
 	closed atomic.Bool
+
+	// Group commit: the Checks that arrive while a write is under way
+	// join one group, which its first member writes with one write(2)
+	// as soon as the write before is done (see Record).
+	gmu     sync.Mutex
+	filling *group        // the group new Records join; nil when none waits
+	taken   atomic.Uint64 // records admitted: written, or in a group not yet written
+	written atomic.Uint64 // seq, for readers without mu
 
 	overflows atomic.Uint64
 	waiting   atomic.Int64  // Records waiting for room (OverflowBlock)
@@ -214,6 +222,8 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 		return nil, err
 	}
 	w.log, w.seq, w.prev = log, last.Seq, last.Hash
+	w.taken.Store(last.Seq)
+	w.written.Store(last.Seq)
 	// Until a sink reports its position, count every record still in the
 	// log as waiting for it: a lower bound that never refuses a record the
 	// log has room for, whatever the sink's state.
@@ -271,30 +281,86 @@ func writerID(dir string) (string, error) {
 	return id, nil
 }
 
+// group is the decisions of the Checks that arrived while the write
+// before was under way, written together.
+type group struct {
+	members []member
+	done    chan struct{} // closed when the group is written (or failed)
+}
+
+type member struct {
+	recs []Record
+	err  error
+}
+
 // Record chains recs (one decision: the enforced record and its dry-run
 // outcomes) and writes them to the write-ahead log. When it returns nil the
 // records survive a crash of this process; when it returns an error
-// nothing was recorded and the decision must not be acted on.
+// nothing was recorded and the decision must not be acted on. Record keeps
+// no reference to recs after it returns.
+//
+// Checks that arrive together share one write(2) (group commit, with no
+// timer): a Record joins the group that is filling, or starts one and
+// leads it; the leader waits for the write before it to finish, closes its
+// group and writes every member's records at once, so that under load a
+// Check waits for at most the write before its own, and the log makes one
+// system call for many decisions.
 func (w *Writer) Record(ctx context.Context, recs []Record) error {
 	for i := range recs {
 		recs[i].clean()
 	}
+	if err := w.admit(ctx, uint64(len(recs))); err != nil {
+		return err
+	}
+	w.gmu.Lock()
+	g, lead := w.filling, false
+	if g == nil {
+		g, lead = &group{done: make(chan struct{})}, true
+		w.filling = g
+	}
+	i := len(g.members)
+	g.members = append(g.members, member{recs: recs})
+	w.gmu.Unlock()
+	if !lead {
+		<-g.done
+		err := g.members[i].err
+		g.members[i].recs = nil
+		return err
+	}
 	w.mu.Lock()
+	w.gmu.Lock()
+	w.filling = nil // later Records start the next group
+	w.gmu.Unlock()
+	w.writeGroup(g)
+	w.mu.Unlock()
+	close(g.done)
+	// The feeders are not woken: they read only what is fsynced, and the
+	// sync that makes these records durable wakes them.
+	return g.members[0].err
+}
+
+// admit takes room in the buffer for n records, or applies the overflow
+// policy when there is none: the records the log holds beyond what every
+// sink stored, and those admitted but not yet written, stay within Buffer.
+func (w *Writer) admit(ctx context.Context, n uint64) error {
 	for {
 		if w.closed.Load() {
-			w.mu.Unlock()
 			return fmt.Errorf("%w: closing", ErrUnavailable)
 		}
-		if w.seq+uint64(len(recs))-w.minStored() <= w.opts.Buffer {
-			break
+		if w.taken.Add(n)-w.minStored() <= w.opts.Buffer {
+			return nil
 		}
+		w.taken.Add(-n)
 		if w.opts.Overflow == OverflowDeny {
-			w.mu.Unlock()
 			w.overflows.Add(1)
 			return fmt.Errorf("%w: buffer of %d records full", ErrUnavailable, w.opts.Buffer)
 		}
+		w.mu.Lock()
 		room := w.room
 		w.mu.Unlock()
+		if w.taken.Load()+n-w.minStored() <= w.opts.Buffer {
+			continue // a sink progressed meanwhile
+		}
 		w.waiting.Add(1)
 		select {
 		case <-room:
@@ -304,42 +370,61 @@ func (w *Writer) Record(ctx context.Context, recs []Record) error {
 			w.overflows.Add(1)
 			return fmt.Errorf("%w: buffer full until the deadline: %v", ErrUnavailable, ctx.Err())
 		}
-		w.mu.Lock()
 	}
-	err := w.appendLocked(recs)
-	w.mu.Unlock()
-	// The feeders are not woken: they read only what is fsynced, and the
-	// sync that makes these records durable wakes them.
-	return err
 }
 
-// appendLocked chains recs after the last record and appends them to the
-// log; the chain moves on only if the append succeeded.
-func (w *Writer) appendLocked(recs []Record) error {
+// writeGroup chains the members' records after the last record and appends
+// them to the log with one write; the chain moves on only if the append
+// succeeded. A member whose record cannot be a frame fails alone. w.mu is
+// held.
+func (w *Writer) writeGroup(g *group) {
 	seq, prev := w.seq, w.prev
 	buf := w.buf[:0]
 	var scratch [512]byte
-	for i := range recs {
-		r := &recs[i]
-		seq++
-		r.Writer, r.Seq, r.PrevHash = w.id, seq, prev
-		payload := appendCanonical(scratch[:0], r)
-		if len(payload) > maxFrame {
-			// The reader would take such a frame for a torn one: refuse the
-			// record (its Check is denied) rather than write it.
-			return fmt.Errorf("%w: a record of %d bytes is over the write-ahead log's limit of %d", ErrUnavailable, len(payload), maxFrame)
+	n := 0
+	for m := range g.members {
+		mb := &g.members[m]
+		mSeq, mPrev, mStart := seq, prev, len(buf)
+		for i := range mb.recs {
+			r := &mb.recs[i]
+			mSeq++
+			r.Writer, r.Seq, r.PrevHash = w.id, mSeq, mPrev
+			payload := appendCanonical(scratch[:0], r)
+			if len(payload) > maxFrame {
+				// The reader would take such a frame for a torn one: refuse
+				// the record (its Check is denied) rather than write it.
+				mb.err = fmt.Errorf("%w: a record of %d bytes is over the write-ahead log's limit of %d", ErrUnavailable, len(payload), maxFrame)
+				break
+			}
+			sum := sha256.Sum256(payload)
+			r.Hash = hex.EncodeToString(sum[:])
+			mPrev = r.Hash
+			buf = appendFrame(buf, payload)
 		}
-		sum := sha256.Sum256(payload)
-		r.Hash = hex.EncodeToString(sum[:])
-		prev = r.Hash
-		buf = appendFrame(buf, payload)
+		if mb.err != nil {
+			buf = buf[:mStart]
+			w.taken.Add(-uint64(len(mb.recs)))
+			continue
+		}
+		seq, prev = mSeq, mPrev
+		n += len(mb.recs)
 	}
 	w.buf = buf
-	if err := w.log.append(buf, len(recs), seq); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	if n == 0 {
+		return
+	}
+	if err := w.log.append(buf, n, seq); err != nil {
+		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
+		for m := range g.members {
+			if g.members[m].err == nil {
+				g.members[m].err = err
+				w.taken.Add(-uint64(len(g.members[m].recs)))
+			}
+		}
+		return
 	}
 	w.seq, w.prev = seq, prev
-	return nil
+	w.written.Store(seq)
 }
 
 func (w *Writer) isClosed() bool { return w.closed.Load() }
@@ -357,7 +442,7 @@ func (w *Writer) wakeFeeders() {
 // minStored is the highest sequence number every sink has stored.
 func (w *Writer) minStored() uint64 {
 	if len(w.runners) == 0 {
-		return w.seq
+		return w.written.Load()
 	}
 	m := w.runners[0].stored.Load()
 	for _, r := range w.runners[1:] {

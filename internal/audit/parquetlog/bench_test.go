@@ -97,7 +97,7 @@ func dirSize(tb testing.TB, dir string) int64 {
 // bigLog builds (once, kept in the temp dir) a log of n realistic records
 // over the 30 days before its end.
 func bigLog(b *testing.B, n int) string {
-	dir := filepath.Join(os.TempDir(), fmt.Sprintf("egress-authz-bench-parquet-%d-v1", n))
+	dir := filepath.Join(os.TempDir(), fmt.Sprintf("egress-authz-bench-parquet-%d-v2", n))
 	if _, err := os.Stat(filepath.Join(dir, "complete")); err == nil {
 		return dir
 	}

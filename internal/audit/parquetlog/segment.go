@@ -186,7 +186,7 @@ func lowerHex(c byte) (byte, bool) {
 // markEvery is how many records lie between two of the chain hashes a
 // segment keeps in its metadata (and a row group holds a whole number of
 // them, so that one can be read and checked alone).
-const markEvery = 4096
+const markEvery = 1024
 
 // metaKey is the key of a segment's chain metadata.
 const metaKey = "egress-authz.chain"

@@ -1,12 +1,17 @@
 package parquetlog
 
 import (
+	"runtime"
+
 	"cmp"
 	"container/heap"
 	"context"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/parquet-go/parquet-go"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
@@ -161,59 +166,100 @@ func (s *Log) matches(ctx context.Context, ref segmentRef, f audit.Filter, cur c
 		return nil, err
 	}
 	defer seg.close()
-	var out []audit.Record
-	var rec audit.Record
-	// Hashes are recomputed along the chain from the mark before each
-	// block of records with a match; blocks without one are not hashed.
-	var block []audit.Record
-	flush := func(upto int) {
-		if upto < 0 {
-			return
-		}
-		c := chainer{prev: blockPrev(&seg.meta, block[0].Seq)}
-		for i := 0; i <= upto; i++ {
-			c.next(&block[i])
-		}
-	}
-	pending := -1 // index in block of the last match not yet hashed
-	var matchIdx []int
-	finish := func() {
-		flush(pending)
-		for _, i := range matchIdx {
-			out = append(out, block[i])
-		}
-		block, matchIdx, pending = block[:0], matchIdx[:0], -1
-	}
+	var spans []rowGroupSpan
 	for _, sp := range seg.rowGroups() {
-		if sp.known && ((!f.Since.IsZero() && sp.maxTime < f.Since.UnixNano()) || (!until.IsZero() && sp.minTime >= until.UnixNano())) {
-			continue
+		if !sp.known || ((f.Since.IsZero() || sp.maxTime >= f.Since.UnixNano()) && (until.IsZero() || sp.minTime < until.UnixNano())) {
+			spans = append(spans, sp)
 		}
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		err := readRows(sp.rg, func(rows []row) error {
-			for i := range rows {
-				fromRow(&rows[i], &rec)
-				if _, ok := seg.meta.mark(rec.Seq); ok && len(block) > 0 {
-					finish()
-				}
-				block = append(block, rec)
-				if matchRecord(&f, &rec, until) && cur.before(&rec) {
-					matchIdx = append(matchIdx, len(block)-1)
-					pending = len(block) - 1
-				}
+	}
+	// Row groups start at a mark, so each can be read and hashed alone:
+	// by as many workers as there are CPUs.
+	found := make([][]audit.Record, len(spans))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i := range spans {
+		g.Go(func() error {
+			var err error
+			found[i], err = rowGroupMatches(gctx, seg, spans[i].rg, &f, cur, until)
+			if err != nil {
+				return fmt.Errorf("segment %s: %w", ref.path, err)
 			}
 			return nil
 		})
-		if err != nil {
-			return nil, fmt.Errorf("segment %s: %w", ref.path, err)
-		}
-		if len(block) > 0 {
-			finish()
-		}
 	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	out := slices.Concat(found...)
 	slices.SortFunc(out, func(a, b audit.Record) int { return newer(&a, &b) })
 	return out, nil
+}
+
+// rowGroupMatches returns the records of one row group that f selects,
+// with their chain hashes. It decodes the columns the filter reads first,
+// and the others only when a record matches.
+func rowGroupMatches(ctx context.Context, seg *segment, rg parquet.RowGroup, f *audit.Filter, cur cursorPos, until time.Time) ([]audit.Record, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	dec, err := newDecoder(seg.pf.Schema())
+	if err != nil {
+		return nil, err
+	}
+	filterCols := filterColumns(f)
+	recs := make([]audit.Record, rg.NumRows())
+	if err := dec.decode(rg, recs, filterCols); err != nil {
+		return nil, err
+	}
+	var match []int
+	for i := range recs {
+		if matchRecord(f, &recs[i], until) && cur.before(&recs[i]) {
+			match = append(match, i)
+		}
+	}
+	if len(match) == 0 {
+		return nil, nil // the other columns are never decoded
+	}
+	if err := dec.decode(rg, recs, allColumns&^filterCols&^setOf(colCRC)); err != nil {
+		return nil, err
+	}
+	// Hashes are recomputed along the chain from the mark that starts each
+	// block of records with a match, up to its last match; blocks without
+	// one are not hashed.
+	out := make([]audit.Record, 0, len(match))
+	for j := 0; j < len(match); {
+		start := match[j] - match[j]%markEvery
+		end := j
+		for end+1 < len(match) && match[end+1] < start+markEvery {
+			end++
+		}
+		c := chainer{prev: blockPrev(&seg.meta, recs[start].Seq)}
+		for i := start; i <= match[end]; i++ {
+			c.next(&recs[i])
+		}
+		for _, i := range match[j : end+1] {
+			out = append(out, recs[i])
+		}
+		j = end + 1
+	}
+	return out, nil
+}
+
+// filterColumns are the columns matchRecord and the cursor read.
+func filterColumns(f *audit.Filter) columnSet {
+	cols := setOf(colTime, colWriter, colSeq)
+	for _, c := range []struct {
+		set bool
+		col column
+	}{
+		{f.Principal != "", colPrincipal}, {f.Namespace != "", colNamespace}, {f.Host != "", colHost},
+		{f.Rule != "", colRule}, {f.Decision != "", colDecision}, {f.DryRun, colEnforced},
+	} {
+		if c.set {
+			cols |= setOf(c.col)
+		}
+	}
+	return cols
 }
 
 // blockPrev is the hash before the record at seq, which starts a block:

@@ -1,9 +1,13 @@
 package parquetlog
 
 import (
+	"runtime"
+
 	"context"
 	"fmt"
 	"slices"
+
+	"golang.org/x/sync/errgroup"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
@@ -91,24 +95,30 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, writer st
 			return err
 		}
 	}
+	// Each segment's records are checked on their own, by as many workers
+	// as there are CPUs; the links between segments, in order, after.
+	results := make([]segmentCheck, len(refs))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(runtime.GOMAXPROCS(0))
+	for i, ref := range refs {
+		g.Go(func() error {
+			results[i] = checkSegment(gctx, writer, ref, logged)
+			return gctx.Err()
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
 	expect := cp.Seq + 1 // the next sequence number the chain must hold
 	prevHash := cp.Hash
-	var rec audit.Record
-	for _, ref := range refs {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		seg, err := openSegment(ref)
-		if err != nil {
-			brk(ref.first, "", "segment %s cannot be read: %v", ref.path, err)
+	for i, ref := range refs {
+		r := &results[i]
+		if r.meta == nil {
+			brk(ref.first, "", "segment %s cannot be read: %v", ref.path, r.openErr)
 			expect, prevHash = ref.last+1, ""
 			continue
 		}
-		m := &seg.meta
-		if m.Writer != ref.writer || m.FirstSeq != ref.first || m.LastSeq != ref.last {
-			brk(ref.first, "", "segment %s holds records %d..%d of writer %s by its metadata: it was renamed or replaced",
-				ref.path, m.FirstSeq, m.LastSeq, m.Writer)
-		}
+		m := r.meta
 		switch {
 		case m.FirstSeq > expect && expect == 1:
 			brk(m.FirstSeq, "", "chain starts at record %d: records 1..%d were deleted (no segment holds them)", m.FirstSeq, m.FirstSeq-1)
@@ -119,80 +129,8 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, writer st
 		case m.PrevHash != prevHash && prevHash != "" || m.PrevHash != prevHash && expect == 1:
 			brk(m.FirstSeq, "", "segment %s does not follow record %d: a segment was inserted, replaced or reordered here", ref.path, expect-1)
 		}
-		c := chainer{prev: m.PrevHash}
-		valid := true        // c.prev is the true hash before the next record
-		blockEdited := false // a record since the last mark failed its CRC
-		next := m.FirstSeq
-		var buf []byte
-		err = func() error {
-			for _, sp := range seg.rowGroups() {
-				err := readRows(sp.rg, func(rows []row) error {
-					for i := range rows {
-						w := &rows[i]
-						fromRow(w, &rec)
-						v.Records++
-						switch {
-						case rec.Writer != writer:
-							brk(rec.Seq, rec.RequestID, "a record of writer %s is stored in segment %s of writer %s", rec.Writer, ref.path, writer)
-							valid = false
-							continue
-						case rec.Seq > next:
-							brk(rec.Seq, rec.RequestID, "records %d..%d were deleted from segment %s", next, rec.Seq-1, ref.path)
-							valid = false
-						case rec.Seq < next:
-							brk(rec.Seq, rec.RequestID, "out of order: stored after record %d in segment %s", next-1, ref.path)
-							valid = false
-						}
-						if h, ok := m.mark(rec.Seq); ok {
-							if valid && c.prev != h && !blockEdited {
-								brk(rec.Seq, rec.RequestID, "the records before record %d in segment %s do not give the chain hash kept there: records, and their CRCs, were altered", rec.Seq, ref.path)
-							}
-							c.prev, valid, blockEdited = h, true, false
-						}
-						if h, ok := logged[rec.Seq-1]; ok && !valid {
-							// The write-ahead log's copy of the record before
-							// vouches for the chain from here.
-							c.prev, valid = h, true
-						}
-						var crc uint32
-						crc, buf = recordCRC(&rec, buf)
-						edited := crc != w.RecordCRC
-						if edited {
-							brk(rec.Seq, rec.RequestID, "edited: its content does not match its hash")
-							blockEdited = true
-						}
-						if valid {
-							c.next(&rec)
-							if h, ok := logged[rec.Seq]; ok {
-								if h != rec.Hash && !edited {
-									brk(rec.Seq, rec.RequestID, "edited: its content does not match the write-ahead log's copy (its CRC was recomputed too)")
-									blockEdited = true
-								}
-								c.prev = h // the true hash, whatever the segment holds
-							} else if edited {
-								valid = false
-							}
-						}
-						next = max(next, rec.Seq+1)
-					}
-					return nil
-				})
-				if err != nil {
-					return err
-				}
-			}
-			return nil
-		}()
-		seg.close()
-		if err != nil {
-			brk(next, "", "segment %s cannot be read after record %d: %v", ref.path, next-1, err)
-			valid = false
-		}
-		if next <= m.LastSeq && err == nil {
-			brk(next, "", "records %d..%d were deleted from segment %s", next, m.LastSeq, ref.path)
-		} else if valid && c.prev != m.LastHash && !blockEdited {
-			brk(m.LastSeq, "", "the records of segment %s do not give the hash it ends with: records, and their CRCs, were altered, or its metadata was", ref.path)
-		}
+		v.Breaks = append(v.Breaks, r.breaks...)
+		v.Records += r.records
 		v.Writers[writer] = max(v.Writers[writer], m.LastSeq)
 		expect, prevHash = max(expect, m.LastSeq+1), m.LastHash
 	}
@@ -217,4 +155,117 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, writer st
 		v.Writers[writer] = max(v.Writers[writer], r.Seq)
 		return ctx.Err()
 	})
+}
+
+// segmentCheck is what checking one segment's records found.
+type segmentCheck struct {
+	meta    *chainMeta // nil when the segment could not be opened
+	openErr error
+	records int
+	breaks  []audit.Break
+}
+
+// checkSegment checks the records of one segment against its CRCs, its
+// chain hashes and, where it has one, the write-ahead log's copy (logged:
+// hashes by sequence number); the links to the segments around it are
+// the caller's.
+func checkSegment(ctx context.Context, writer string, ref segmentRef, logged map[uint64]string) (res segmentCheck) {
+	brk := func(seq uint64, requestID, format string, args ...any) {
+		res.breaks = append(res.breaks, audit.Break{Writer: writer, Seq: seq, RequestID: requestID, Problem: fmt.Sprintf(format, args...)})
+	}
+	seg, err := openSegment(ref)
+	if err != nil {
+		res.openErr = err
+		return res
+	}
+	res.meta = &seg.meta
+	var recs []audit.Record
+	m := &seg.meta
+	if m.Writer != ref.writer || m.FirstSeq != ref.first || m.LastSeq != ref.last {
+		brk(ref.first, "", "segment %s holds records %d..%d of writer %s by its metadata: it was renamed or replaced",
+			ref.path, m.FirstSeq, m.LastSeq, m.Writer)
+	}
+	c := chainer{prev: m.PrevHash}
+	valid := true        // c.prev is the true hash before the next record
+	blockEdited := false // a record since the last mark failed its CRC
+	next := m.FirstSeq
+	var buf []byte
+	err = func() error {
+		dec, err := newDecoder(seg.pf.Schema())
+		if err != nil {
+			return err
+		}
+		for _, sp := range seg.rowGroups() {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			recs = slices.Grow(recs[:0], int(sp.rg.NumRows()))[:sp.rg.NumRows()]
+			clear(recs)
+			err := dec.decode(sp.rg, recs, allColumns)
+			if err == nil {
+				for i := range recs {
+					rec := &recs[i]
+					res.records++
+					switch {
+					case rec.Writer != writer:
+						brk(rec.Seq, rec.RequestID, "a record of writer %s is stored in segment %s of writer %s", rec.Writer, ref.path, writer)
+						valid = false
+						continue
+					case rec.Seq > next:
+						brk(rec.Seq, rec.RequestID, "records %d..%d were deleted from segment %s", next, rec.Seq-1, ref.path)
+						valid = false
+					case rec.Seq < next:
+						brk(rec.Seq, rec.RequestID, "out of order: stored after record %d in segment %s", next-1, ref.path)
+						valid = false
+					}
+					if h, ok := m.mark(rec.Seq); ok {
+						if valid && c.prev != h && !blockEdited {
+							brk(rec.Seq, rec.RequestID, "the records before record %d in segment %s do not give the chain hash kept there: records, and their CRCs, were altered", rec.Seq, ref.path)
+						}
+						c.prev, valid, blockEdited = h, true, false
+					}
+					if h, ok := logged[rec.Seq-1]; ok && !valid {
+						// The write-ahead log's copy of the record before
+						// vouches for the chain from here.
+						c.prev, valid = h, true
+					}
+					var crc uint32
+					crc, buf = recordCRC(rec, buf)
+					edited := crc != dec.crcs[i]
+					if edited {
+						brk(rec.Seq, rec.RequestID, "edited: its content does not match its hash")
+						blockEdited = true
+					}
+					if valid {
+						c.next(rec)
+						if h, ok := logged[rec.Seq]; ok {
+							if h != rec.Hash && !edited {
+								brk(rec.Seq, rec.RequestID, "edited: its content does not match the write-ahead log's copy (its CRC was recomputed too)")
+								blockEdited = true
+							}
+							c.prev = h // the true hash, whatever the segment holds
+						} else if edited {
+							valid = false
+						}
+					}
+					next = max(next, rec.Seq+1)
+				}
+			}
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}()
+	seg.close()
+	if err != nil {
+		brk(next, "", "segment %s cannot be read after record %d: %v", ref.path, next-1, err)
+		valid = false
+	}
+	if next <= m.LastSeq && err == nil {
+		brk(next, "", "records %d..%d were deleted from segment %s", next, m.LastSeq, ref.path)
+	} else if valid && c.prev != m.LastHash && !blockEdited {
+		brk(m.LastSeq, "", "the records of segment %s do not give the hash it ends with: records, and their CRCs, were altered, or its metadata was", ref.path)
+	}
+	return res
 }

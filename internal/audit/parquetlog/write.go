@@ -17,7 +17,7 @@ import (
 
 // rowGroupRows is how many records a row group holds: a whole number of
 // marks, so that each row group's chain starts at a mark.
-const rowGroupRows = 16 * markEvery
+const rowGroupRows = 64 * markEvery
 
 // segmentWriter writes one segment to its temporary file.
 type segmentWriter struct {
