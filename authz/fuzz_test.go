@@ -183,7 +183,6 @@ func decisionOf(resp *authv3.CheckResponse) decision {
 	return decision{resp.GetStatus().GetCode(), md["reason"].GetStringValue(), md["rule"].GetStringValue()}
 }
 
-
 // checkFuzzResponse checks what can be said of any answer: no error, OK or
 // PERMISSION_DENIED agreeing with the metadata, a response gRPC can send,
 // no HTTP part for TLS passthrough, and a deny body that is JSON.
