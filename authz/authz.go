@@ -69,6 +69,8 @@ type Options struct {
 	Recorder Recorder
 	// KeepQuery keeps the query string in logged paths.
 	KeepQuery bool
+	// Cluster names the cluster in every decision record.
+	Cluster string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger reports the server's own faults; nil means slog.Default().
@@ -310,6 +312,7 @@ func (s *Server) appendRecords(recs []audit.Record, start time.Time, req rules.R
 		port = req.Port
 	}
 	rec := audit.Record{
+		Cluster:        s.opts.Cluster,
 		Time:           start,
 		RequestID:      m.RequestID,
 		TraceID:        m.TraceID,

@@ -24,7 +24,7 @@ import (
 // and as CSV.
 func TestAdminHTTP(t *testing.T) {
 	dir := t.TempDir()
-	srv := startServer(t, dir, "--rules", examplesPath(t))
+	srv := startServer(t, dir, "--rules", examplesPath(t), "--cluster", "eu-west-1")
 	base := "http://" + srv.adminAddr
 
 	for _, path := range []string{"/healthz", "/readyz"} {
@@ -109,6 +109,42 @@ func TestAdminHTTP(t *testing.T) {
 		out, errOut = query("--cursor", cursor)
 		if rows, err := csv.NewReader(strings.NewReader(out)).ReadAll(); err != nil || len(rows) != 2 || errOut != "" {
 			t.Errorf("page 2: %d rows (%v), stderr %q; want a header and one record, and no cursor", len(rows), err, errOut)
+		}
+	})
+
+	t.Run("cli_every_format_prints_the_cursor_on_stderr_only", func(t *testing.T) {
+		for _, format := range []string{"table", "json", "ndjson"} {
+			r := runCLI(t, dir, "audit", "query", "--audit", srv.auditDSN(), "--format", format, "--limit", "2")
+			cursor, ok := strings.CutPrefix(strings.TrimSpace(r.stderr), "more: --cursor ")
+			if r.code != exitOK || !ok || cursor == "" {
+				t.Errorf("%s: want the cursor on stderr\n%s", format, r)
+				continue
+			}
+			if format != "json" && strings.Contains(r.stdout, cursor) {
+				t.Errorf("%s: the cursor is on stdout too\n%s", format, r)
+			}
+		}
+	})
+
+	t.Run("cluster_in_every_record", func(t *testing.T) {
+		r := runCLI(t, dir, "audit", "query", "--audit", srv.auditDSN(), "--format", "ndjson", "--cluster", "eu-west-1")
+		if r.code != exitOK || strings.Count(r.stdout, `"cluster":"eu-west-1"`) != 3 {
+			t.Errorf("--cluster eu-west-1: want the 3 records, each with its cluster\n%s", r)
+		}
+		r = runCLI(t, dir, "audit", "query", "--audit", srv.auditDSN(), "--format", "ndjson", "--cluster", "us-east-1")
+		if r.code != exitOK || strings.TrimSpace(r.stdout) != "" {
+			t.Errorf("--cluster us-east-1: want no record\n%s", r)
+		}
+	})
+
+	t.Run("cli_new_filters", func(t *testing.T) {
+		r := runCLI(t, dir, "audit", "query", "--audit", srv.auditDSN(), "--format", "ndjson", "--reason", "no-matching-rule", "--host", "*.STRIPE.com:443")
+		if r.code != exitOK || !strings.Contains(r.stdout, "admin-2") || strings.Contains(r.stdout, "admin-1") {
+			t.Errorf("--reason no-matching-rule --host *.STRIPE.com:443: want admin-2 only\n%s", r)
+		}
+		r = runCLI(t, dir, "audit", "query", "--audit", srv.auditDSN(), "--reason", "nope")
+		if r.code != exitUsage || !strings.Contains(r.stderr, "--reason") {
+			t.Errorf("--reason nope: want exit 2 naming the flag\n%s", r)
 		}
 	})
 

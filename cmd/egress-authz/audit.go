@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -105,9 +106,11 @@ func (s *server) adminExtras() map[string]http.Handler {
 }
 
 const auditUsage = `Usage:
-  egress-authz audit query [--audit DSN] [--since 24h] [--until T] [--principal ID] [--namespace NS]
-                           [--host HOST] [--rule ID] [--decision allow|deny] [--dry-run]
-                           [--limit N] [--cursor C] [--format table|json|ndjson|csv]
+  egress-authz audit query [--audit DSN] [--since 24h] [--until T] [--request-id ID] [--cluster NAME]
+                           [--principal ID] [--namespace NS] [--host HOST|*.DOMAIN[:PORT]] [--port N]
+                           [--method M] [--decision allow|deny] [--reason R] [--rule ID]
+                           [--enforced true|false] [--dry-run] [--limit N] [--cursor C]
+                           [--format table|json|ndjson|csv]
   egress-authz audit verify [--audit DSN] [--format text|json]
 
 DSN: parquet:DIR (default ` + defaultAuditDSN + `), sqlite:PATH or postgres://...
@@ -136,35 +139,32 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.SetOutput(stderr)
 	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN`")
 	params := map[string]*string{}
-	for _, p := range []struct{ name, help string }{
-		{"since", "records from this `TIME` on: a duration back from now (15m, 24h, 7d) or RFC 3339"},
-		{"until", "records before this `TIME` (same forms)"},
-		{"principal", "only this caller `SPIFFE_ID`"},
-		{"namespace", "only callers in this `NAMESPACE`"},
-		{"host", "only this destination `HOST`"},
-		{"rule", "only decisions by this rule `ID`"},
-		{"decision", "only `allow` or deny"},
-		{"limit", "at most `N` records (0: all)"},
-		{"cursor", "continue after a previous page (`C` as printed)"},
-	} {
-		params[p.name] = fs.String(p.name, "", p.help)
+	for _, p := range admin.FilterParams {
+		if p.Name == "dry_run" {
+			continue // --dry-run, a bool flag
+		}
+		params[p.Name] = fs.String(strings.ReplaceAll(p.Name, "_", "-"), "", p.Help)
 	}
 	dryRun := fs.Bool("dry-run", false, "only dry-run rules' would-be outcomes")
 	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(admin.Formats, ", "))
 	if code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
-	f, err := admin.FilterFromQuery(func(k string) string {
-		if p, ok := params[k]; ok {
-			return *p
+	vals := url.Values{}
+	fs.Visit(func(fl *flag.Flag) {
+		name := strings.ReplaceAll(fl.Name, "-", "_")
+		if p, ok := params[name]; ok {
+			vals.Set(name, *p)
 		}
-		return ""
-	}, time.Now())
+	})
+	if *dryRun {
+		vals.Set("dry_run", "true")
+	}
+	f, err := admin.ParseFilter(vals, time.Now())
 	if err != nil {
-		fmt.Fprintln(stderr, "egress-authz audit query: --"+err.Error())
+		fmt.Fprintln(stderr, "egress-authz audit query: --"+strings.ReplaceAll(err.Error(), "_", "-"))
 		return exitUsage
 	}
-	f.DryRun = *dryRun
 	enc, err := admin.NewEncoder(*format, stdout)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit query: --"+err.Error())
@@ -185,8 +185,9 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fmt.Fprintln(stderr, "egress-authz audit query:", err)
 		return exitFail
 	}
-	if *format == "csv" && next != "" {
-		// CSV has no place for the cursor; keep stdout a clean file.
+	if next != "" {
+		// One convention for every format: the cursor of the next page is
+		// on stderr, and stdout holds only records.
 		fmt.Fprintln(stderr, "more: --cursor", next)
 	}
 	return exitOK

@@ -164,6 +164,7 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		TrustXFCC: cfg.TrustXFCC,
 		Recorder:  rec,
 		KeepQuery: cfg.AuditKeepQuery,
+		Cluster:   cfg.Cluster,
 		Logger:    log,
 		Observer:  s.metrics,
 		Tracer:    tracer,

@@ -4,59 +4,177 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/when"
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // MaxLimit is the most records one query may ask for.
 const MaxLimit = 1_000_000
 
-// FilterFromQuery reads a Filter from URL query parameters, as
-// /v1/decisions and audit query share them.
-func FilterFromQuery(get func(string) string, now time.Time) (audit.Filter, error) {
-	var f audit.Filter
-	var err error
-	if f.Since, err = when.ParseSince(get("since"), now); err != nil {
-		return f, fmt.Errorf("since: %w", err)
-	}
-	if f.Until, err = when.ParseSince(get("until"), now); err != nil {
-		return f, fmt.Errorf("until: %w", err)
-	}
-	f.Principal, f.Namespace, f.Host, f.Rule = get("principal"), get("namespace"), get("host"), get("rule")
-	f.Decision = get("decision")
-	if f.Decision != "" && f.Decision != audit.Allow && f.Decision != audit.Deny {
-		return f, fmt.Errorf("decision %q: want allow or deny", f.Decision)
-	}
-	if v := get("dry_run"); v != "" {
+// Param is a filter of the decision log, as GET /v1/decisions, GET
+// /v1/stats and audit query (as --NAME) take it.
+type Param struct {
+	Name string
+	Help string // for audit query's flags; the back-quoted word names the value
+	set  func(f *audit.Filter, v string, now time.Time) error
+}
+
+// FilterParams are every filter, in the order help lists them.
+var FilterParams = []Param{
+	{"since", "records from this `TIME` on: a duration back from now (15m, 24h, 7d), a day or RFC 3339", func(f *audit.Filter, v string, now time.Time) (err error) {
+		f.Since, err = when.ParseSince(v, now)
+		return err
+	}},
+	{"until", "records before this `TIME` (same forms)", func(f *audit.Filter, v string, now time.Time) (err error) {
+		f.Until, err = when.ParseSince(v, now)
+		return err
+	}},
+	{"request_id", "only the decision of this request `ID`", func(f *audit.Filter, v string, _ time.Time) error { f.RequestID = v; return nil }},
+	{"cluster", "only decisions of this `CLUSTER` (serve --cluster)", func(f *audit.Filter, v string, _ time.Time) error { f.Cluster = v; return nil }},
+	{"principal", "only this caller `SPIFFE_ID`", func(f *audit.Filter, v string, _ time.Time) error { f.Principal = v; return nil }},
+	{"namespace", "only callers in this `NAMESPACE`", func(f *audit.Filter, v string, _ time.Time) error { f.Namespace = v; return nil }},
+	{"host", "only this destination `HOST`, in any case, *.domain for the names below domain, :PORT for a port", func(f *audit.Filter, v string, _ time.Time) (err error) {
+		f.Host, err = audit.ParseHostPattern(v)
+		return err
+	}},
+	{"port", "only this destination `PORT`", func(f *audit.Filter, v string, _ time.Time) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%q: want a port number from 1 to 65535", v)
+		}
+		f.Port = n
+		return nil
+	}},
+	{"method", "only this HTTP `METHOD`", func(f *audit.Filter, v string, _ time.Time) error { f.Method = v; return nil }},
+	{"decision", "only `allow` or deny", func(f *audit.Filter, v string, _ time.Time) error {
+		if v != audit.Allow && v != audit.Deny {
+			return fmt.Errorf("%q: want allow or deny", v)
+		}
+		f.Decision = v
+		return nil
+	}},
+	{"reason", "only this `REASON` (no-matching-rule, denied-by-rule, dry-run, ...)", func(f *audit.Filter, v string, _ time.Time) error {
+		if !slices.Contains(rules.Reasons(), rules.Reason(v)) && v != "dry-run" {
+			return fmt.Errorf("%q is no reason a decision has (want one of %s, or dry-run)", v, reasonWords())
+		}
+		f.Reason = v
+		return nil
+	}},
+	{"rule", "only decisions by this rule `ID`", func(f *audit.Filter, v string, _ time.Time) error { f.Rule = v; return nil }},
+	{"enforced", "only enforced decisions (`true`) or only dry-run outcomes (false)", func(f *audit.Filter, v string, _ time.Time) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("%q: want true or false", v)
+		}
+		f.Enforced = &b
+		return nil
+	}},
+	{"dry_run", "only dry-run outcomes (`true`; the same as enforced=false)", func(f *audit.Filter, v string, _ time.Time) (err error) {
 		if f.DryRun, err = strconv.ParseBool(v); err != nil {
-			return f, fmt.Errorf("dry_run %q: want true or false", v)
+			return fmt.Errorf("%q: want true or false", v)
 		}
-	}
-	if v := get("limit"); v != "" {
+		return nil
+	}},
+	{"limit", "at most `N` records (0: all)", func(f *audit.Filter, v string, _ time.Time) (err error) {
 		if f.Limit, err = strconv.Atoi(v); err != nil || f.Limit < 0 || f.Limit > MaxLimit {
-			return f, fmt.Errorf("limit %q: want a number from 0 (no limit) to %d", v, MaxLimit)
+			return fmt.Errorf("%q: want a number from 0 (no limit) to %d", v, MaxLimit)
+		}
+		return nil
+	}},
+	{"cursor", "continue after a previous page (`C` as printed)", func(f *audit.Filter, v string, _ time.Time) error {
+		if _, err := audit.ParseCursor(v); err != nil {
+			return err
+		}
+		f.Cursor = v
+		return nil
+	}},
+}
+
+func reasonWords() string {
+	var out []string
+	for _, r := range rules.Reasons() {
+		out = append(out, string(r))
+	}
+	return strings.Join(out, ", ")
+}
+
+// ParamError is a query parameter that cannot be a filter: an unknown
+// one, one given twice, or a value that does not parse. Its message lists
+// the parameters known, so that a typo is never a silently unfiltered
+// answer.
+type ParamError struct {
+	Name string
+	Err  error
+}
+
+func (e *ParamError) Error() string { return e.Name + ": " + e.Err.Error() }
+
+// knownParams lists the filter names, and extra ones (format).
+func knownParams(extra []string) string {
+	var names []string
+	for _, p := range FilterParams {
+		names = append(names, p.Name)
+	}
+	return strings.Join(append(names, extra...), ", ")
+}
+
+// ParseFilter reads a Filter from query parameters: every key must be a
+// filter (or one of extra, which the caller reads), given once. An error
+// is a *ParamError.
+func ParseFilter(vals url.Values, now time.Time, extra ...string) (audit.Filter, error) {
+	var f audit.Filter
+	keys := make([]string, 0, len(vals))
+	for k := range vals {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if len(vals[k]) > 1 {
+			return f, &ParamError{k, fmt.Errorf("given %d times; give each filter once (known: %s)", len(vals[k]), knownParams(extra))}
+		}
+		if slices.Contains(extra, k) {
+			continue
+		}
+		i := slices.IndexFunc(FilterParams, func(p Param) bool { return p.Name == k })
+		if i < 0 {
+			return f, &ParamError{k, fmt.Errorf("unknown filter (known: %s)", knownParams(extra))}
+		}
+		if err := FilterParams[i].set(&f, vals[k][0], now); err != nil {
+			return f, &ParamError{k, err}
 		}
 	}
-	f.Cursor = get("cursor")
 	return f, nil
 }
 
-// DecisionsHandler serves GET /v1/decisions from s: the Filter's fields as query
-// parameters (since, until, principal, namespace, host, decision, rule,
-// dry_run, limit, cursor), JSON by default, NDJSON for Accept:
-// application/x-ndjson, CSV for text/csv (or format=json|ndjson|csv).
-// Records are streamed as they are read. limit defaults to 1,000 for JSON.
+// parseQuery reads a request's query string strictly: a malformed pair
+// (a bad escape, a ';') is an error, where url.Query would drop it, and
+// with it a filter.
+func parseQuery(r *http.Request, now time.Time, extra ...string) (audit.Filter, url.Values, error) {
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return audit.Filter{}, nil, &ParamError{"query", fmt.Errorf("malformed: %v", err)}
+	}
+	f, err := ParseFilter(vals, now, extra...)
+	return f, vals, err
+}
+
+// DecisionsHandler serves GET /v1/decisions from s: the FilterParams as
+// query parameters (an unknown or repeated one is a 400 naming the known
+// ones), JSON by default, NDJSON for Accept: application/x-ndjson, CSV for
+// text/csv (or format=json|ndjson|csv). Records are streamed as they are
+// read; the next page's cursor is the X-Next-Cursor trailer (and
+// next_cursor in JSON), never a line of the body. limit defaults to 1,000
+// for JSON.
 func DecisionsHandler(s audit.Store, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		q := r.URL.Query()
-		f, err := FilterFromQuery(q.Get, now())
-		if err == nil && f.Cursor != "" {
-			_, err = audit.ParseCursor(f.Cursor)
-		}
+		f, q, err := parseQuery(r, now(), "format")
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

@@ -116,12 +116,10 @@ func (e *jsonEncoder) Close(next string) error {
 type ndjsonEncoder struct{ enc *json.Encoder }
 
 func (e *ndjsonEncoder) Encode(r *audit.Record) error { return e.enc.Encode(r) }
-func (e *ndjsonEncoder) Close(next string) error {
-	if next != "" {
-		return e.enc.Encode(map[string]string{"next_cursor": next})
-	}
-	return nil
-}
+
+// Close writes nothing: every line of NDJSON is a record, and the cursor
+// goes where the caller puts it (the X-Next-Cursor trailer, stderr).
+func (e *ndjsonEncoder) Close(string) error { return nil }
 
 // csvEncoder drops the next page's cursor: CSV has no place for it. The
 // HTTP handler sends it as a trailer; audit query prints it on stderr.
@@ -157,19 +155,9 @@ func (e *tableEncoder) Encode(r *audit.Record) error {
 	return err
 }
 
-func (e *tableEncoder) Close(next string) error {
-	if err := e.tw.Flush(); err != nil {
-		return err
-	}
-	if next != "" {
-		_, err := fmt.Fprintf(e.tw, "(more: --cursor %s)\n", next)
-		if err == nil {
-			err = e.tw.Flush()
-		}
-		return err
-	}
-	return nil
-}
+// Close flushes the table; the cursor goes where the caller puts it (the
+// CLI prints it on stderr).
+func (e *tableEncoder) Close(string) error { return e.tw.Flush() }
 
 func dash(s string) string {
 	if s == "" {

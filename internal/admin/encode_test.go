@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/csv"
+	"net/url"
 	"slices"
 	"strings"
 	"testing"
@@ -78,18 +79,18 @@ func TestOutputsNeutralizeWhatWorkloadsChoose(t *testing.T) {
 // refused instead of overflowing.
 func TestFilterBounds(t *testing.T) {
 	now := time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
-	for _, q := range []map[string]string{
-		{"limit": "9223372036854775807"},
-		{"limit": "1000001"},
-		{"limit": "-1"},
-		{"since": "106752d"},
-		{"until": "9999999d"},
+	for _, q := range []url.Values{
+		{"limit": {"9223372036854775807"}},
+		{"limit": {"1000001"}},
+		{"limit": {"-1"}},
+		{"since": {"106752d"}},
+		{"until": {"9999999d"}},
 	} {
-		if _, err := FilterFromQuery(func(k string) string { return q[k] }, now); err == nil {
+		if _, err := ParseFilter(q, now); err == nil {
 			t.Errorf("%v accepted", q)
 		}
 	}
-	f, err := FilterFromQuery(func(k string) string { return map[string]string{"limit": "1000000", "since": "36500d"}[k] }, now)
+	f, err := ParseFilter(url.Values{"limit": {"1000000"}, "since": {"36500d"}}, now)
 	if err != nil || f.Limit != MaxLimit || !f.Since.Before(now) {
 		t.Errorf("the largest accepted values: %+v, %v", f, err)
 	}

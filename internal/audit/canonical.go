@@ -12,30 +12,43 @@ import (
 
 // The canonical encoding of a Record is what its hash is computed over and
 // what the write-ahead log stores. It must be reproducible from a stored
-// row, byte for byte, or verification would fail on intact data, so it has
-// exactly one form:
+// row, byte for byte, or verification would fail on intact data, so each
+// record has exactly one form:
 //
 //	"EA1" version tag
-//	then each field in the fixed order of encodeFields: strings as a
+//	then each field in the fixed order of appendCanonical: strings as a
 //	uvarint length and the bytes, integers as a zig-zag varint, booleans
 //	as one byte 0 or 1; the time in Unix nanoseconds, the latency in
 //	nanoseconds.
+//
+// A record with a cluster or a processor (fields added after EA1) is
+// tagged "EA2" and has those two strings after the EA1 fields. A record
+// without either keeps the EA1 form, so chains written before the fields
+// existed verify unchanged, and no record has two forms: blanking a
+// cluster changes the tag, and so the hash.
 //
 // The hash of a record is SHA-256 over its canonical encoding, which
 // includes the writer id, the sequence number and the previous record's
 // hash: changing, removing, inserting or reordering a record breaks the
 // chain at that point.
-const canonicalTag = "EA1"
+const (
+	canonicalTag  = "EA1"
+	canonicalTag2 = "EA2"
+)
 
 var errCorrupt = errors.New("corrupt record encoding")
 
-// appendCanonical appends r's canonical encoding (without Hash) to b.
 // AppendCanonical appends r's canonical encoding (without Hash), the bytes
 // its hash is computed over, to b.
 func AppendCanonical(b []byte, r *Record) []byte { return appendCanonical(b, r) }
 
 func appendCanonical(b []byte, r *Record) []byte {
-	b = append(b, canonicalTag...)
+	v2 := r.Cluster != "" || r.Processor != ""
+	if v2 {
+		b = append(b, canonicalTag2...)
+	} else {
+		b = append(b, canonicalTag...)
+	}
 	b = appendString(b, r.Writer)
 	b = binary.AppendUvarint(b, r.Seq)
 	b = appendString(b, r.PrevHash)
@@ -59,6 +72,10 @@ func appendCanonical(b []byte, r *Record) []byte {
 	b = appendString(b, r.Reason)
 	b = appendBool(b, r.CacheHit)
 	b = binary.AppendVarint(b, int64(r.Latency))
+	if v2 {
+		b = appendString(b, r.Cluster)
+		b = appendString(b, r.Processor)
+	}
 	return b
 }
 
@@ -100,7 +117,15 @@ func (in interner) str(b []byte) string {
 // strings from in when it is not nil.
 func decodeInterned(b []byte, in interner) (Record, error) {
 	var r Record
-	if len(b) < len(canonicalTag) || string(b[:len(canonicalTag)]) != canonicalTag {
+	if len(b) < len(canonicalTag) {
+		return r, errCorrupt
+	}
+	v2 := false
+	switch string(b[:len(canonicalTag)]) {
+	case canonicalTag:
+	case canonicalTag2:
+		v2 = true
+	default:
 		return r, errCorrupt
 	}
 	sum := sha256.Sum256(b)
@@ -129,6 +154,13 @@ func decodeInterned(b []byte, in interner) (Record, error) {
 	r.Reason = d.istr(in)
 	r.CacheHit = d.bool()
 	r.Latency = time.Duration(d.varint())
+	if v2 {
+		r.Cluster = d.istr(in)
+		r.Processor = d.istr(in)
+		if !d.err && r.Cluster == "" && r.Processor == "" {
+			return Record{}, errCorrupt // such a record is written EA1
+		}
+	}
 	if d.err || len(d.b) != 0 {
 		return Record{}, errCorrupt
 	}

@@ -116,6 +116,7 @@ var fields = []Field{
 		set: func(r *Record, v int64) { r.Time = time.Unix(0, v).UTC() }},
 	strField("request_id", func(r *Record) *string { return &r.RequestID }),
 	strField("trace_id", func(r *Record) *string { return &r.TraceID }),
+	strField("cluster", func(r *Record) *string { return &r.Cluster }),
 	strField("principal", func(r *Record) *string { return &r.Principal }),
 	strField("trust_domain", func(r *Record) *string { return &r.TrustDomain }),
 	strField("namespace", func(r *Record) *string { return &r.Namespace }),
@@ -129,6 +130,7 @@ var fields = []Field{
 	strField("rule", func(r *Record) *string { return &r.Rule }),
 	strField("owner", func(r *Record) *string { return &r.Owner }),
 	strField("ticket", func(r *Record) *string { return &r.Ticket }),
+	strField("processor", func(r *Record) *string { return &r.Processor }),
 	strField("ruleset", func(r *Record) *string { return &r.RuleSet }),
 	strField("reason", func(r *Record) *string { return &r.Reason }),
 	boolField("cache_hit", func(r *Record) *bool { return &r.CacheHit }),
@@ -149,6 +151,7 @@ type jsonRecord struct {
 	Time           string `json:"time"`
 	RequestID      string `json:"request_id"`
 	TraceID        string `json:"trace_id,omitempty"`
+	Cluster        string `json:"cluster,omitempty"`
 	Principal      string `json:"principal"`
 	TrustDomain    string `json:"trust_domain"`
 	Namespace      string `json:"namespace"`
@@ -162,6 +165,7 @@ type jsonRecord struct {
 	Rule           string `json:"rule"`
 	Owner          string `json:"owner"`
 	Ticket         string `json:"ticket"`
+	Processor      string `json:"processor,omitempty"`
 	RuleSet        string `json:"ruleset"`
 	Reason         string `json:"reason"`
 	CacheHit       bool   `json:"cache_hit"`
@@ -176,8 +180,8 @@ type jsonRecord struct {
 // 3339 and the latency in nanoseconds; an empty trace id is left out.
 func (r Record) MarshalJSON() ([]byte, error) {
 	return json.Marshal(jsonRecord{Time: r.Time.UTC().Format(time.RFC3339Nano), RequestID: r.RequestID, TraceID: r.TraceID,
-		Principal: r.Principal, TrustDomain: r.TrustDomain, Namespace: r.Namespace, ServiceAccount: r.ServiceAccount,
+		Cluster: r.Cluster, Principal: r.Principal, TrustDomain: r.TrustDomain, Namespace: r.Namespace, ServiceAccount: r.ServiceAccount,
 		Host: r.Host, Port: r.Port, Method: r.Method, Path: r.Path, Decision: r.Decision, Enforced: r.Enforced,
-		Rule: r.Rule, Owner: r.Owner, Ticket: r.Ticket, RuleSet: r.RuleSet, Reason: r.Reason, CacheHit: r.CacheHit,
+		Rule: r.Rule, Owner: r.Owner, Ticket: r.Ticket, Processor: r.Processor, RuleSet: r.RuleSet, Reason: r.Reason, CacheHit: r.CacheHit,
 		LatencyNS: int64(r.Latency), Writer: r.Writer, Seq: r.Seq, PrevHash: r.PrevHash, Hash: r.Hash})
 }

@@ -99,6 +99,40 @@ func TestCanonicalEncodingIsUnchanged(t *testing.T) {
 	}
 }
 
+// TestCanonicalEncodingOfTheFleetFields: a record with a cluster or a
+// processor is encoded EA2, with them; one with neither keeps EA1, byte
+// for byte, so that chains written before the fields existed still verify;
+// and an EA2 encoding of a record without them is refused (each record has
+// one encoding).
+func TestCanonicalEncodingOfTheFleetFields(t *testing.T) {
+	r := audittest.Sample(7)
+	r.Writer, r.Seq, r.PrevHash = "pod-1-0a1b2c3d", 42, strings.Repeat("ab", 32)
+	ea1 := audit.AppendCanonical(nil, &r)
+	if string(ea1[:3]) != "EA1" {
+		t.Fatalf("a record without cluster or processor is encoded %q", ea1[:3])
+	}
+	for _, tc := range []struct{ cluster, processor string }{{"eu-west-1", ""}, {"", "stripe"}, {"eu-west-1", "stripe"}} {
+		r2 := r
+		r2.Cluster, r2.Processor = tc.cluster, tc.processor
+		b := audit.AppendCanonical(nil, &r2)
+		if string(b[:3]) != "EA2" {
+			t.Fatalf("%+v: encoded %q, want EA2", tc, b[:3])
+		}
+		got, err := audit.DecodeCanonical(b)
+		if err != nil || got.Cluster != tc.cluster || got.Processor != tc.processor {
+			t.Fatalf("%+v: decoded %+v, %v", tc, got, err)
+		}
+		if audit.ComputeHash(&r2) == audit.ComputeHash(&r) {
+			t.Fatalf("%+v: same hash as without", tc)
+		}
+	}
+	forged := append([]byte("EA2"), ea1[3:]...)
+	forged = append(forged, 0, 0) // two empty strings
+	if _, err := audit.DecodeCanonical(forged); err == nil {
+		t.Fatal("an EA2 encoding with an empty cluster and processor decoded")
+	}
+}
+
 func TestCanonicalRoundTrip(t *testing.T) {
 	r := audittest.Full()
 	r.Seq, r.PrevHash = 42, strings.Repeat("a", 64)

@@ -28,6 +28,7 @@ type Record struct {
 	Time           time.Time
 	RequestID      string
 	TraceID        string
+	Cluster        string // the --cluster of the server that decided
 	Principal      string
 	TrustDomain    string
 	Namespace      string
@@ -41,6 +42,7 @@ type Record struct {
 	Rule           string
 	Owner          string
 	Ticket         string
+	Processor      string // the deciding rule's processor (GDPR), if it names one
 	RuleSet        string // rule-set version
 	Reason         string
 	CacheHit       bool

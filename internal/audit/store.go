@@ -4,22 +4,123 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// Filter selects decision records. Zero fields select everything.
+// Filter selects decision records. Zero fields select everything. Every
+// store applies it alike; Match is its meaning.
 type Filter struct {
 	Since, Until time.Time // Since inclusive, Until exclusive
+	RequestID    string
+	Cluster      string
 	Principal    string
 	Namespace    string
-	Host         string
+	Host         HostPattern
+	Port         int // 0: any
+	Method       string
 	Rule         string
 	Decision     string // Allow or Deny
-	DryRun       bool   // only dry-run outcomes (Enforced false)
-	Limit        int    // 0: no limit
+	Reason       string
+	Enforced     *bool // nil: both; false: only dry-run outcomes
+	DryRun       bool  // only dry-run outcomes (Enforced false), as Enforced false
+	Limit        int   // 0: no limit
 	Cursor       string // continue after the page that returned it
+}
+
+// Match reports whether f selects r, the cursor and the limit aside.
+func (f *Filter) Match(r *Record) bool {
+	switch {
+	case !f.Since.IsZero() && r.Time.Before(f.Since):
+	case !f.Until.IsZero() && !r.Time.Before(f.Until):
+	case f.RequestID != "" && r.RequestID != f.RequestID:
+	case f.Cluster != "" && r.Cluster != f.Cluster:
+	case f.Principal != "" && r.Principal != f.Principal:
+	case f.Namespace != "" && r.Namespace != f.Namespace:
+	case !f.Host.Match(r.Host, r.Port):
+	case f.Port != 0 && r.Port != f.Port:
+	case f.Method != "" && r.Method != f.Method:
+	case f.Rule != "" && r.Rule != f.Rule:
+	case f.Decision != "" && r.Decision != f.Decision:
+	case f.Reason != "" && r.Reason != f.Reason:
+	case f.Enforced != nil && r.Enforced != *f.Enforced:
+	case f.DryRun && r.Enforced:
+	default:
+		return true
+	}
+	return false
+}
+
+// HostPattern selects records by destination as the rules write hosts: a
+// name (matched case-insensitively, a trailing dot ignored), "*.domain"
+// for any name below the domain (not the domain itself), and either with
+// ":PORT" to select that port too ("api.stripe.com:443", as the query
+// table shows a destination). The zero value selects every host.
+type HostPattern struct {
+	Name   string // lower case; "" with Suffix or for any host
+	Suffix string // ".domain" for "*.domain"
+	Port   int    // 0: any port
+}
+
+// ParseHostPattern reads a host filter. It refuses what can be no
+// recorded host's pattern, so that a mistyped filter is an error rather
+// than an empty answer.
+func ParseHostPattern(s string) (HostPattern, error) {
+	var p HostPattern
+	if s == "" {
+		return p, nil
+	}
+	h := s
+	if i := strings.LastIndexByte(h, ':'); i >= 0 && !strings.HasSuffix(h, "]") {
+		port, err := strconv.Atoi(h[i+1:])
+		if err != nil || port < 1 || port > 65535 {
+			return p, fmt.Errorf("%q: the port after ':' must be a number from 1 to 65535", s)
+		}
+		h, p.Port = h[:i], port
+	}
+	h = strings.TrimSuffix(strings.ToLower(h), ".")
+	if rest, ok := strings.CutPrefix(h, "*."); ok {
+		h, p.Suffix = "", "."+rest
+		if rest == "" || strings.Contains(rest, "*") {
+			return p, fmt.Errorf("%q: write *.example.com for the names below example.com", s)
+		}
+	} else if h == "" || strings.Contains(h, "*") {
+		return p, fmt.Errorf("%q: write a host name, or *.example.com for the names below example.com", s)
+	}
+	p.Name = h
+	return p, nil
+}
+
+// IsZero reports whether p selects every host.
+func (p HostPattern) IsZero() bool { return p == HostPattern{} }
+
+// Match reports whether a record's host and port are selected.
+func (p HostPattern) Match(host string, port int) bool {
+	if p.Port != 0 && port != p.Port {
+		return false
+	}
+	switch {
+	case p.Name != "":
+		return strings.EqualFold(strings.TrimSuffix(host, "."), p.Name)
+	case p.Suffix != "":
+		h := strings.ToLower(strings.TrimSuffix(host, "."))
+		return len(h) > len(p.Suffix) && strings.HasSuffix(h, p.Suffix)
+	}
+	return true
+}
+
+// String writes p as ParseHostPattern reads it.
+func (p HostPattern) String() string {
+	s := p.Name
+	if p.Suffix != "" {
+		s = "*" + p.Suffix
+	}
+	if p.Port != 0 {
+		s += ":" + strconv.Itoa(p.Port)
+	}
+	return s
 }
 
 // Store is a decision log that can be queried and verified. The stores

@@ -34,6 +34,7 @@ type Config struct {
 	AuditBuffer      uint64        `yaml:"audit-buffer"`
 	AuditRetention   Days          `yaml:"audit-retention"`
 	DataDir          string        `yaml:"data-dir"`
+	Cluster          string        `yaml:"cluster"`
 	Plaintext        bool          `yaml:"plaintext"`
 	TLSCert          string        `yaml:"tls-cert"`
 	TLSKey           string        `yaml:"tls-key"`
@@ -62,6 +63,7 @@ func Default() Config {
 		AuditOverflow:    "deny",
 		AuditBuffer:      1_000_000,
 		DataDir:          "./data",
+		Cluster:          os.Getenv("EGRESS_AUTHZ_CLUSTER"),
 		RulesMaxFileSize: 64 << 20,
 		CacheSize:        100000,
 		ShutdownGrace:    15 * time.Second,
@@ -110,6 +112,7 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.BoolVar(&c.AuditKeepQuery, "audit-keep-query", c.AuditKeepQuery, "keep the query string in logged paths (dropped by default: it may hold personal data)")
 	fs.Uint64Var(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "records that may wait on disk for a slow or down decision-log sink before --audit-overflow applies")
 	fs.Var(daysFlag{&c.AuditRetention}, "audit-retention", "decision log (Parquet and PostgreSQL): remove whole days older than this `DURATION` (e.g. 400d; 0 keeps all)")
+	fs.StringVar(&c.Cluster, "cluster", c.Cluster, "`NAME` of the cluster, recorded in every decision and a partition of a fleet's bucket (default $EGRESS_AUTHZ_CLUSTER)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`DIR` for the decision log's write-ahead and spill files")
 	fs.BoolVar(&c.Plaintext, "plaintext", c.Plaintext, "serve gRPC without TLS (local runs and tests only)")
 	fs.StringVar(&c.TLSCert, "tls-cert", c.TLSCert, "server certificate `FILE` (PEM) for mTLS")
@@ -192,6 +195,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStreams == 0 || c.MaxRecvMsgSize < 4096 || c.CheckTimeout <= 0 {
 		return errors.New("--max-concurrent-streams, --max-recv-msg-size (>= 4096) and --check-timeout must be positive")
+	}
+	if !validCluster(c.Cluster) {
+		return fmt.Errorf("--cluster %q: use at most 63 letters, digits, '.', '_' and '-' (it names a directory of the fleet's bucket)", c.Cluster)
 	}
 	if c.RulesMaxFileSize < 1 {
 		return fmt.Errorf("--rules-max-file-size %d: must be at least 1 byte", c.RulesMaxFileSize)
@@ -339,4 +345,18 @@ func ParseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%q is not a size (like 64MiB or 1048576)", s)
 	}
 	return n * mult, nil
+}
+
+// validCluster reports whether name can be a cluster: empty, or a word
+// that is safe as a path element of an object key.
+func validCluster(name string) bool {
+	if len(name) > 63 || name == "." || name == ".." {
+		return false
+	}
+	for _, c := range name {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

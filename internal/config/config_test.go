@@ -158,3 +158,18 @@ func TestRulesMaxFileSize(t *testing.T) {
 		t.Errorf("default %d, want 64 MiB", c.RulesMaxFileSize)
 	}
 }
+
+func TestCluster(t *testing.T) {
+	t.Setenv("EGRESS_AUTHZ_CLUSTER", "eu-west-1")
+	if c, err := parse(t, "--rules", "r", "--plaintext"); err != nil || c.Cluster != "eu-west-1" {
+		t.Errorf("default from EGRESS_AUTHZ_CLUSTER: %q, %v", c.Cluster, err)
+	}
+	if c, err := parse(t, "--rules", "r", "--plaintext", "--cluster", "us.east_2"); err != nil || c.Cluster != "us.east_2" {
+		t.Errorf("--cluster us.east_2: %q, %v", c.Cluster, err)
+	}
+	for _, bad := range []string{"a/b", "..", "eu west", strings.Repeat("x", 64), "é"} {
+		if _, err := parse(t, "--rules", "r", "--plaintext", "--cluster", bad); err == nil || !strings.Contains(err.Error(), "--cluster") {
+			t.Errorf("--cluster %q: %v, want an error", bad, err)
+		}
+	}
+}

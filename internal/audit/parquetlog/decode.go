@@ -68,7 +68,7 @@ var columnNames = [numColumns]string{
 func stringField(c column, r *audit.Record) *string {
 	switch c {
 	case colCluster:
-		return nil // kept for the fleet's records; audit.Record gains the field with them
+		return &r.Cluster
 	case colPrincipal:
 		return &r.Principal
 	case colTrustDomain:
@@ -92,7 +92,7 @@ func stringField(c column, r *audit.Record) *string {
 	case colTicket:
 		return &r.Ticket
 	case colProcessor:
-		return nil
+		return &r.Processor
 	case colRuleSet:
 		return &r.RuleSet
 	case colReason:

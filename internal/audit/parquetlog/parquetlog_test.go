@@ -64,6 +64,9 @@ func chain(writer string, from uint64, prev string, n int, start time.Time, step
 		if seq%17 == 0 {
 			r.Method, r.Path, r.Port = "", "", 8443 // TLS passthrough
 		}
+		if seq%7 == 0 {
+			r.Cluster = "eu-west"
+		}
 		r.Hash = audit.ComputeHash(&r)
 		prev = r.Hash
 		out[i] = r
@@ -145,11 +148,19 @@ func TestQueryFiltersAndOrder(t *testing.T) {
 	all := append(slices.Clone(a), b...)
 	slices.SortFunc(all, func(x, y audit.Record) int { return newer(&x, &y) })
 	mid := t0.Add(2 * time.Hour)
+	enforced := true
 	for _, f := range []audit.Filter{
 		{},
 		{Principal: "spiffe://cluster.local/ns/ns2/sa/sa3"},
 		{Namespace: "ns1"},
-		{Host: "api3.example.com"},
+		{Host: audit.HostPattern{Name: "api3.example.com"}},
+		{Host: audit.HostPattern{Suffix: ".example.com", Port: 8443}},
+		{RequestID: "ea-abc-7d"},
+		{Cluster: "eu-west"},
+		{Port: 8443},
+		{Method: "GET"},
+		{Reason: "no-matching-rule"},
+		{Enforced: &enforced},
 		{Rule: "rule-1"},
 		{Decision: audit.Deny},
 		{DryRun: true},

@@ -76,7 +76,7 @@ type row struct {
 // the next call.
 func toRow(r *audit.Record, out *row, buf []byte) []byte {
 	*out = row{
-		Time: r.Time.UnixNano(), Principal: r.Principal, TrustDomain: r.TrustDomain,
+		Time: r.Time.UnixNano(), Cluster: r.Cluster, Processor: r.Processor, Principal: r.Principal, TrustDomain: r.TrustDomain,
 		Namespace: r.Namespace, ServiceAccount: r.ServiceAccount, Host: r.Host, Port: int64(r.Port), Method: r.Method,
 		Path: r.Path, Decision: r.Decision, Enforced: r.Enforced, Rule: r.Rule, Owner: r.Owner, Ticket: r.Ticket,
 		RuleSet: r.RuleSet, Reason: r.Reason, CacheHit: r.CacheHit, LatencyNS: int64(r.Latency),
@@ -113,7 +113,7 @@ func recordCRC(r *audit.Record, buf []byte) (uint32, []byte) {
 // left for the caller, which recomputes the chain.
 func fromRow(w *row, r *audit.Record) {
 	*r = audit.Record{
-		Time: time.Unix(0, w.Time).UTC(), Principal: w.Principal, TrustDomain: w.TrustDomain,
+		Time: time.Unix(0, w.Time).UTC(), Cluster: w.Cluster, Processor: w.Processor, Principal: w.Principal, TrustDomain: w.TrustDomain,
 		Namespace: w.Namespace, ServiceAccount: w.ServiceAccount, Host: w.Host, Port: int(w.Port), Method: w.Method,
 		Path: w.Path, Decision: w.Decision, Enforced: w.Enforced, Rule: w.Rule, Owner: w.Owner, Ticket: w.Ticket,
 		RuleSet: w.RuleSet, Reason: w.Reason, CacheHit: w.CacheHit, Latency: time.Duration(w.LatencyNS),

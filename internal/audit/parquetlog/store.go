@@ -252,8 +252,10 @@ func filterColumns(f *audit.Filter) columnSet {
 		set bool
 		col column
 	}{
-		{f.Principal != "", colPrincipal}, {f.Namespace != "", colNamespace}, {f.Host != "", colHost},
-		{f.Rule != "", colRule}, {f.Decision != "", colDecision}, {f.DryRun, colEnforced},
+		{f.RequestID != "", colRequestID}, {f.RequestID != "", colRequestUUID}, {f.Cluster != "", colCluster},
+		{f.Principal != "", colPrincipal}, {f.Namespace != "", colNamespace}, {!f.Host.IsZero(), colHost},
+		{f.Host.Port != 0 || f.Port != 0, colPort}, {f.Method != "", colMethod}, {f.Rule != "", colRule},
+		{f.Decision != "", colDecision}, {f.Reason != "", colReason}, {f.DryRun || f.Enforced != nil, colEnforced},
 	} {
 		if c.set {
 			cols |= setOf(c.col)
@@ -275,19 +277,9 @@ func blockPrev(m *chainMeta, seq uint64) string {
 // matchRecord reports whether f selects r; until replaces f.Until (it
 // also carries the cursor's bound).
 func matchRecord(f *audit.Filter, r *audit.Record, until time.Time) bool {
-	switch {
-	case !f.Since.IsZero() && r.Time.Before(f.Since):
-	case !until.IsZero() && !r.Time.Before(until):
-	case f.Principal != "" && r.Principal != f.Principal:
-	case f.Namespace != "" && r.Namespace != f.Namespace:
-	case f.Host != "" && r.Host != f.Host:
-	case f.Rule != "" && r.Rule != f.Rule:
-	case f.Decision != "" && r.Decision != f.Decision:
-	case f.DryRun && r.Enforced:
-	default:
-		return true
-	}
-	return false
+	g := *f
+	g.Until = until
+	return g.Match(r)
 }
 
 // iter walks one candidate's matches, newest first.

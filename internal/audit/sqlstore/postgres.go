@@ -111,6 +111,11 @@ var pgMigrations = []string{
 		hash       text        NOT NULL,
 		dropped_at timestamptz NOT NULL
 	);`,
+	// 2: the fleet's cluster and the GDPR processor. A column with a
+	// constant default is added without rewriting the table (PostgreSQL
+	// 11 and later), so no partition is locked for long.
+	`ALTER TABLE decisions ADD COLUMN cluster text NOT NULL DEFAULT '';
+	ALTER TABLE decisions ADD COLUMN processor text NOT NULL DEFAULT '';`,
 }
 
 // pgCopyColumns are the columns COPY fills: the partition key ts, then

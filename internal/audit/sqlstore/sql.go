@@ -133,6 +133,11 @@ func (s *sqlStore) migrate(ctx context.Context, migrations []string) error {
 	return tx.Commit()
 }
 
+// likeEscape escapes LIKE's wildcards, which hosts may hold ('_').
+func likeEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(s)
+}
+
 func (s *sqlStore) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) error) (string, error) {
 	var where []string
 	var args []any
@@ -153,11 +158,29 @@ func (s *sqlStore) Query(ctx context.Context, f audit.Filter, fn func(*audit.Rec
 		}
 	}
 	for _, c := range []struct{ col, v string }{
-		{"principal", f.Principal}, {"namespace", f.Namespace}, {"host", f.Host}, {"rule", f.Rule}, {"decision", f.Decision},
+		{"request_id", f.RequestID}, {"cluster", f.Cluster}, {"principal", f.Principal}, {"namespace", f.Namespace},
+		{"method", f.Method}, {"rule", f.Rule}, {"decision", f.Decision}, {"reason", f.Reason},
 	} {
 		if c.v != "" {
 			add(c.col+" = ?", c.v)
 		}
+	}
+	// Hosts are recorded normalized (lower case, no trailing dot) unless
+	// they could not be parsed: compare in lower case, as Match does.
+	switch h := f.Host; {
+	case h.Name != "":
+		add("lower(host) = ?", h.Name)
+	case h.Suffix != "":
+		add("lower(host) LIKE ? ESCAPE '\\'", "%_"+likeEscape(h.Suffix))
+	}
+	if port := f.Host.Port; port != 0 {
+		add("port = ?", port)
+	}
+	if f.Port != 0 {
+		add("port = ?", f.Port)
+	}
+	if f.Enforced != nil {
+		add("enforced = ?", *f.Enforced)
 	}
 	if f.DryRun {
 		where = append(where, "enforced = false")

@@ -181,6 +181,33 @@ func TestEveryFieldIsStored(t *testing.T) {
 	}
 }
 
+// filterSample is record i of the filter tests: audittest.Sample with
+// the fields the filters select varied too.
+func filterSample(i int) audit.Record {
+	r := sample(i)
+	if i == 5 {
+		r.Enforced = false
+	}
+	if i%6 == 0 {
+		r.Method = "GET"
+	}
+	if i%9 == 0 {
+		r.Port = 8443
+	}
+	if i%5 == 0 {
+		r.Cluster = "eu-west"
+	}
+	switch {
+	case i%8 == 0:
+		r.Host = "x.my_api.svc.example.com"
+	case i%13 == 0:
+		r.Host = "x.myxapi.svc.example.com" // what my_api would match if '_' were LIKE's wildcard
+	case i%11 == 0:
+		r.Host = "example.com"
+	}
+	return r
+}
+
 func TestQueryFilters(t *testing.T) {
 	for _, kind := range storeKinds {
 		t.Run(kind, func(t *testing.T) { testQueryFilters(t, kind) })
@@ -191,27 +218,28 @@ func testQueryFilters(t *testing.T, kind string) {
 	f := newFixtureOn(t, kind, audit.Options{})
 	const n = 60
 	for i := 0; i < n; i++ {
-		r := sample(i)
-		if i == 5 {
-			r.Enforced = false
-		}
-		record(t, f.w, r)
+		record(t, f.w, filterSample(i))
 	}
 	f.drain(t)
 	s := f.reader(t)
 	count := func(pred func(*audit.Record) bool) int {
 		c := 0
 		for i := 0; i < n; i++ {
-			r := sample(i)
-			if i == 5 {
-				r.Enforced = false
-			}
+			r := filterSample(i)
 			if pred(&r) {
 				c++
 			}
 		}
 		return c
 	}
+	host := func(p string) audit.HostPattern {
+		h, err := audit.ParseHostPattern(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	yes, no := true, false
 	tests := []struct {
 		name string
 		f    audit.Filter
@@ -225,7 +253,19 @@ func testQueryFilters(t *testing.T, kind string) {
 		}},
 		{"principal", audit.Filter{Principal: "spiffe://cluster.local/ns/ns1/sa/sa1"}, func(r *audit.Record) bool { return r.Principal == "spiffe://cluster.local/ns/ns1/sa/sa1" }},
 		{"namespace", audit.Filter{Namespace: "ns2"}, func(r *audit.Record) bool { return r.Namespace == "ns2" }},
-		{"host", audit.Filter{Host: "api3.example.com"}, func(r *audit.Record) bool { return r.Host == "api3.example.com" }},
+		{"host", audit.Filter{Host: host("api3.example.com")}, func(r *audit.Record) bool { return r.Host == "api3.example.com" }},
+		{"host_in_any_case", audit.Filter{Host: host("API3.Example.COM.")}, func(r *audit.Record) bool { return r.Host == "api3.example.com" }},
+		{"host_with_port", audit.Filter{Host: host("api1.example.com:8443")}, func(r *audit.Record) bool { return r.Host == "api1.example.com" && r.Port == 8443 }},
+		{"host_wildcard_not_the_apex", audit.Filter{Host: host("*.example.com")}, func(r *audit.Record) bool { return r.Host != "example.com" }},
+		{"host_wildcard", audit.Filter{Host: host("*.svc.example.com")}, func(r *audit.Record) bool { return strings.HasSuffix(r.Host, ".svc.example.com") }},
+		{"host_wildcard_underscore_is_a_letter", audit.Filter{Host: host("*.my_api.svc.example.com")}, func(r *audit.Record) bool { return r.Host == "x.my_api.svc.example.com" }},
+		{"request_id", audit.Filter{RequestID: "req-7"}, func(r *audit.Record) bool { return r.RequestID == "req-7" }},
+		{"cluster", audit.Filter{Cluster: "eu-west"}, func(r *audit.Record) bool { return r.Cluster == "eu-west" }},
+		{"port", audit.Filter{Port: 8443}, func(r *audit.Record) bool { return r.Port == 8443 }},
+		{"method", audit.Filter{Method: "GET"}, func(r *audit.Record) bool { return r.Method == "GET" }},
+		{"reason", audit.Filter{Reason: "denied-by-rule"}, func(r *audit.Record) bool { return r.Reason == "denied-by-rule" }},
+		{"enforced", audit.Filter{Enforced: &yes}, func(r *audit.Record) bool { return r.Enforced }},
+		{"not_enforced", audit.Filter{Enforced: &no}, func(r *audit.Record) bool { return !r.Enforced }},
 		{"rule", audit.Filter{Rule: "rule-1"}, func(r *audit.Record) bool { return r.Rule == "rule-1" }},
 		{"decision", audit.Filter{Decision: audit.Allow}, func(r *audit.Record) bool { return r.Decision == audit.Allow }},
 		{"dry_run", audit.Filter{DryRun: true}, func(r *audit.Record) bool { return !r.Enforced }},
@@ -427,5 +467,58 @@ func TestMigrationsRunOnceAndRefuseANewerSchema(t *testing.T) {
 				t.Fatalf("opening a newer schema: %v", err)
 			}
 		})
+	}
+}
+
+// TestSchemaOneUpgradesAndItsChainsVerify: a SQLite log written before
+// the cluster and processor columns (schema version 1) gains them on
+// open, empty, and its records read back and verify as they did: records
+// without those fields keep the EA1 encoding their hashes were made with.
+func TestSchemaOneUpgradesAndItsChainsVerify(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "v1.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &sqlStore{db: db, d: sqliteDialect}
+	if err := old.migrate(ctx, sqliteMigrations[:1]); err != nil {
+		t.Fatal(err)
+	}
+	prev := ""
+	var want []audit.Record
+	for i := 1; i <= 5; i++ {
+		r := sample(i)
+		r.Writer, r.Seq, r.PrevHash = "w", uint64(i), prev
+		r.Hash = audit.ComputeHash(&r)
+		prev = r.Hash
+		want = append(want, r)
+		if _, err := db.Exec(`INSERT INTO decisions (writer, seq, ts_ns, request_id, trace_id, principal, trust_domain, namespace,
+			service_account, host, port, method, path, decision, enforced, rule, owner, ticket, ruleset, reason, cache_hit,
+			latency_ns, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+			r.Writer, r.Seq, r.Time.UnixNano(), r.RequestID, r.TraceID, r.Principal, r.TrustDomain, r.Namespace,
+			r.ServiceAccount, r.Host, r.Port, r.Method, r.Path, r.Decision, r.Enforced, r.Rule, r.Owner, r.Ticket,
+			r.RuleSet, r.Reason, r.CacheHit, int64(r.Latency), r.PrevHash, r.Hash); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	st, err := OpenSQLite(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got := queryAll(t, st, audit.Filter{})
+	if len(got) != len(want) {
+		t.Fatalf("%d records after the upgrade, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if d := audittest.Diff(got[i], want[len(want)-1-i]); d != "" {
+			t.Errorf("record %d:%s", got[i].Seq, d)
+		}
+	}
+	if v, err := audit.Verify(ctx, st); err != nil || !v.OK() || v.Records != 5 {
+		t.Fatalf("verify after the upgrade: %+v %v", v, err)
 	}
 }

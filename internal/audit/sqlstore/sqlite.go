@@ -57,6 +57,10 @@ var sqliteMigrations = []string{
 	CREATE INDEX decisions_namespace_ts ON decisions (namespace, ts_ns);
 	CREATE INDEX decisions_host_ts ON decisions (host, ts_ns);
 	CREATE INDEX decisions_rule_ts ON decisions (rule, ts_ns);`,
+	// 2: the fleet's cluster and the GDPR processor (records of a chain
+	// before them have both empty, and hash as they did).
+	`ALTER TABLE decisions ADD COLUMN cluster TEXT NOT NULL DEFAULT '';
+	ALTER TABLE decisions ADD COLUMN processor TEXT NOT NULL DEFAULT '';`,
 }
 
 var sqliteDialect = dialect{
