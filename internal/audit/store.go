@@ -24,9 +24,9 @@ type Filter struct {
 	Rule         string
 	Decision     string // Allow or Deny
 	Reason       string
-	Enforced     *bool // nil: both; false: only dry-run outcomes
-	DryRun       bool  // only dry-run outcomes (Enforced false), as Enforced false
-	Limit        int   // 0: no limit
+	Enforced     *bool  // nil: both; false: only dry-run outcomes
+	DryRun       bool   // only dry-run outcomes (Enforced false), as Enforced false
+	Limit        int    // 0: no limit
 	Cursor       string // continue after the page that returned it
 }
 
