@@ -16,6 +16,7 @@ import (
 	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/stores"
+	"github.com/egress-authz/egress-authz/internal/when"
 )
 
 const defaultAuditDSN = "parquet:./data/decisions"
@@ -198,8 +199,11 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	fs.SetOutput(stderr)
 	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN`")
 	format := fs.String("format", "text", "output `FORMAT`: text or json")
+	since := fs.String("since", "", "report the breaks of records from this `TIME` on (15m, 24h, 7d, a day or RFC 3339)")
+	until := fs.String("until", "", "report the breaks of records before this `TIME`")
+	dataDir := fs.String("data-dir", "./data", "the server's data `DIR`: its write-ahead log (DIR/wal), when there, vouches for the newest records of its chain")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: egress-authz audit verify [--audit DSN]\n\nChecks every writer's hash chain. Exit status 0 only if every chain is intact.\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: egress-authz audit verify [--audit DSN] [--since T] [--until T] [--data-dir DIR]\n\nChecks every writer's hash chain and lists every break. Exit status 0 only if every chain is intact.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	if code, ok := parseArgs(fs, args); !ok {
@@ -209,29 +213,67 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 		fmt.Fprintf(stderr, "egress-authz audit verify: --format %q: want text or json\n", *format)
 		return exitUsage
 	}
+	var opts audit.VerifyOptions
+	var err error
+	now := time.Now()
+	if opts.Since, err = when.ParseSince(*since, now); err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit verify: --since", err)
+		return exitUsage
+	}
+	if opts.Until, err = when.ParseSince(*until, now); err != nil {
+		fmt.Fprintln(stderr, "egress-authz audit verify: --until", err)
+		return exitUsage
+	}
+	if wal := filepath.Join(*dataDir, "wal"); dirExists(wal) {
+		opts.Logs = []string{wal}
+	}
 	st, err := stores.OpenExisting(ctx, *dsn)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit verify:", err)
 		return exitFail
 	}
 	defer st.Close()
-	v, err := audit.Verify(ctx, st)
+	v, err := audit.Verify(ctx, st, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit verify:", err)
 		return exitFail
 	}
 	if *format == "json" {
-		printJSON(stdout, admin.NewVerifyReport(v))
-	} else if v.OK() {
-		fmt.Fprintf(stdout, "OK: %s in %s intact\n", plural(v.Records, "record"), plural(len(v.Writers), "chain"))
+		printJSON(stdout, admin.NewVerifyReport(v, opts))
 	} else {
-		fmt.Fprintf(stdout, "BROKEN: %s read, %d of %s broken\n", plural(v.Records, "record"), len(v.Breaks), plural(len(v.Writers), "chain"))
-		for _, b := range v.Breaks {
-			fmt.Fprintln(stdout, "  first broken record:", b.String())
-		}
+		printVerification(stdout, v)
 	}
 	if !v.OK() {
 		return exitFail
 	}
 	return exitOK
+}
+
+// printVerification writes a verification for people: OK or BROKEN, every
+// break, and what could not be checked.
+func printVerification(w io.Writer, v *audit.Verification) {
+	if v.OK() {
+		fmt.Fprintf(w, "OK: %s in %s intact\n", plural(v.Records, "record"), plural(len(v.Writers), "chain"))
+	} else {
+		broken := map[string]bool{}
+		for _, b := range v.Breaks {
+			broken[b.Writer] = true
+		}
+		fmt.Fprintf(w, "BROKEN: %s read, %s in %d of %s\n", plural(v.Records, "record"), plural(len(v.Breaks), "break"),
+			len(broken), plural(len(v.Writers), "chain"))
+		for _, b := range v.Breaks {
+			fmt.Fprintln(w, "  "+b.String())
+		}
+	}
+	if len(v.Unchecked) > 0 {
+		fmt.Fprintln(w, "Not checked:")
+		for _, u := range v.Unchecked {
+			fmt.Fprintln(w, "  "+u)
+		}
+	}
+}
+
+func dirExists(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.IsDir()
 }

@@ -3,7 +3,12 @@ package admin
 import (
 	"context"
 	"embed"
+	"fmt"
+	"maps"
 	"net/http"
+	"net/url"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -36,15 +41,37 @@ func UIHandler() http.Handler {
 // VerifyReport is a Verification as GET /v1/verify and audit verify
 // --format json print it.
 type VerifyReport struct {
-	OK      bool              `json:"ok"`
-	Records int               `json:"records"`
-	Writers map[string]uint64 `json:"writers"` // writer -> last sequence number
-	Breaks  []audit.Break     `json:"breaks"`  // the first break of each broken chain
+	OK        bool              `json:"ok"`
+	Records   int               `json:"records"`
+	Writers   map[string]uint64 `json:"writers"` // writer -> last sequence number
+	Count     int               `json:"count"`   // breaks
+	Breaks    []audit.Break     `json:"breaks"`  // every break, by writer and sequence number
+	Unchecked []string          `json:"unchecked"`
+	Since     time.Time         `json:"since,omitzero"`
+	Until     time.Time         `json:"until,omitzero"`
 }
 
-// NewVerifyReport returns the report of v.
-func NewVerifyReport(v *audit.Verification) VerifyReport {
-	return VerifyReport{OK: v.OK(), Records: v.Records, Writers: v.Writers, Breaks: v.Breaks}
+// NewVerifyReport returns the report of v, made with opts.
+func NewVerifyReport(v *audit.Verification, opts audit.VerifyOptions) VerifyReport {
+	rep := VerifyReport{OK: v.OK(), Records: v.Records, Writers: v.Writers, Count: len(v.Breaks), Breaks: v.Breaks,
+		Unchecked: v.Unchecked, Since: opts.Since, Until: opts.Until}
+	if rep.Breaks == nil {
+		rep.Breaks = []audit.Break{}
+	}
+	if rep.Unchecked == nil {
+		rep.Unchecked = []string{}
+	}
+	return rep
+}
+
+// onlyParams refuses every query parameter but names, listing them.
+func onlyParams(vals url.Values, names ...string) error {
+	for k := range vals {
+		if !slices.Contains(names, k) {
+			return &ParamError{k, fmt.Errorf("unknown parameter (known: %s)", strings.Join(names, ", "))}
+		}
+	}
+	return nil
 }
 
 // VerifyReuse is how long a verification answers later GET /v1/verify
@@ -71,35 +98,60 @@ type verifier struct {
 	runs  singleflight.Group
 
 	mu   sync.Mutex
-	last *VerifyReport
-	at   time.Time
+	last map[string]cachedReport // by the query it answers
 }
 
+type cachedReport struct {
+	rep *VerifyReport
+	at  time.Time
+}
+
+// ServeHTTP answers GET /v1/verify[?since=T&until=T]: the breaks of the
+// records of that time (the whole chains are walked).
 func (v *verifier) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	var opts audit.VerifyOptions
+	if err == nil {
+		err = onlyParams(vals, "since", "until")
+	}
+	if err == nil {
+		var f audit.Filter
+		f, err = ParseFilter(vals, v.now())
+		opts.Since, opts.Until = f.Since, f.Until
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	key := opts.Since.String() + "|" + opts.Until.String()
 	v.mu.Lock()
-	last := v.last
-	if last != nil && v.now().Sub(v.at) >= VerifyReuse {
-		last = nil
+	c, ok := v.last[key]
+	if ok && v.now().Sub(c.at) >= VerifyReuse {
+		ok = false
 	}
 	v.mu.Unlock()
-	if last != nil {
-		WriteJSON(w, http.StatusOK, last)
+	if ok {
+		WriteJSON(w, http.StatusOK, c.rep)
 		return
 	}
 	ctx := context.WithoutCancel(r.Context())
-	ch := v.runs.DoChan("verify", func() (any, error) {
+	ch := v.runs.DoChan(key, func() (any, error) {
 		var heads map[string]uint64
 		if v.heads != nil {
 			heads = v.heads() // before the scan: heads only grow
 		}
-		ver, err := audit.Verify(ctx, v.store)
+		ver, err := audit.Verify(ctx, v.store, opts)
 		if err != nil {
 			return nil, err
 		}
 		ver.CheckHeads(heads)
-		rep := NewVerifyReport(ver)
+		rep := NewVerifyReport(ver, opts)
 		v.mu.Lock()
-		v.last, v.at = &rep, v.now()
+		if v.last == nil {
+			v.last = map[string]cachedReport{}
+		}
+		maps.DeleteFunc(v.last, func(_ string, c cachedReport) bool { return v.now().Sub(c.at) >= VerifyReuse })
+		v.last[key] = cachedReport{&rep, v.now()}
 		v.mu.Unlock()
 		return &rep, nil
 	})

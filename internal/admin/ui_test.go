@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -123,13 +124,45 @@ func TestUIVerifiesOnLoadAndOnDemand(t *testing.T) {
 // GET /v1/verify and audit verify --format json print the same report.
 func TestVerifyReportJSON(t *testing.T) {
 	v := &audit.Verification{Records: 3, Writers: map[string]uint64{"w1": 3},
-		Breaks: []audit.Break{{Writer: "w1", Seq: 2, Problem: "edited: its content does not match its hash"}}}
-	b, err := json.Marshal(NewVerifyReport(v))
+		Breaks: []audit.Break{{Kind: audit.BreakEdited, Writer: "w1", Seq: 2, RequestID: "r2", Time: time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC),
+			Problem: "edited: its content does not match its hash"}}}
+	v.OpenEnd("w1", 3)
+	b, err := json.Marshal(NewVerifyReport(v, audit.VerifyOptions{Since: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	const want = `{"ok":false,"records":3,"writers":{"w1":3},"breaks":[{"writer":"w1","seq":2,"problem":"edited: its content does not match its hash"}]}`
+	const want = `{"ok":false,"records":3,"writers":{"w1":3},"count":1,"breaks":[{"kind":"edited","writer":"w1","seq":2,"request_id":"r2","time":"2026-12-01T10:00:00Z","problem":"edited: its content does not match its hash"}],"unchecked":["the end of writer w1's chain (record 3): no later record links to it, so deleted newest records would not show; give its write-ahead log (--data-dir), or ask its running server (GET /v1/verify)"],"since":"2026-12-01T00:00:00Z"}`
 	if string(b) != want {
 		t.Errorf("report %s\nwant   %s", b, want)
+	}
+}
+
+// TestVerifyHandlerTakesOnlySinceAndUntil: /v1/verify reports on a time
+// range; any other parameter, or a time it cannot read, is a 400.
+func TestVerifyHandlerTakesOnlySinceAndUntil(t *testing.T) {
+	now := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+	srv := httptest.NewServer(VerifyHandler(&memStore{}, nil, func() time.Time { return now }))
+	defer srv.Close()
+	for query, want := range map[string]int{
+		"":                           http.StatusOK,
+		"since=7d&until=2026-12-03":  http.StatusOK,
+		"since=yesterday":            http.StatusBadRequest,
+		"host=api.stripe.com":        http.StatusBadRequest,
+		"since=7d&since=1d":          http.StatusBadRequest,
+		"until=2262-04-12T00:00:00Z": http.StatusBadRequest,
+		"since=%zz":                  http.StatusBadRequest,
+	} {
+		resp, err := http.Get(srv.URL + "/v1/verify?" + query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("/v1/verify?%s: %d %s, want %d", query, resp.StatusCode, body, want)
+		}
+		if want == http.StatusOK && !strings.Contains(string(body), `"count": 0`) {
+			t.Errorf("/v1/verify?%s: %s", query, body)
+		}
 	}
 }

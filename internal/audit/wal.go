@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // The write-ahead log is a directory of segment files named after the
@@ -192,6 +193,21 @@ func LogWriter(dir string) (string, error) {
 		return "", fmt.Errorf("read write-ahead log: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// LogInUse reports whether a running writer holds the write-ahead log in
+// dir (its lock is taken).
+func LogInUse(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		return true
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false
 }
 
 // ReadLog calls fn, in sequence order, with every record above after in

@@ -107,7 +107,7 @@ func queryAll(t *testing.T, s audit.Store, f audit.Filter) []audit.Record {
 
 func verified(t *testing.T, s audit.Store) *audit.Verification {
 	t.Helper()
-	v, err := audit.Verify(context.Background(), s)
+	v, err := audit.Verify(context.Background(), s, audit.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

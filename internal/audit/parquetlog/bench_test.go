@@ -168,7 +168,7 @@ func BenchmarkVerify10M(b *testing.B) {
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		v, err := st.VerifyChains(context.Background())
+		v, err := st.VerifyChains(context.Background(), audit.VerifyOptions{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package parquetlog
 
 import (
 	"runtime"
+	"time"
 
 	"context"
 	"fmt"
@@ -26,7 +27,7 @@ import (
 // links to them. The tail (the writer's write-ahead log) covers them when
 // it is reachable; see Verification.CheckHeads for a running writer's
 // head.
-func (s *Log) VerifyChains(ctx context.Context) (*audit.Verification, error) {
+func (s *Log) VerifyChains(ctx context.Context, opts audit.VerifyOptions) (*audit.Verification, error) {
 	refs, strays, err := listFiles(s.dir)
 	if err != nil {
 		return nil, err
@@ -41,7 +42,7 @@ func (s *Log) VerifyChains(ctx context.Context) (*audit.Verification, error) {
 	}
 	v := &audit.Verification{Writers: map[string]uint64{}, Checkpoints: cps}
 	for _, path := range strays {
-		v.Breaks = append(v.Breaks, audit.Break{Problem: fmt.Sprintf("%s is not a segment of the decision log (a segment renamed, or a file put there)", path)})
+		v.Add(&opts, audit.Break{Kind: audit.BreakInserted, Problem: fmt.Sprintf("%s is not a segment of the decision log (a segment renamed, or a file put there)", path)})
 	}
 	byWriter := map[string][]segmentRef{}
 	for _, ref := range refs {
@@ -53,19 +54,11 @@ func (s *Log) VerifyChains(ctx context.Context) (*audit.Verification, error) {
 		}
 	}
 	for writer, refs := range byWriter {
-		if err := s.verifyWriter(ctx, v, writer, refs, cps[writer], tails[writer]); err != nil {
+		if err := s.verifyWriter(ctx, v, &opts, writer, refs, cps[writer], tails[writer]); err != nil {
 			return nil, err
 		}
 	}
-	slices.SortStableFunc(v.Breaks, func(a, b audit.Break) int {
-		if a.Writer != b.Writer {
-			if a.Writer < b.Writer {
-				return -1
-			}
-			return 1
-		}
-		return cmpUint(a.Seq, b.Seq)
-	})
+	v.Sort()
 	return v, nil
 }
 
@@ -74,9 +67,9 @@ func (s *Log) VerifyChains(ctx context.Context) (*audit.Verification, error) {
 // segment must have the hash recomputed from it (a second copy of the
 // chain, with every record's full hash), and the newer ones must continue
 // the chain.
-func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, writer string, refs []segmentRef, cp audit.Checkpoint, wal string) error {
-	brk := func(seq uint64, requestID, format string, args ...any) {
-		v.Breaks = append(v.Breaks, audit.Break{Writer: writer, Seq: seq, RequestID: requestID, Problem: fmt.Sprintf(format, args...)})
+func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, opts *audit.VerifyOptions, writer string, refs []segmentRef, cp audit.Checkpoint, wal string) error {
+	brk := func(kind string, seq uint64, requestID string, t time.Time, format string, args ...any) {
+		v.Add(opts, audit.Break{Kind: kind, Writer: writer, Seq: seq, RequestID: requestID, Time: t, Problem: fmt.Sprintf(format, args...)})
 	}
 	var inSegments uint64
 	for _, ref := range refs {
@@ -102,7 +95,7 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, writer st
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, ref := range refs {
 		g.Go(func() error {
-			results[i] = checkSegment(gctx, writer, ref, logged)
+			results[i] = checkSegment(gctx, opts, writer, ref, logged)
 			return gctx.Err()
 		})
 	}
@@ -114,47 +107,73 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, writer st
 	for i, ref := range refs {
 		r := &results[i]
 		if r.meta == nil {
-			brk(ref.first, "", "segment %s cannot be read: %v", ref.path, r.openErr)
+			brk(audit.BreakUnreadable, ref.first, "", time.Time{}, "segment %s cannot be read: %v", ref.path, r.openErr)
 			expect, prevHash = ref.last+1, ""
 			continue
 		}
 		m := r.meta
+		at := time.Unix(0, m.MinTime).UTC()
 		switch {
 		case m.FirstSeq > expect && expect == 1:
-			brk(m.FirstSeq, "", "chain starts at record %d: records 1..%d were deleted (no segment holds them)", m.FirstSeq, m.FirstSeq-1)
+			brk(audit.BreakDeleted, m.FirstSeq, "", at, "chain starts at record %d: records 1..%d were deleted (no segment holds them)", m.FirstSeq, m.FirstSeq-1)
 		case m.FirstSeq > expect:
-			brk(m.FirstSeq, "", "records %d..%d were deleted (no segment holds them)", expect, m.FirstSeq-1)
+			brk(audit.BreakDeleted, m.FirstSeq, "", at, "records %d..%d were deleted (no segment holds them)", expect, m.FirstSeq-1)
 		case m.FirstSeq < expect:
-			brk(m.FirstSeq, "", "records %d..%d are stored twice (segment %s overlaps the one before it)", m.FirstSeq, expect-1, ref.path)
+			brk(audit.BreakInserted, m.FirstSeq, "", at, "records %d..%d are stored twice (segment %s overlaps the one before it)", m.FirstSeq, expect-1, ref.path)
 		case m.PrevHash != prevHash && prevHash != "" || m.PrevHash != prevHash && expect == 1:
-			brk(m.FirstSeq, "", "segment %s does not follow record %d: a segment was inserted, replaced or reordered here", ref.path, expect-1)
+			brk(audit.BreakReordered, m.FirstSeq, "", at, "segment %s does not follow record %d: a segment was inserted, replaced or reordered here", ref.path, expect-1)
 		}
-		v.Breaks = append(v.Breaks, r.breaks...)
+		for _, b := range r.breaks {
+			v.Add(opts, b)
+		}
 		v.Records += r.records
 		v.Writers[writer] = max(v.Writers[writer], m.LastSeq)
 		expect, prevHash = max(expect, m.LastSeq+1), m.LastHash
 	}
 	if wal == "" {
+		v.OpenEnd(writer, v.Writers[writer])
 		return nil
 	}
-	// The records only in the log continue the chain.
-	return audit.ReadLog(wal, inSegments, func(r *audit.Record) error {
+	// The records only in the log continue the chain. While its server
+	// runs, they wait for the open segment to close; a stopped server
+	// closed it, so that records only in the log then were deleted from
+	// the segments, or the server was killed before it closed them.
+	running := audit.LogInUse(wal)
+	var onlyLogged, firstOnly uint64
+	var firstAt time.Time
+	err := audit.ReadLog(wal, inSegments, func(r *audit.Record) error {
 		if r.Writer != writer {
 			return nil
 		}
-		v.Records++
+		if opts.Since.IsZero() || !r.Time.Before(opts.Since) {
+			if opts.Until.IsZero() || r.Time.Before(opts.Until) {
+				v.Records++
+			}
+		}
+		if onlyLogged == 0 {
+			firstOnly, firstAt = r.Seq, r.Time
+		}
+		onlyLogged++
 		switch {
 		case r.Seq > expect && expect == 1:
-			brk(r.Seq, r.RequestID, "chain starts at record %d: records 1..%d were deleted", r.Seq, r.Seq-1)
+			brk(audit.BreakDeleted, r.Seq, r.RequestID, r.Time, "chain starts at record %d: records 1..%d were deleted", r.Seq, r.Seq-1)
 		case r.Seq > expect:
-			brk(r.Seq, r.RequestID, "records %d..%d were deleted (neither a segment nor the write-ahead log holds them)", expect, r.Seq-1)
+			brk(audit.BreakDeleted, r.Seq, r.RequestID, r.Time, "records %d..%d were deleted (neither a segment nor the write-ahead log holds them)", expect, r.Seq-1)
 		case r.PrevHash != prevHash && (prevHash != "" || expect == 1):
-			brk(r.Seq, r.RequestID, "does not follow record %d: the write-ahead log and the segments disagree", expect-1)
+			brk(audit.BreakReordered, r.Seq, r.RequestID, r.Time, "does not follow record %d: the write-ahead log and the segments disagree", expect-1)
 		}
 		expect, prevHash = r.Seq+1, r.Hash
 		v.Writers[writer] = max(v.Writers[writer], r.Seq)
 		return ctx.Err()
 	})
+	if err != nil {
+		return err
+	}
+	if onlyLogged > 0 && !running {
+		brk(audit.BreakUnstored, firstOnly, "", firstAt, "records %d..%d are in the write-ahead log (%s) and in no segment, and its server is not running: a segment was deleted, or the server was killed before it closed one (start it, and it writes them)",
+			firstOnly, expect-1, wal)
+	}
+	return nil
 }
 
 // segmentCheck is what checking one segment's records found.
@@ -169,9 +188,9 @@ type segmentCheck struct {
 // chain hashes and, where it has one, the write-ahead log's copy (logged:
 // hashes by sequence number); the links to the segments around it are
 // the caller's.
-func checkSegment(ctx context.Context, writer string, ref segmentRef, logged map[uint64]string) (res segmentCheck) {
-	brk := func(seq uint64, requestID, format string, args ...any) {
-		res.breaks = append(res.breaks, audit.Break{Writer: writer, Seq: seq, RequestID: requestID, Problem: fmt.Sprintf(format, args...)})
+func checkSegment(ctx context.Context, opts *audit.VerifyOptions, writer string, ref segmentRef, logged map[uint64]string) (res segmentCheck) {
+	brk := func(kind string, seq uint64, requestID string, t time.Time, format string, args ...any) {
+		res.breaks = append(res.breaks, audit.Break{Kind: kind, Writer: writer, Seq: seq, RequestID: requestID, Time: t, Problem: fmt.Sprintf(format, args...)})
 	}
 	seg, err := openSegment(ref)
 	if err != nil {
@@ -182,7 +201,7 @@ func checkSegment(ctx context.Context, writer string, ref segmentRef, logged map
 	var recs []audit.Record
 	m := &seg.meta
 	if m.Writer != ref.writer || m.FirstSeq != ref.first || m.LastSeq != ref.last {
-		brk(ref.first, "", "segment %s holds records %d..%d of writer %s by its metadata: it was renamed or replaced",
+		brk(audit.BreakReordered, ref.first, "", time.Unix(0, m.MinTime).UTC(), "segment %s holds records %d..%d of writer %s by its metadata: it was renamed or replaced",
 			ref.path, m.FirstSeq, m.LastSeq, m.Writer)
 	}
 	c := chainer{prev: m.PrevHash}
@@ -205,22 +224,26 @@ func checkSegment(ctx context.Context, writer string, ref segmentRef, logged map
 			if err == nil {
 				for i := range recs {
 					rec := &recs[i]
-					res.records++
+					if opts.Since.IsZero() || !rec.Time.Before(opts.Since) {
+						if opts.Until.IsZero() || rec.Time.Before(opts.Until) {
+							res.records++
+						}
+					}
 					switch {
 					case rec.Writer != writer:
-						brk(rec.Seq, rec.RequestID, "a record of writer %s is stored in segment %s of writer %s", rec.Writer, ref.path, writer)
+						brk(audit.BreakInserted, rec.Seq, rec.RequestID, rec.Time, "a record of writer %s is stored in segment %s of writer %s", rec.Writer, ref.path, writer)
 						valid = false
 						continue
 					case rec.Seq > next:
-						brk(rec.Seq, rec.RequestID, "records %d..%d were deleted from segment %s", next, rec.Seq-1, ref.path)
+						brk(audit.BreakDeleted, rec.Seq, rec.RequestID, rec.Time, "records %d..%d were deleted from segment %s", next, rec.Seq-1, ref.path)
 						valid = false
 					case rec.Seq < next:
-						brk(rec.Seq, rec.RequestID, "out of order: stored after record %d in segment %s", next-1, ref.path)
+						brk(audit.BreakReordered, rec.Seq, rec.RequestID, rec.Time, "out of order: stored after record %d in segment %s", next-1, ref.path)
 						valid = false
 					}
 					if h, ok := m.mark(rec.Seq); ok {
 						if valid && c.prev != h && !blockEdited {
-							brk(rec.Seq, rec.RequestID, "the records before record %d in segment %s do not give the chain hash kept there: records, and their CRCs, were altered", rec.Seq, ref.path)
+							brk(audit.BreakEdited, rec.Seq, rec.RequestID, rec.Time, "the records before record %d in segment %s do not give the chain hash kept there: records, and their CRCs, were altered", rec.Seq, ref.path)
 						}
 						c.prev, valid, blockEdited = h, true, false
 					}
@@ -233,14 +256,14 @@ func checkSegment(ctx context.Context, writer string, ref segmentRef, logged map
 					crc, buf = recordCRC(rec, buf)
 					edited := crc != dec.crcs[i]
 					if edited {
-						brk(rec.Seq, rec.RequestID, "edited: its content does not match its hash")
+						brk(audit.BreakEdited, rec.Seq, rec.RequestID, rec.Time, "edited: its content does not match its hash")
 						blockEdited = true
 					}
 					if valid {
 						c.next(rec)
 						if h, ok := logged[rec.Seq]; ok {
 							if h != rec.Hash && !edited {
-								brk(rec.Seq, rec.RequestID, "edited: its content does not match the write-ahead log's copy (its CRC was recomputed too)")
+								brk(audit.BreakEdited, rec.Seq, rec.RequestID, rec.Time, "edited: its content does not match the write-ahead log's copy (its CRC was recomputed too)")
 								blockEdited = true
 							}
 							c.prev = h // the true hash, whatever the segment holds
@@ -259,13 +282,13 @@ func checkSegment(ctx context.Context, writer string, ref segmentRef, logged map
 	}()
 	seg.close()
 	if err != nil {
-		brk(next, "", "segment %s cannot be read after record %d: %v", ref.path, next-1, err)
+		brk(audit.BreakUnreadable, next, "", time.Time{}, "segment %s cannot be read after record %d: %v", ref.path, next-1, err)
 		valid = false
 	}
 	if next <= m.LastSeq && err == nil {
-		brk(next, "", "records %d..%d were deleted from segment %s", next, m.LastSeq, ref.path)
+		brk(audit.BreakDeleted, next, "", time.Unix(0, m.MaxTime).UTC(), "records %d..%d were deleted from segment %s", next, m.LastSeq, ref.path)
 	} else if valid && c.prev != m.LastHash && !blockEdited {
-		brk(m.LastSeq, "", "the records of segment %s do not give the hash it ends with: records, and their CRCs, were altered, or its metadata was", ref.path)
+		brk(audit.BreakEdited, m.LastSeq, "", time.Unix(0, m.MaxTime).UTC(), "the records of segment %s do not give the hash it ends with: records, and their CRCs, were altered, or its metadata was", ref.path)
 	}
 	return res
 }

@@ -67,7 +67,7 @@ func verify(t *testing.T, dir string) *audit.Verification {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := st.VerifyChains(context.Background())
+	v, err := st.VerifyChains(context.Background(), audit.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

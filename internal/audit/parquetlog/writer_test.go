@@ -33,7 +33,7 @@ func verifyDir(t *testing.T, dir string) *audit.Verification {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := audit.Verify(context.Background(), st)
+	v, err := audit.Verify(context.Background(), st, audit.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

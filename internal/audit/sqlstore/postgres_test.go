@@ -98,14 +98,14 @@ func TestPostgresRetentionDropsOldPartitionsAndChainsStillVerify(t *testing.T) {
 			t.Fatalf("record from %s survived retention", r.Time)
 		}
 	}
-	v, err := audit.Verify(context.Background(), pg2)
+	v, err := audit.Verify(context.Background(), pg2, audit.VerifyOptions{})
 	if err != nil || !v.OK() || v.Records != len(left) || v.Records == 0 {
 		t.Fatalf("after retention the remaining chain must verify from its checkpoint: %+v %v", v, err)
 	}
 	// Deleting the first record after the checkpoint is still caught.
 	f := &fixture{kind: "postgres", dsn: dsn}
 	tamper(t, f, fmt.Sprintf("DELETE FROM decisions WHERE seq = %d", left[len(left)-1].Seq))
-	if v, _ := audit.Verify(context.Background(), pg2); v.OK() {
+	if v, _ := audit.Verify(context.Background(), pg2, audit.VerifyOptions{}); v.OK() {
 		t.Fatal("deletion right after the retention checkpoint not detected")
 	}
 }
@@ -145,7 +145,7 @@ func TestPostgresTwoWritersInterleaveAndBothChainsVerify(t *testing.T) {
 	}
 	r, _ := OpenPostgres(context.Background(), dsn, PostgresOptions{})
 	defer r.Close()
-	v, err := audit.Verify(context.Background(), r)
+	v, err := audit.Verify(context.Background(), r, audit.VerifyOptions{})
 	if err != nil || !v.OK() || v.Records != 600 || len(v.Writers) != 2 {
 		t.Fatalf("%+v %v", v, err)
 	}
@@ -205,7 +205,7 @@ func TestPostgresOutage(t *testing.T) {
 	if count != n || distinct != n {
 		t.Fatalf("%d rows, %d distinct, want %d exactly once", count, distinct, n)
 	}
-	if v, err := audit.Verify(context.Background(), r); err != nil || !v.OK() {
+	if v, err := audit.Verify(context.Background(), r, audit.VerifyOptions{}); err != nil || !v.OK() {
 		t.Fatalf("%+v %v", v, err)
 	}
 }
@@ -418,7 +418,7 @@ func TestPostgresStoresPortsAboveInt32(t *testing.T) {
 	if fmt.Sprint(got) != fmt.Sprint(ports) {
 		t.Fatalf("ports stored as %v, want %v", got, ports)
 	}
-	if v, err := audit.Verify(context.Background(), s); err != nil || !v.OK() {
+	if v, err := audit.Verify(context.Background(), s, audit.VerifyOptions{}); err != nil || !v.OK() {
 		t.Fatalf("%+v %v", v, err)
 	}
 }
@@ -519,7 +519,7 @@ func TestPostgresRetentionAtMidnightVerifies(t *testing.T) {
 			if tt.sql != nil {
 				tamper(t, &fixture{kind: "postgres", dsn: dsn}, tt.sql(t, pg)...)
 			}
-			v, err := audit.Verify(context.Background(), pg)
+			v, err := audit.Verify(context.Background(), pg, audit.VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -549,7 +549,7 @@ func TestPostgresCheckHeadsAfterRetentionDroppedAWholeChain(t *testing.T) {
 	if head != 4 {
 		t.Fatalf("writer stored up to %d, want 4", head)
 	}
-	v, err := audit.Verify(context.Background(), pg)
+	v, err := audit.Verify(context.Background(), pg, audit.VerifyOptions{})
 	if err != nil || !v.OK() || v.Records != 0 {
 		t.Fatalf("%+v %v", v, err)
 	}
@@ -599,7 +599,7 @@ func TestVerifyReportsAStoredTwiceSeq(t *testing.T) {
 	cols := "ts, " + strings.TrimSuffix(columns, ", hash")
 	tamper(t, f, fmt.Sprintf("INSERT INTO decisions (%s, hash) SELECT %s, '%s' FROM decisions WHERE seq = 3", cols,
 		strings.Replace(strings.Replace(cols, "ts_ns", fmt.Sprint(copy3.Time.UnixNano()), 1), "ts,", "ts + interval '1 second',", 1), copy3.Hash))
-	v, err := audit.Verify(context.Background(), s)
+	v, err := audit.Verify(context.Background(), s, audit.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

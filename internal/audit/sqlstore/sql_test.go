@@ -401,7 +401,7 @@ func testVerifyDetectsTampering(t *testing.T, kind string) {
 			}
 			f.drain(t)
 			tamper(t, f, tt.sql...)
-			v, err := audit.Verify(context.Background(), f.reader(t))
+			v, err := audit.Verify(context.Background(), f.reader(t), audit.VerifyOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -438,7 +438,7 @@ func TestVerifyDetectsForgedRecordSpliceWithValidHash(t *testing.T) {
 	forged.Decision = audit.Allow
 	forged.Hash = audit.ComputeHash(&forged)
 	tamper(t, f, fmt.Sprintf("UPDATE decisions SET decision = 'allow', hash = '%s' WHERE seq = 5", forged.Hash))
-	v, _ := audit.Verify(context.Background(), s)
+	v, _ := audit.Verify(context.Background(), s, audit.VerifyOptions{})
 	if v.OK() || v.Breaks[0].Seq != 6 || !strings.Contains(v.Breaks[0].Problem, "does not follow") {
 		t.Fatalf("forged record not detected where expected: %+v", v)
 	}
@@ -518,7 +518,79 @@ func TestSchemaOneUpgradesAndItsChainsVerify(t *testing.T) {
 			t.Errorf("record %d:%s", got[i].Seq, d)
 		}
 	}
-	if v, err := audit.Verify(ctx, st); err != nil || !v.OK() || v.Records != 5 {
+	if v, err := audit.Verify(ctx, st, audit.VerifyOptions{}); err != nil || !v.OK() || v.Records != 5 {
 		t.Fatalf("verify after the upgrade: %+v %v", v, err)
+	}
+}
+
+// TestVerifyNamesEveryBreak: three breaks in one chain (an edit, a
+// deletion, another edit) are three breaks, each with its kind, record,
+// request and time; a time range reports only the breaks in it.
+func TestVerifyNamesEveryBreak(t *testing.T) {
+	for _, kind := range storeKinds {
+		t.Run(kind, func(t *testing.T) {
+			f := newFixtureOn(t, kind, audit.Options{})
+			for i := 1; i <= 60; i++ {
+				record(t, f.w, sample(i))
+			}
+			f.drain(t)
+			tamper(t, f, "UPDATE decisions SET host = 'evil.example.com' WHERE seq = 14",
+				"DELETE FROM decisions WHERE seq = 20",
+				"UPDATE decisions SET decision = 'deny' WHERE seq = 50")
+			v, err := audit.Verify(context.Background(), f.reader(t), audit.VerifyOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := []struct {
+				kind string
+				seq  uint64
+			}{{audit.BreakEdited, 14}, {audit.BreakDeleted, 21}, {audit.BreakEdited, 50}}
+			if len(v.Breaks) != len(want) {
+				t.Fatalf("%d breaks, want %d: %+v", len(v.Breaks), len(want), v.Breaks)
+			}
+			for i, w := range want {
+				b := v.Breaks[i]
+				if b.Kind != w.kind || b.Seq != w.seq || b.RequestID != sample(int(w.seq)).RequestID || !b.Time.Equal(sample(int(w.seq)).Time) {
+					t.Errorf("break %d: %+v, want a %s break at record %d with its request and time", i, b, w.kind, w.seq)
+				}
+			}
+			// Records 1..30 hold the first two.
+			v, _ = audit.Verify(context.Background(), f.reader(t), audit.VerifyOptions{Until: sample(31).Time})
+			if len(v.Breaks) != 2 || v.Records != 29 {
+				t.Errorf("until record 31: %d records, breaks %+v; want 29 records and the first two breaks", v.Records, v.Breaks)
+			}
+		})
+	}
+}
+
+// TestVerifyChecksTheEndWithTheWriteAheadLog: the newest records of a
+// chain have no later record to vouch for them. Verify says so, and with
+// the writer's write-ahead log it finds them deleted.
+func TestVerifyChecksTheEndWithTheWriteAheadLog(t *testing.T) {
+	f := newFixtureOn(t, "sqlite", audit.Options{})
+	for i := 1; i <= 10; i++ {
+		record(t, f.w, sample(i))
+	}
+	f.drain(t)
+	tamper(t, f, "DELETE FROM decisions WHERE seq >= 9")
+	v, _ := audit.Verify(context.Background(), f.reader(t), audit.VerifyOptions{})
+	if !v.OK() || len(v.Unchecked) != 1 || !strings.Contains(v.Unchecked[0], "end of writer") {
+		t.Fatalf("without the log: %+v; want OK, saying the end is unchecked", v)
+	}
+	v, _ = audit.Verify(context.Background(), f.reader(t), audit.VerifyOptions{Logs: []string{filepath.Join(f.dir, "wal")}})
+	if v.OK() || v.Breaks[0].Kind != audit.BreakUnstored || v.Breaks[0].Seq != 9 || !strings.Contains(v.Breaks[0].Problem, "records 9..10") || len(v.Unchecked) != 0 {
+		t.Fatalf("with the log: %+v; want records 9..10 named, and nothing unchecked", v)
+	}
+	// An edit of a record whose hash was recomputed too: only the log's
+	// copy shows it.
+	recs := map[uint64]audit.Record{}
+	_ = f.reader(t).Chains(context.Background(), func(r *audit.Record) error { recs[r.Seq] = *r; return nil })
+	forged := recs[8]
+	forged.Host = "evil.example.com"
+	forged.Hash = audit.ComputeHash(&forged)
+	tamper(t, f, fmt.Sprintf("UPDATE decisions SET host = 'evil.example.com', hash = '%s' WHERE seq = 8", forged.Hash))
+	v, _ = audit.Verify(context.Background(), f.reader(t), audit.VerifyOptions{Logs: []string{filepath.Join(f.dir, "wal")}})
+	if len(v.Breaks) != 2 || v.Breaks[0].Seq != 8 || v.Breaks[0].Kind != audit.BreakEdited {
+		t.Fatalf("a record forged with its hash, at the end: %+v; want record 8 named", v.Breaks)
 	}
 }
