@@ -1,6 +1,7 @@
 package parquetlog
 
 import (
+	"context"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -16,12 +17,12 @@ import (
 func TestDecoderReadsWhatTheRowReaderReads(t *testing.T) {
 	dir := t.TempDir()
 	writeAll(t, dir, Options{MaxRecords: 100000}, chain("w1", 0, "", 70000, t0, 13*time.Millisecond, rand.New(rand.NewPCG(7, 8))))
-	refs, err := listSegments(dir)
+	refs, err := listSegments(context.Background(), Dir(dir))
 	if err != nil || len(refs) == 0 {
 		t.Fatal(refs, err)
 	}
 	for _, ref := range refs {
-		seg, err := openSegment(ref)
+		seg, err := openSegment(context.Background(), Dir(dir), ref)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -49,11 +50,11 @@ func TestDecoderReadsWhatTheRowReaderReads(t *testing.T) {
 			}
 			for i := range want {
 				if !reflect.DeepEqual(got[i], want[i]) {
-					t.Fatalf("%s row %d:\n got %+v\nwant %+v", ref.path, i, got[i], want[i])
+					t.Fatalf("%s row %d:\n got %+v\nwant %+v", ref.name, i, got[i], want[i])
 				}
 			}
 			if !reflect.DeepEqual(dec.crcs, crcs) {
-				t.Fatalf("%s: the CRCs differ", ref.path)
+				t.Fatalf("%s: the CRCs differ", ref.name)
 			}
 		}
 		seg.close()

@@ -5,9 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -15,53 +14,48 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
-// segmentRef is a closed segment found in a directory listing, known by
-// its name alone.
+// segmentRef is a closed segment found in a listing, known by its name
+// alone.
 type segmentRef struct {
-	path   string
-	day    time.Time
-	writer string
-	first  uint64
-	last   uint64
+	name    string // in its Storage
+	cluster string // "" when the layout has no cluster level
+	day     time.Time
+	writer  string
+	first   uint64
+	last    uint64
 }
 
-// listSegments lists the closed segments under dir, by writer and first
+// listSegments lists the closed segments of st, by writer and first
 // sequence number.
-func listSegments(dir string) ([]segmentRef, error) {
-	refs, _, err := listFiles(dir)
+func listSegments(ctx context.Context, st Storage, prefixes ...string) ([]segmentRef, error) {
+	refs, _, err := listFiles(ctx, st, prefixes...)
 	return refs, err
 }
 
-// listFiles lists the closed segments under dir, by writer and first
-// sequence number, and the files in its day directories that are not
-// segments (nor a segment being written).
-func listFiles(dir string) (refs []segmentRef, strays []string, err error) {
-	days, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, nil, fmt.Errorf("parquet decision log %s: %w", dir, err)
+// listFiles lists the closed segments of st under the given prefixes (all
+// of it when there are none), by writer and first sequence number, and
+// the files in its day directories that are not segments (nor a segment
+// being written).
+func listFiles(ctx context.Context, st Storage, prefixes ...string) (refs []segmentRef, strays []string, err error) {
+	if len(prefixes) == 0 {
+		prefixes = []string{""}
 	}
-	var out []segmentRef
-	for _, d := range days {
-		day, ok := parseDayDir(d.Name())
-		if !ok || !d.IsDir() {
-			continue
-		}
-		files, err := os.ReadDir(filepath.Join(dir, d.Name()))
+	for _, prefix := range prefixes {
+		objs, err := st.List(ctx, prefix)
 		if err != nil {
-			return nil, nil, fmt.Errorf("parquet decision log: %w", err)
+			return nil, nil, err
 		}
-		for _, f := range files {
-			writer, first, last, ok := parseSegmentName(f.Name())
-			if !ok || f.IsDir() {
-				if _, tmp := parseTmpName(f.Name()); !tmp {
-					strays = append(strays, filepath.Join(dir, d.Name(), f.Name()))
-				}
-				continue
+		for _, o := range objs {
+			ref, ok, stray := parseObjectName(o.Name)
+			switch {
+			case ok:
+				refs = append(refs, ref)
+			case stray:
+				strays = append(strays, o.Name)
 			}
-			out = append(out, segmentRef{path: filepath.Join(dir, d.Name(), f.Name()), day: day, writer: writer, first: first, last: last})
 		}
 	}
-	slices.SortFunc(out, func(a, b segmentRef) int {
+	slices.SortFunc(refs, func(a, b segmentRef) int {
 		if a.writer != b.writer {
 			if a.writer < b.writer {
 				return -1
@@ -70,7 +64,39 @@ func listFiles(dir string) (refs []segmentRef, strays []string, err error) {
 		}
 		return cmpUint(a.first, b.first)
 	})
-	return out, strays, nil
+	refs = slices.CompactFunc(refs, func(a, b segmentRef) bool { return a.name == b.name })
+	return refs, strays, nil
+}
+
+// parseObjectName reads a name of the layout: a segment (ok), or a file
+// in a day directory that is no segment (stray); anything else (the
+// checkpoints, the tails, a segment being written) is neither.
+func parseObjectName(name string) (ref segmentRef, ok, stray bool) {
+	parts := strings.Split(name, "/")
+	if len(parts) == 3 {
+		c, isCluster := strings.CutPrefix(parts[0], clusterPrefix)
+		if !isCluster {
+			return ref, false, false
+		}
+		ref.cluster, parts = c, parts[1:]
+	}
+	if len(parts) != 2 {
+		return ref, false, false
+	}
+	day, isDay := parseDayDir(parts[0])
+	if !isDay {
+		return ref, false, false
+	}
+	file := parts[1]
+	if strings.HasPrefix(file, ".") {
+		return ref, false, false // a segment being written
+	}
+	writer, first, last, isSeg := parseSegmentName(file)
+	if !isSeg {
+		return ref, false, true
+	}
+	ref.name, ref.day, ref.writer, ref.first, ref.last = name, day, writer, first, last
+	return ref, true, false
 }
 
 func cmpUint(a, b uint64) int {
@@ -86,36 +112,32 @@ func cmpUint(a, b uint64) int {
 // segment is an open segment file.
 type segment struct {
 	ref  segmentRef
-	f    *os.File
+	f    ObjectReader
 	pf   *parquet.File
 	meta chainMeta
 }
 
-// openSegment opens a segment and reads its footer and chain metadata.
-func openSegment(ref segmentRef) (*segment, error) {
-	f, err := os.Open(ref.path)
+// openSegment opens a segment of st and reads its footer and chain
+// metadata.
+func openSegment(ctx context.Context, st Storage, ref segmentRef) (*segment, error) {
+	f, err := st.Open(ctx, ref.name)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
+	pf, err := parquet.OpenFile(f, f.Size(), parquet.SkipBloomFilters(true))
 	if err != nil {
 		f.Close()
-		return nil, err
-	}
-	pf, err := parquet.OpenFile(f, st.Size(), parquet.SkipBloomFilters(true))
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("segment %s: %w", ref.path, err)
+		return nil, fmt.Errorf("segment %s: %w", ref.name, err)
 	}
 	s := &segment{ref: ref, f: f, pf: pf}
 	v, ok := pf.Lookup(metaKey)
 	if !ok {
 		f.Close()
-		return nil, fmt.Errorf("segment %s: %w", ref.path, errNoMeta)
+		return nil, fmt.Errorf("segment %s: %w", ref.name, errNoMeta)
 	}
 	if s.meta, err = readMeta(v); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("segment %s: %w", ref.path, err)
+		return nil, fmt.Errorf("segment %s: %w", ref.name, err)
 	}
 	return s, nil
 }
@@ -203,12 +225,12 @@ func (c *chainer) next(r *audit.Record) {
 // with themselves); VerifyChains checks the records against the hashes
 // the segments keep, and audit.Verify calls it.
 func (s *Log) Chains(ctx context.Context, fn func(*audit.Record) error) error {
-	refs, err := listSegments(s.dir)
+	refs, err := listSegments(ctx, s.st)
 	if err != nil {
 		return err
 	}
 	for _, ref := range refs {
-		seg, err := openSegment(ref)
+		seg, err := openSegment(ctx, s.st, ref)
 		if err != nil {
 			return err
 		}

@@ -1,12 +1,11 @@
 package parquetlog
 
 import (
+	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/url"
-	"os"
-	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,134 +26,120 @@ type checkpointFile struct {
 	Hash string `json:"hash"`
 }
 
-func checkpointPath(dir, writer string) string {
-	return filepath.Join(dir, checkpointDir, writerFile(writer)+".json")
-}
+func checkpointName(writer string) string { return checkpointDir + "/" + writerFile(writer) + ".json" }
 
 // readCheckpoints returns every writer's retention checkpoint.
-func readCheckpoints(dir string) (map[string]audit.Checkpoint, error) {
+func readCheckpoints(ctx context.Context, st Storage) (map[string]audit.Checkpoint, error) {
 	out := map[string]audit.Checkpoint{}
-	entries, err := os.ReadDir(filepath.Join(dir, checkpointDir))
-	if errors.Is(err, os.ErrNotExist) {
-		return out, nil
-	}
+	objs, err := st.List(ctx, checkpointDir+"/")
 	if err != nil {
-		return nil, fmt.Errorf("parquet decision log: %w", err)
+		return nil, err
 	}
-	for _, e := range entries {
-		name, ok := strings.CutSuffix(e.Name(), ".json")
-		if !ok {
+	for _, o := range objs {
+		name, ok := strings.CutSuffix(strings.TrimPrefix(o.Name, checkpointDir+"/"), ".json")
+		if !ok || strings.Contains(name, "/") {
 			continue
 		}
 		writer, err := url.PathUnescape(name)
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(dir, checkpointDir, e.Name()))
+		b, err := readObject(ctx, st, o.Name)
 		if err != nil {
-			return nil, fmt.Errorf("parquet decision log: %w", err)
+			return nil, fmt.Errorf("parquet decision log: checkpoint %s: %w", o.Name, err)
 		}
 		var cp checkpointFile
 		if err := json.Unmarshal(b, &cp); err != nil {
-			return nil, fmt.Errorf("parquet decision log: checkpoint %s: %w", e.Name(), err)
+			return nil, fmt.Errorf("parquet decision log: checkpoint %s: %w", o.Name, err)
 		}
 		out[writer] = audit.Checkpoint{Seq: cp.Seq, Hash: cp.Hash}
 	}
 	return out, nil
 }
 
-// writeCheckpoint durably records that writer's chain continues after cp.
-func writeCheckpoint(dir, writer string, cp audit.Checkpoint) error {
-	path := checkpointPath(dir, writer)
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
-		return err
-	}
-	b, _ := json.Marshal(checkpointFile{Seq: cp.Seq, Hash: cp.Hash})
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o640)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-// Prune removes the day directories wholly older than retention at now,
-// checkpointing each writer's chain first. It returns the days removed.
-func Prune(dir string, retention time.Duration, now time.Time) ([]string, error) {
+// Prune removes, from st, the days wholly older than retention at now,
+// checkpointing each writer's chain first: every writer's segments, or
+// only writer's when it is not "" (a replica prunes its own chain in a
+// fleet's bucket). It returns the days removed (as their directories:
+// "day=2026-11-01", or "cluster=NAME/day=...").
+func Prune(ctx context.Context, st Storage, retention time.Duration, now time.Time, writer string) ([]string, error) {
 	if retention <= 0 {
 		return nil, nil
 	}
 	cutoff := now.Add(-retention)
-	refs, err := listSegments(dir)
+	objs, err := st.List(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	cps, err := readCheckpoints(dir)
+	cps, err := readCheckpoints(ctx, st)
 	if err != nil {
 		return nil, err
 	}
-	// The newest record of each writer in the days that go.
+	// The newest record of each writer in the days that go, and every
+	// object in them.
 	last := map[string]segmentRef{}
-	days := map[string]bool{}
-	for _, ref := range refs {
-		if ref.day.Add(24 * time.Hour).After(cutoff) {
+	days := map[string][]string{}
+	for _, o := range objs {
+		dir, ok := dayOf(o.Name)
+		if !ok {
 			continue
 		}
-		days[dayDir(ref.day)] = true
-		if l, ok := last[ref.writer]; !ok || ref.last > l.last {
-			last[ref.writer] = ref
+		day, _ := parseDayDir(dir[strings.LastIndexByte("/"+dir, '/'):])
+		if day.Add(24 * time.Hour).After(cutoff) {
+			continue
+		}
+		ref, isSeg, _ := parseObjectName(o.Name)
+		if writer != "" && (!isSeg || ref.writer != writer) {
+			continue
+		}
+		days[dir] = append(days[dir], o.Name)
+		if isSeg {
+			if l, seen := last[ref.writer]; !seen || ref.last > l.last {
+				last[ref.writer] = ref
+			}
 		}
 	}
-	for writer, ref := range last {
-		if ref.last <= cps[writer].Seq {
+	for w, ref := range last {
+		if ref.last <= cps[w].Seq {
 			continue
 		}
-		seg, err := openSegment(ref)
+		seg, err := openSegment(ctx, st, ref)
 		if err != nil {
 			return nil, fmt.Errorf("retention: %w", err)
 		}
-		cp := audit.Checkpoint{Seq: seg.meta.LastSeq, Hash: seg.meta.LastHash}
+		b, _ := json.Marshal(checkpointFile{Seq: seg.meta.LastSeq, Hash: seg.meta.LastHash})
 		seg.close()
-		if err := writeCheckpoint(dir, writer, cp); err != nil {
-			return nil, fmt.Errorf("retention: checkpoint of writer %s: %w", writer, err)
-		}
-	}
-	// Empty day directories (from a crash before the first segment
-	// closed) older than the cutoff go too.
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, e := range entries {
-		if day, ok := parseDayDir(e.Name()); ok && !day.Add(24*time.Hour).After(cutoff) {
-			days[e.Name()] = true
+		if err := st.Put(ctx, checkpointName(w), b); err != nil {
+			return nil, fmt.Errorf("retention: checkpoint of writer %s: %w", w, err)
 		}
 	}
 	var removed []string
-	for day := range days {
-		if err := os.RemoveAll(filepath.Join(dir, day)); err != nil {
+	for dir, names := range days {
+		if err := st.Remove(ctx, names...); err != nil {
 			return removed, fmt.Errorf("retention: %w", err)
 		}
-		removed = append(removed, day)
+		removed = append(removed, dir)
 	}
-	if len(removed) > 0 {
-		if err := syncDir(dir); err != nil {
-			return removed, err
-		}
-	}
+	slices.Sort(removed)
 	return removed, nil
+}
+
+// dayOf returns the day directory an object is in.
+func dayOf(name string) (string, bool) {
+	i := strings.LastIndexByte(name, '/')
+	if i < 0 {
+		return "", false
+	}
+	dir := name[:i]
+	parts := strings.Split(dir, "/")
+	switch {
+	case len(parts) == 1:
+	case len(parts) == 2 && strings.HasPrefix(parts[0], clusterPrefix):
+	default:
+		return "", false
+	}
+	if _, ok := parseDayDir(parts[len(parts)-1]); !ok {
+		return "", false
+	}
+	return dir, true
 }

@@ -38,7 +38,7 @@ func TestRetentionRemovesWholeDaysAndVerifyTellsItFromDeletion(t *testing.T) {
 	}
 
 	now := start.Add(4 * 24 * time.Hour)
-	removed, err := Prune(dir, 48*time.Hour, now) // keep the 3rd (from 12:00), 4th and 5th
+	removed, err := Prune(context.Background(), Dir(dir), 48*time.Hour, now, "") // keep the 3rd (from 12:00), 4th and 5th
 	if err != nil {
 		t.Fatal(err)
 	}

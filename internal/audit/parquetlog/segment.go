@@ -243,7 +243,10 @@ func parseSegmentName(name string) (writer string, first, last uint64, ok bool) 
 	return writer, first, last, true
 }
 
-const dayPrefix = "day="
+const (
+	dayPrefix     = "day="
+	clusterPrefix = "cluster="
+)
 
 // dayDir is the partition directory of a UTC day.
 func dayDir(t time.Time) string { return dayPrefix + t.UTC().Format(time.DateOnly) }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -34,6 +35,10 @@ type Options struct {
 	// another process can add the records not yet in a segment (the tail)
 	// to its answers. Only a sink sets it.
 	WAL string
+	// Cluster, when set, puts the segments under a cluster=NAME directory
+	// above the days: the layout of a fleet's bucket (internal/audit/s3log
+	// stages its segments so).
+	Cluster string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Logger for retention; nil means slog.Default().
@@ -51,7 +56,8 @@ type Options struct {
 // Durable reports how far that is, and the writer releases its
 // write-ahead log only that far.
 type Log struct {
-	dir  string
+	dir  string  // the local directory segments are written to; "" for a log that is only read
+	st   Storage // where readers find the segments: the directory, or a bucket
 	opts Options
 
 	writer    string // set by Cursor: a sink serves one writer's chain
@@ -87,7 +93,28 @@ func Open(dir string, opts Options) (*Log, error) {
 			return nil, err
 		}
 	}
-	return &Log{dir: dir, opts: opts}, nil
+	l := &Log{dir: dir, st: Dir(dir), opts: opts}
+	if opts.Cluster != "" {
+		if err := os.MkdirAll(l.segmentRoot(), 0o750); err != nil {
+			return nil, fmt.Errorf("open parquet decision log: %w", err)
+		}
+		if err := syncDir(dir); err != nil {
+			return nil, fmt.Errorf("open parquet decision log: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// OpenStorage opens a log kept in st (a bucket) for reading only: Query,
+// Chains, VerifyChains.
+func OpenStorage(st Storage) *Log { return &Log{st: st} }
+
+// segmentRoot is the directory the day directories are in.
+func (s *Log) segmentRoot() string {
+	if s.opts.Cluster == "" {
+		return s.dir
+	}
+	return filepath.Join(s.dir, clusterPrefix+s.opts.Cluster)
 }
 
 // OpenExisting opens the segment directory dir for reading. It must
@@ -111,7 +138,7 @@ func (s *Log) Name() string { return "parquet:" + s.dir }
 // crash (their records are in the write-ahead log), and records where the
 // writer's log is, for readers of the tail.
 func (s *Log) Cursor(ctx context.Context, writer string) (uint64, error) {
-	segs, err := listSegments(s.dir)
+	segs, err := listSegments(ctx, Dir(s.dir))
 	if err != nil {
 		return 0, err
 	}
@@ -131,27 +158,20 @@ func (s *Log) Cursor(ctx context.Context, writer string) (uint64, error) {
 
 // removeUnfinished removes writer's temporary segment files.
 func (s *Log) removeUnfinished(writer string) error {
-	days, err := os.ReadDir(s.dir)
+	objs, err := Dir(s.dir).List(context.Background(), "")
 	if err != nil {
-		return fmt.Errorf("parquet decision log %s: %w", s.dir, err)
+		return err
 	}
-	for _, d := range days {
-		if _, ok := parseDayDir(d.Name()); !ok || !d.IsDir() {
+	var names []string
+	for _, o := range objs {
+		if _, ok := dayOf(o.Name); !ok {
 			continue
 		}
-		files, err := os.ReadDir(filepath.Join(s.dir, d.Name()))
-		if err != nil {
-			return fmt.Errorf("parquet decision log: %w", err)
-		}
-		for _, f := range files {
-			if w, ok := parseTmpName(f.Name()); ok && w == writer {
-				if err := os.Remove(filepath.Join(s.dir, d.Name(), f.Name())); err != nil {
-					return fmt.Errorf("parquet decision log: %w", err)
-				}
-			}
+		if w, ok := parseTmpName(path.Base(o.Name)); ok && w == writer {
+			names = append(names, o.Name)
 		}
 	}
-	return nil
+	return Dir(s.dir).Remove(context.Background(), names...)
 }
 
 // Write implements audit.Sink: it appends recs to the open segment,
@@ -174,7 +194,7 @@ func (s *Log) Write(ctx context.Context, recs []audit.Record) error {
 			}
 		}
 		if s.seg == nil {
-			seg, err := createSegment(s.dir, day, r.Writer, r.Seq, s.opts.Now())
+			seg, err := createSegment(s.segmentRoot(), day, r.Writer, r.Seq, s.opts.Now())
 			if err != nil {
 				return err
 			}
@@ -229,7 +249,7 @@ func (s *Log) maybePrune() {
 		return
 	}
 	s.nextPrune = now.Add(pruneEvery)
-	removed, err := Prune(s.dir, s.opts.Retention, now)
+	removed, err := Prune(context.Background(), s.st, s.opts.Retention, now, "")
 	if err != nil {
 		s.opts.Logger.Warn("decision-log retention failed; it runs again in an hour", "dir", s.dir, "error", err.Error())
 	}

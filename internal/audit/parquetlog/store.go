@@ -40,7 +40,7 @@ func (s *Log) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) 
 	// The tail first, then the segments again: a record that left the
 	// write-ahead log while the tail was read was in a closed segment
 	// first, which the second listing sees.
-	before, err := listSegments(s.dir)
+	before, err := listSegments(ctx, s.st)
 	if err != nil {
 		return "", err
 	}
@@ -48,7 +48,7 @@ func (s *Log) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) 
 	if err != nil {
 		return "", err
 	}
-	refs, err := listSegments(s.dir)
+	refs, err := listSegments(ctx, s.st)
 	if err != nil {
 		return "", err
 	}
@@ -65,7 +65,7 @@ func (s *Log) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) 
 		if err := ctx.Err(); err != nil {
 			return "", err
 		}
-		seg, err := openSegment(c.ref)
+		seg, err := openSegment(ctx, s.st, c.ref)
 		if err != nil {
 			return "", err
 		}
@@ -161,7 +161,7 @@ func newer(a, b *audit.Record) int {
 // matches reads the records of a segment that f selects (and that come
 // after the cursor), newest first, with their chain hashes.
 func (s *Log) matches(ctx context.Context, ref segmentRef, f audit.Filter, cur cursorPos, until time.Time) ([]audit.Record, error) {
-	seg, err := openSegment(ref)
+	seg, err := openSegment(ctx, s.st, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +182,7 @@ func (s *Log) matches(ctx context.Context, ref segmentRef, f audit.Filter, cur c
 			var err error
 			found[i], err = rowGroupMatches(gctx, seg, spans[i].rg, &f, cur, until)
 			if err != nil {
-				return fmt.Errorf("segment %s: %w", ref.path, err)
+				return fmt.Errorf("segment %s: %w", ref.name, err)
 			}
 			return nil
 		})
@@ -317,6 +317,9 @@ func lastSeqs(refs []segmentRef) map[string]uint64 {
 // names (see Options.WAL), the records after its last segment that f
 // selects, newest first.
 func (s *Log) tailMatches(ctx context.Context, f audit.Filter, cur cursorPos, until time.Time, last map[string]uint64) ([]audit.Record, error) {
+	if s.dir == "" {
+		return nil, nil // a bucket: its writers' logs are on their own machines
+	}
 	tails, err := readTails(s.dir)
 	if err != nil {
 		return nil, err

@@ -28,17 +28,19 @@ import (
 // it is reachable; see Verification.CheckHeads for a running writer's
 // head.
 func (s *Log) VerifyChains(ctx context.Context, opts audit.VerifyOptions) (*audit.Verification, error) {
-	refs, strays, err := listFiles(s.dir)
+	refs, strays, err := listFiles(ctx, s.st)
 	if err != nil {
 		return nil, err
 	}
-	cps, err := readCheckpoints(s.dir)
+	cps, err := readCheckpoints(ctx, s.st)
 	if err != nil {
 		return nil, err
 	}
-	tails, err := readTails(s.dir)
-	if err != nil {
-		return nil, err
+	tails := map[string]string{}
+	if s.dir != "" {
+		if tails, err = readTails(s.dir); err != nil {
+			return nil, err
+		}
 	}
 	v := &audit.Verification{Writers: map[string]uint64{}, Checkpoints: cps}
 	for _, path := range strays {
@@ -95,7 +97,7 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, opts *aud
 	g.SetLimit(runtime.GOMAXPROCS(0))
 	for i, ref := range refs {
 		g.Go(func() error {
-			results[i] = checkSegment(gctx, opts, writer, ref, logged)
+			results[i] = checkSegment(gctx, s.st, opts, writer, ref, logged)
 			return gctx.Err()
 		})
 	}
@@ -107,7 +109,7 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, opts *aud
 	for i, ref := range refs {
 		r := &results[i]
 		if r.meta == nil {
-			brk(audit.BreakUnreadable, ref.first, "", time.Time{}, "segment %s cannot be read: %v", ref.path, r.openErr)
+			brk(audit.BreakUnreadable, ref.first, "", time.Time{}, "segment %s cannot be read: %v", ref.name, r.openErr)
 			expect, prevHash = ref.last+1, ""
 			continue
 		}
@@ -119,9 +121,9 @@ func (s *Log) verifyWriter(ctx context.Context, v *audit.Verification, opts *aud
 		case m.FirstSeq > expect:
 			brk(audit.BreakDeleted, m.FirstSeq, "", at, "records %d..%d were deleted (no segment holds them)", expect, m.FirstSeq-1)
 		case m.FirstSeq < expect:
-			brk(audit.BreakInserted, m.FirstSeq, "", at, "records %d..%d are stored twice (segment %s overlaps the one before it)", m.FirstSeq, expect-1, ref.path)
+			brk(audit.BreakInserted, m.FirstSeq, "", at, "records %d..%d are stored twice (segment %s overlaps the one before it)", m.FirstSeq, expect-1, ref.name)
 		case m.PrevHash != prevHash && prevHash != "" || m.PrevHash != prevHash && expect == 1:
-			brk(audit.BreakReordered, m.FirstSeq, "", at, "segment %s does not follow record %d: a segment was inserted, replaced or reordered here", ref.path, expect-1)
+			brk(audit.BreakReordered, m.FirstSeq, "", at, "segment %s does not follow record %d: a segment was inserted, replaced or reordered here", ref.name, expect-1)
 		}
 		for _, b := range r.breaks {
 			v.Add(opts, b)
@@ -188,11 +190,11 @@ type segmentCheck struct {
 // chain hashes and, where it has one, the write-ahead log's copy (logged:
 // hashes by sequence number); the links to the segments around it are
 // the caller's.
-func checkSegment(ctx context.Context, opts *audit.VerifyOptions, writer string, ref segmentRef, logged map[uint64]string) (res segmentCheck) {
+func checkSegment(ctx context.Context, st Storage, opts *audit.VerifyOptions, writer string, ref segmentRef, logged map[uint64]string) (res segmentCheck) {
 	brk := func(kind string, seq uint64, requestID string, t time.Time, format string, args ...any) {
 		res.breaks = append(res.breaks, audit.Break{Kind: kind, Writer: writer, Seq: seq, RequestID: requestID, Time: t, Problem: fmt.Sprintf(format, args...)})
 	}
-	seg, err := openSegment(ref)
+	seg, err := openSegment(ctx, st, ref)
 	if err != nil {
 		res.openErr = err
 		return res
@@ -202,7 +204,7 @@ func checkSegment(ctx context.Context, opts *audit.VerifyOptions, writer string,
 	m := &seg.meta
 	if m.Writer != ref.writer || m.FirstSeq != ref.first || m.LastSeq != ref.last {
 		brk(audit.BreakReordered, ref.first, "", time.Unix(0, m.MinTime).UTC(), "segment %s holds records %d..%d of writer %s by its metadata: it was renamed or replaced",
-			ref.path, m.FirstSeq, m.LastSeq, m.Writer)
+			ref.name, m.FirstSeq, m.LastSeq, m.Writer)
 	}
 	c := chainer{prev: m.PrevHash}
 	valid := true        // c.prev is the true hash before the next record
@@ -231,19 +233,19 @@ func checkSegment(ctx context.Context, opts *audit.VerifyOptions, writer string,
 					}
 					switch {
 					case rec.Writer != writer:
-						brk(audit.BreakInserted, rec.Seq, rec.RequestID, rec.Time, "a record of writer %s is stored in segment %s of writer %s", rec.Writer, ref.path, writer)
+						brk(audit.BreakInserted, rec.Seq, rec.RequestID, rec.Time, "a record of writer %s is stored in segment %s of writer %s", rec.Writer, ref.name, writer)
 						valid = false
 						continue
 					case rec.Seq > next:
-						brk(audit.BreakDeleted, rec.Seq, rec.RequestID, rec.Time, "records %d..%d were deleted from segment %s", next, rec.Seq-1, ref.path)
+						brk(audit.BreakDeleted, rec.Seq, rec.RequestID, rec.Time, "records %d..%d were deleted from segment %s", next, rec.Seq-1, ref.name)
 						valid = false
 					case rec.Seq < next:
-						brk(audit.BreakReordered, rec.Seq, rec.RequestID, rec.Time, "out of order: stored after record %d in segment %s", next-1, ref.path)
+						brk(audit.BreakReordered, rec.Seq, rec.RequestID, rec.Time, "out of order: stored after record %d in segment %s", next-1, ref.name)
 						valid = false
 					}
 					if h, ok := m.mark(rec.Seq); ok {
 						if valid && c.prev != h && !blockEdited {
-							brk(audit.BreakEdited, rec.Seq, rec.RequestID, rec.Time, "the records before record %d in segment %s do not give the chain hash kept there: records, and their CRCs, were altered", rec.Seq, ref.path)
+							brk(audit.BreakEdited, rec.Seq, rec.RequestID, rec.Time, "the records before record %d in segment %s do not give the chain hash kept there: records, and their CRCs, were altered", rec.Seq, ref.name)
 						}
 						c.prev, valid, blockEdited = h, true, false
 					}
@@ -282,13 +284,13 @@ func checkSegment(ctx context.Context, opts *audit.VerifyOptions, writer string,
 	}()
 	seg.close()
 	if err != nil {
-		brk(audit.BreakUnreadable, next, "", time.Time{}, "segment %s cannot be read after record %d: %v", ref.path, next-1, err)
+		brk(audit.BreakUnreadable, next, "", time.Time{}, "segment %s cannot be read after record %d: %v", ref.name, next-1, err)
 		valid = false
 	}
 	if next <= m.LastSeq && err == nil {
-		brk(audit.BreakDeleted, next, "", time.Unix(0, m.MaxTime).UTC(), "records %d..%d were deleted from segment %s", next, m.LastSeq, ref.path)
+		brk(audit.BreakDeleted, next, "", time.Unix(0, m.MaxTime).UTC(), "records %d..%d were deleted from segment %s", next, m.LastSeq, ref.name)
 	} else if valid && c.prev != m.LastHash && !blockEdited {
-		brk(audit.BreakEdited, m.LastSeq, "", time.Unix(0, m.MaxTime).UTC(), "the records of segment %s do not give the hash it ends with: records, and their CRCs, were altered, or its metadata was", ref.path)
+		brk(audit.BreakEdited, m.LastSeq, "", time.Unix(0, m.MaxTime).UTC(), "the records of segment %s do not give the hash it ends with: records, and their CRCs, were altered, or its metadata was", ref.name)
 	}
 	return res
 }
