@@ -204,4 +204,3 @@ func (s *Server) WaitStopped(ctx context.Context) error {
 		}
 	}
 }
-
