@@ -138,6 +138,10 @@ Flags:
 	in := bundle.Input{Rules: srcs, Revision: *revision, Created: now, Expires: now.Add(life)}
 	passed := 0
 	if *casesPath != "" {
+		if st, err := os.Stat(*casesPath); err == nil && st.IsDir() {
+			fmt.Fprintf(stderr, "egress-authz rules bundle build: --cases %s: a directory; want the case file\n", *casesPath)
+			return exitUsage
+		}
 		csrcs, err := rules.Reader{}.ReadSources(ctx, *casesPath)
 		if err != nil {
 			fmt.Fprintln(stderr, "egress-authz rules bundle build: --cases:", err)

@@ -156,8 +156,20 @@ func (b *Bundle) Signatures() []Signature { return append([]Signature(nil), b.si
 // the size and count bounds, with a valid manifest.json and (if present)
 // signatures.json. It does not check signatures or hashes: Verify does.
 func Open(data []byte) (*Bundle, error) {
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("%w: %d bytes, more than the %d MiB a bundle may hold", ErrMalformed, len(data), MaxSize>>20)
+	return open(data, defaultLimits)
+}
+
+// limits are Open's bounds; tests make them small.
+type limits struct {
+	size, fileSize, totalSize int64
+	files                     int
+}
+
+var defaultLimits = limits{size: MaxSize, fileSize: MaxFileSize, totalSize: MaxTotalSize, files: MaxFiles}
+
+func open(data []byte, lim limits) (*Bundle, error) {
+	if int64(len(data)) > lim.size {
+		return nil, fmt.Errorf("%w: %d bytes, more than the %s a bundle may hold", ErrMalformed, len(data), mib(lim.size))
 	}
 	zr, err := gzip.NewReader(bytes.NewReader(data))
 	if err != nil {
@@ -183,18 +195,18 @@ func Open(data []byte) (*Bundle, error) {
 			return nil, fmt.Errorf("%w: %q appears twice", ErrMalformed, name)
 		}
 		seen[name] = true
-		if len(seen) > MaxFiles {
-			return nil, fmt.Errorf("%w: more than %d files", ErrMalformed, MaxFiles)
+		if len(seen) > lim.files {
+			return nil, fmt.Errorf("%w: more than %d files", ErrMalformed, lim.files)
 		}
-		limit := int64(MaxFileSize)
+		limit := lim.fileSize
 		if name == ManifestFile || name == SignaturesFile {
 			limit = maxMetaSize
 		}
 		if hdr.Size > limit {
 			return nil, fmt.Errorf("%w: %s: %d bytes, more than the %d a bundle file may hold", ErrMalformed, name, hdr.Size, limit)
 		}
-		if total += hdr.Size; total > MaxTotalSize {
-			return nil, fmt.Errorf("%w: its files hold more than %d MiB", ErrMalformed, MaxTotalSize>>20)
+		if total += hdr.Size; total > lim.totalSize {
+			return nil, fmt.Errorf("%w: its files hold more than %s", ErrMalformed, mib(lim.totalSize))
 		}
 		content := make([]byte, hdr.Size)
 		if _, err := io.ReadFull(tr, content); err != nil {
@@ -220,6 +232,14 @@ func Open(data []byte) (*Bundle, error) {
 		return nil, fmt.Errorf("%w: %s: %v", ErrMalformed, ManifestFile, err)
 	}
 	return b, nil
+}
+
+// mib writes n bytes as "64 MiB", or as bytes when it is not whole MiB.
+func mib(n int64) string {
+	if n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
 }
 
 // checkEntry refuses what a bundle never holds: anything but a regular

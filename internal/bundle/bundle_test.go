@@ -374,11 +374,12 @@ func TestOpenRefusesMalformedArchives(t *testing.T) {
 	good := build(t, input("1", t0))
 	es := entriesOf(t, good)
 	with := func(extra ...entry) []byte { return archive(t, append(append([]entry(nil), es...), extra...)) }
-	big := bytes.Repeat([]byte{'#'}, bundle.MaxFileSize+1)
 	var many []entry
-	for i := 0; i <= bundle.MaxFiles; i++ {
-		many = append(many, entry{name: "rules/f" + strings.Repeat("x", i%7) + string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + ".yaml"})
+	for i := 0; i <= 20; i++ {
+		many = append(many, entry{name: "rules/f" + string(rune('a'+i)) + ".yaml"})
 	}
+	// Small bounds (OpenWithLimits) stand for the real ones, tested below.
+	const fileSize, totalSize, files = 4 << 10, 16 << 10, 20
 	tests := []struct {
 		name string
 		data []byte
@@ -396,15 +397,20 @@ func TestOpenRefusesMalformedArchives(t *testing.T) {
 		{"directory", with(entry{name: "rules", typ: tar.TypeDir}), "not a regular file"},
 		{"fifo", with(entry{name: "rules/fifo.yaml", typ: tar.TypeFifo}), "not a regular file"},
 		{"duplicate", with(es[1]), "appears twice"},
-		{"file_too_large", with(entry{name: "rules/big.yaml", data: string(big)}), "more than"},
-		{"too_many_files", archive(t, many), "more than 1024 files"},
+		{"file_too_large", with(entry{name: "rules/big.yaml", data: strings.Repeat("#", fileSize+1)}), "more than the 4096"},
+		{"too_many_files", archive(t, many), "more than 20 files"},
+		// A gzip bomb: a small archive whose files inflate past the total
+		// bound is refused before it is all inflated.
+		{"gzip_bomb", archive(t, []entry{{name: "rules/a.yaml", data: strings.Repeat("a", fileSize)}, {name: "rules/b.yaml", data: strings.Repeat("a", fileSize)},
+			{name: "rules/c.yaml", data: strings.Repeat("a", fileSize)}, {name: "rules/d.yaml", data: strings.Repeat("a", fileSize)},
+			{name: "rules/e.yaml", data: "a"}}), "more than 16384 bytes"},
 		{"manifest_unknown_field", archive(t, append([]entry{{name: bundle.ManifestFile, data: strings.Replace(es[0].data, `"revision"`, `"trust": true, "revision"`, 1)}}, es[1:]...)), "unknown field"},
 		{"manifest_path_outside_layout", archive(t, append([]entry{{name: bundle.ManifestFile, data: strings.Replace(es[0].data, `"rules/a.yaml"`, `"etc/a.yaml"`, 1)}}, es[1:]...)), "rules/NAME.yaml"},
 		{"signatures_not_ed25519", with(entry{name: bundle.SignaturesFile, data: `{"signatures":[{"keyid":"0123456789abcdef","algorithm":"rsa","signature":"AA=="}]}`}), "ed25519"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := bundle.Open(tc.data)
+			_, err := bundle.OpenWithLimits(tc.data, fileSize, totalSize, files)
 			if !errors.Is(err, bundle.ErrMalformed) {
 				t.Fatalf("Open: %v, want ErrMalformed", err)
 			}
@@ -413,22 +419,17 @@ func TestOpenRefusesMalformedArchives(t *testing.T) {
 			}
 		})
 	}
+	if _, err := bundle.OpenWithLimits(good, fileSize, totalSize, files); err != nil {
+		t.Errorf("the good bundle within the small bounds: %v", err)
+	}
 }
 
-// A gzip bomb: a small archive whose files inflate past MaxTotalSize is
-// refused before it is all inflated.
-func TestOpenRefusesAGzipBomb(t *testing.T) {
-	var es []entry
-	chunk := strings.Repeat("a", 60<<20)
-	for i := 0; i < 5; i++ {
-		es = append(es, entry{name: "rules/" + string(rune('a'+i)) + ".yaml", data: chunk})
-	}
-	data := archive(t, es)
-	if len(data) > 2<<20 {
-		t.Fatalf("the bomb is %d bytes compressed; want it small", len(data))
-	}
-	if _, err := bundle.Open(data); !errors.Is(err, bundle.ErrMalformed) || !strings.Contains(err.Error(), "256 MiB") {
-		t.Errorf("Open: %v, want ErrMalformed naming the 256 MiB bound", err)
+// The real bounds are the documented ones, and the per-file bound is the
+// one rule files have.
+func TestBoundsAreTheDocumentedOnes(t *testing.T) {
+	if bundle.MaxSize != 64<<20 || bundle.MaxFileSize != rules.DefaultMaxFileSize || bundle.MaxTotalSize != 256<<20 || bundle.MaxFiles != 1024 {
+		t.Errorf("bounds %d, %d, %d, %d; the README says 64 MiB, 64 MiB, 256 MiB, 1024 files",
+			bundle.MaxSize, bundle.MaxFileSize, bundle.MaxTotalSize, bundle.MaxFiles)
 	}
 }
 

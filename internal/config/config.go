@@ -18,7 +18,6 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/egress-authz/egress-authz/internal/pull"
 	"github.com/egress-authz/egress-authz/internal/when"
 )
 
@@ -244,8 +243,16 @@ func (c *Config) Validate() error {
 const MinRulesPoll = 100 * time.Millisecond
 
 // RulesFromBundle reports whether --rules names a bundle source (https://
-// or oci://) rather than rule files.
-func (c *Config) RulesFromBundle() bool { return pull.IsRemote(c.Rules) }
+// or oci://; http:// is one too, refused by Validate) rather than rule
+// files.
+func (c *Config) RulesFromBundle() bool {
+	for _, p := range []string{"https://", "http://", "oci://"} {
+		if strings.HasPrefix(c.Rules, p) {
+			return true
+		}
+	}
+	return false
+}
 
 func (c *Config) validateRules() error {
 	if !c.RulesFromBundle() {

@@ -52,18 +52,6 @@ type Options struct {
 	UserAgent string
 }
 
-// IsRemote reports whether a --rules value names a bundle source rather
-// than rule files: it starts with https://, http:// (refused by New, with
-// a reason) or oci://.
-func IsRemote(ref string) bool {
-	for _, p := range []string{"https://", "http://", "oci://"} {
-		if strings.HasPrefix(ref, p) {
-			return true
-		}
-	}
-	return false
-}
-
 // source is where a Remote downloads from.
 type source interface {
 	// get downloads the bundle unless token names what the source offers
