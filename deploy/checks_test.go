@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -35,6 +36,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/egress-authz/egress-authz/internal/admin"
+	"github.com/egress-authz/egress-authz/internal/bundle"
 	"github.com/egress-authz/egress-authz/internal/config"
 	"github.com/egress-authz/egress-authz/rules"
 )
@@ -117,7 +119,7 @@ var checks = []check{
 }
 
 func TestCrossReferences(t *testing.T) {
-	for _, dir := range []string{overlayA, overlayB} {
+	for _, dir := range []string{overlayA, overlayB, overlayFleet} {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			s := newStack(t, dir)
 			for _, c := range checks {
@@ -648,6 +650,10 @@ func checkCallers(s *stack, p *problems) {
 
 func checkRulesMount(s *stack, p *problems) {
 	path := s.flag(p, "rules")
+	if (&config.Config{Rules: path}).RulesFromBundle() {
+		checkBundleSource(s, p, path)
+		return
+	}
 	m, v := s.mount(p, "--rules", path, true)
 	if v.ConfigMap == nil {
 		p.fatalf("--rules %s: volume %s is not a ConfigMap", path, v.Name)
@@ -686,6 +692,67 @@ func checkRulesMount(s *stack, p *problems) {
 	}
 	if len(set.Files) == 0 {
 		p.errorf("--rules %s: ConfigMap %s holds no rule file", path, cm.Name)
+	}
+}
+
+// checkBundleSource checks a Deployment that pulls its rules from a
+// signed bundle: every --rules-public-key file is mounted, read-only, from
+// a ConfigMap or Secret that holds an Ed25519 public key there; and in the
+// mesh, a ServiceEntry visible in egress-authz's namespace lets the
+// sidecar reach the source on 443, with no route sending it through the
+// egress gateway (whose every request egress-authz decides).
+func checkBundleSource(s *stack, p *problems, ref string) {
+	keys := s.flags(p)["rules-public-key"]
+	if len(keys) == 0 {
+		p.errorf("--rules %s: no --rules-public-key", ref)
+	}
+	for _, key := range keys {
+		m, v := s.mount(p, "--rules-public-key", key, true)
+		if !m.ReadOnly {
+			p.errorf("--rules-public-key: mount %s is not readOnly", m.MountPath)
+		}
+		file := strings.TrimPrefix(strings.TrimPrefix(key, m.MountPath), "/")
+		var data string
+		switch {
+		case v.ConfigMap != nil:
+			o := s.find("ConfigMap", s.deployment(p).Namespace, v.ConfigMap.Name)
+			if o == nil {
+				p.fatalf("--rules-public-key: the volume names ConfigMap %s, which is not in the output", v.ConfigMap.Name)
+			}
+			data = o.Value.(*corev1.ConfigMap).Data[file]
+		case v.Secret != nil:
+			continue // created by hand; nothing to read here
+		default:
+			p.fatalf("--rules-public-key %s: volume %s is neither a ConfigMap nor a Secret", key, v.Name)
+		}
+		if _, err := bundle.ParsePublicKeys([]byte(data)); err != nil {
+			p.errorf("--rules-public-key %s: the ConfigMap %s has no public key at %s: %v", key, v.ConfigMap.Name, file, err)
+		}
+	}
+	if !s.inMesh(p) {
+		return
+	}
+	u, err := url.Parse(strings.Replace(ref, "oci://", "https://", 1))
+	if err != nil {
+		p.fatalf("--rules %s: %v", ref, err)
+	}
+	host, ns := u.Hostname(), s.deployment(p).Namespace
+	found := false
+	for _, o := range s.all("ServiceEntry") {
+		se := o.Spec.(*networking.ServiceEntry)
+		visible := slices.Contains(se.GetExportTo(), "*") || len(se.GetExportTo()) == 0 ||
+			slices.Contains(se.GetExportTo(), ns) || (o.Namespace == ns && slices.Contains(se.GetExportTo(), "."))
+		if visible && slices.Contains(se.GetHosts(), host) && s.serviceEntryPort(se, 443) != nil {
+			found = true
+		}
+	}
+	if !found {
+		p.errorf("--rules %s: no ServiceEntry visible in namespace %s names %s with port 443: the sidecar cannot reach the bundle source", ref, ns, host)
+	}
+	for _, o := range s.all("VirtualService") {
+		if slices.Contains(o.Spec.(*networking.VirtualService).GetHosts(), host) {
+			p.errorf("--rules %s: %s routes %s; egress-authz's own pull must not go through the egress gateway it decides for", ref, o, host)
+		}
 	}
 }
 

@@ -44,6 +44,7 @@ const (
 	baseDir      = "kubernetes/base"
 	overlayA     = "kubernetes/overlays/example"      // option A: in the mesh
 	overlayB     = "kubernetes/overlays/outside-mesh" // option B: SPIFFE mTLS
+	overlayFleet = "kubernetes/overlays/fleet"        // option A, rules from a signed bundle
 	istioDir     = "istio"
 	meshValues   = "istio/mesh/istiod-values.yaml"
 	meshOperator = "istio/mesh/istio-operator.yaml"
@@ -409,6 +410,7 @@ func TestKustomizationsRender(t *testing.T) {
 		{istioDir, []string{"AuthorizationPolicy", "Gateway", "VirtualService", "DestinationRule", "ServiceEntry"}},
 		{overlayA, []string{"Deployment", "Service", "ConfigMap", "PeerAuthentication", "AuthorizationPolicy", "Gateway", "VirtualService", "DestinationRule", "ServiceEntry"}},
 		{overlayB, []string{"Deployment", "Service", "ConfigMap", "AuthorizationPolicy", "Gateway", "VirtualService", "DestinationRule", "ServiceEntry"}},
+		{overlayFleet, []string{"Deployment", "Service", "ConfigMap", "PeerAuthentication", "AuthorizationPolicy", "Gateway", "VirtualService", "DestinationRule", "ServiceEntry"}},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			objs := render(t, tc.dir)
@@ -507,6 +509,7 @@ func TestREADMEMatchesManifests(t *testing.T) {
 	for _, s := range []string{
 		"kubectl apply -k deploy/kubernetes/overlays/example",
 		"deploy/kubernetes/overlays/outside-mesh",
+		"deploy/kubernetes/overlays/fleet",
 		meshValues, meshOperator,
 	} {
 		if !strings.Contains(readme, s) {

@@ -5,6 +5,7 @@ package deploy_test
 // expects at least one check to complain.
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -231,6 +232,27 @@ func TestChecksCatchOneSidedChanges(t *testing.T) {
 			mIstio[*networking.DestinationRule](s, "DestinationRule", "egress-authz", "egress-authz").TrafficPolicy.PortLevelSettings[0].Port.Number = 9190
 		}},
 		{"B: Service gRPC port", overlayB, func(s *stack) { mService(s).Spec.Ports[0].Port = 9190 }},
+
+		// The fleet: the bundle source and its key.
+		{"fleet: no public key", overlayFleet, func(s *stack) {
+			c := mContainer(s)
+			c.Args = slices.DeleteFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--rules-public-key=") })
+		}},
+		{"fleet: public key outside the mount", overlayFleet, func(s *stack) {
+			mSetArg(s, "rules-public-key", "/etc/egress-authz/rules-signing.pub")
+		}},
+		{"fleet: public key file name", overlayFleet, func(s *stack) {
+			mSetArg(s, "rules-public-key", "/etc/egress-authz/keys/signing.pub")
+		}},
+		{"fleet: registry host", overlayFleet, func(s *stack) {
+			mSetArg(s, "rules", "oci://registry.other.example/platform/egress-rules:prod")
+		}},
+		{"fleet: registry ServiceEntry hidden", overlayFleet, func(s *stack) {
+			mIstio[*networking.ServiceEntry](s, "ServiceEntry", "egress-authz", "rules-registry").ExportTo = []string{"istio-system"}
+		}},
+		{"fleet: plain http source", overlayFleet, func(s *stack) {
+			mSetArg(s, "rules", "http://registry.example.com/egress-rules/bundle.tar.gz")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStack(t, tc.dir)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,12 @@ import (
 
 // Status describes the rule set a Reloader serves, for /v1/rules and metrics.
 type Status struct {
-	Path        string    `json:"path"`
+	// Path is what the Reloader was told to serve: a rule path, or the
+	// address of a Fetcher's source.
+	Path string `json:"path"`
+	// Source is where the served set was read from: the rule path, or
+	// what its Fetcher said (Fetched.Source).
+	Source      string    `json:"source"`
 	Version     string    `json:"version"`
 	Generation  uint64    `json:"generation"`
 	LoadedAt    time.Time `json:"loaded_at"`
@@ -28,15 +34,66 @@ type Status struct {
 	LastErrorAt time.Time `json:"last_error_at,omitzero"`
 	Reloads     uint64    `json:"reloads"`
 	Failures    uint64    `json:"failures"`
+	// Bundle describes the signed bundle the served set came from; nil
+	// for rule files.
+	Bundle *BundleInfo `json:"bundle,omitempty"`
+	// LastCheck is when a Fetcher's source was last asked for a new set,
+	// whatever the answer; zero for rule files.
+	LastCheck time.Time `json:"last_check,omitzero"`
+}
+
+// BundleInfo describes a signed bundle (see internal/bundle) a set came
+// from.
+type BundleInfo struct {
+	Revision string    `json:"revision"`
+	Created  time.Time `json:"created"`
+	Expires  time.Time `json:"expires"`
+	// Digest identifies the bundle, the same on every cluster.
+	Digest string `json:"digest"`
+	// SignedBy are the ids of the keys whose signatures verified.
+	SignedBy []string `json:"signed_by"`
+	// AgeSeconds is how long ago the bundle was created, when Status was
+	// read.
+	AgeSeconds float64 `json:"age_seconds"`
+}
+
+// A Fetcher fetches the rule sets a Reloader serves from a source it polls
+// rather than watches: a signed bundle on an HTTPS server or in an OCI
+// registry (see NewFetchReloader). The Reloader calls it from one
+// goroutine at a time.
+type Fetcher interface {
+	// Fetch returns the set the source offers now, or nil and no error
+	// when the source offers what it offered at the last Fetch, whatever
+	// became of that. An error means the source offered nothing that may
+	// be served: it could not be reached, or what it offered was refused.
+	Fetch(ctx context.Context) (*Fetched, error)
+}
+
+// Fetched is a rule set a Fetcher fetched.
+type Fetched struct {
+	Sources []Source
+	// Source says where the set was read from, for Status.
+	Source string
+	// Bundle describes the bundle the set came from, for Status; nil if
+	// none.
+	Bundle *BundleInfo
+	// Accept, when set, is called once the set compiled and is about to
+	// be served, or was found to be the set served: the Fetcher may then
+	// take it as the active one (and keep a copy). Its error is logged;
+	// the set is served all the same.
+	Accept func() error
 }
 
 // ReloaderOptions configures a Reloader. The zero value means: debounce
-// 100 ms, poll every 10 s as a fallback to file events, slog.Default, and
-// the default bounds on reading the files.
+// 100 ms, poll every 10 s as a fallback to file events (a Fetcher every
+// 30 s), slog.Default, and the default bounds on reading the files.
 type ReloaderOptions struct {
 	Debounce time.Duration
-	Poll     time.Duration
-	Logger   *slog.Logger
+	// Poll is how often the rule files are read in case an event was
+	// missed; for a Fetcher, how often its source is asked, less a random
+	// part of up to a quarter, so that a fleet's replicas spread out.
+	Poll   time.Duration
+	Logger *slog.Logger
 	// Reader reads the rule files (its MaxFileSize bounds each). Its Warn
 	// is not called: the Reloader logs a warning for each directory entry
 	// it skips, when the entries skipped change.
@@ -56,6 +113,8 @@ type Reloader struct {
 	opts ReloaderOptions
 	// read reads the rule files: rd.ReadSources, or a test's stand-in.
 	read func(ctx context.Context, rd Reader, path string) ([]Source, error)
+	// fetcher, when set, replaces reading the files at path.
+	fetcher Fetcher
 
 	// mu serializes reloads and guards the fields below. Status does not
 	// take it: a reload of a large set holds it for a second or more, and
@@ -82,6 +141,19 @@ type history struct {
 	lastErrorAt time.Time
 	reloads     uint64
 	failures    uint64
+	lastCheck   time.Time
+	// served says where the served set and the one before it came from
+	// (Fetcher only): the table is swapped after publish, so for a moment
+	// Status may read the new history and the old table, and must still
+	// describe the table it read.
+	served [2]servedFrom
+}
+
+// servedFrom is where the set of a version came from.
+type servedFrom struct {
+	version string
+	source  string
+	bundle  *BundleInfo
 }
 
 // NewReloader returns a Reloader for live, which serves the set loaded from
@@ -102,6 +174,20 @@ func NewReloader(path string, live *Live, opts ReloaderOptions) *Reloader {
 	return r
 }
 
+// NewFetchReloader returns a Reloader for live, which serves first, the
+// set f fetched at start-up (whose Accept the caller has called): Run then
+// polls f for newer sets. name is what Status reports as the Path.
+func NewFetchReloader(name string, f Fetcher, first *Fetched, live *Live, opts ReloaderOptions) *Reloader {
+	if opts.Poll <= 0 {
+		opts.Poll = 30 * time.Second
+	}
+	r := NewReloader(name, live, opts)
+	r.fetcher = f
+	r.history.served[0] = servedFrom{version: live.Table().Version(), source: first.Source, bundle: first.Bundle}
+	r.publish()
+	return r
+}
+
 // publish makes the working history the one Status reports. r.mu must be
 // held (or r not yet shared).
 func (r *Reloader) publish() {
@@ -115,18 +201,34 @@ func (r *Reloader) publish() {
 func (r *Reloader) Status() Status {
 	h := r.pub.Load()
 	g := r.live.cur.Load()
+	now := r.live.now()
+	source, bundle := r.path, (*BundleInfo)(nil)
+	for _, s := range h.served {
+		if s.version == g.table.Version() && s.version != "" {
+			source = s.source
+			if s.bundle != nil {
+				b := *s.bundle
+				b.AgeSeconds = now.Sub(b.Created).Seconds()
+				bundle = &b
+			}
+			break
+		}
+	}
 	return Status{
 		Path:        r.path,
+		Source:      source,
 		Version:     g.table.Version(),
 		Generation:  g.n,
 		LoadedAt:    g.loaded,
 		Rules:       len(g.table.Set().Rules),
 		Files:       g.table.Set().Files,
-		NextExpiry:  g.table.NextExpiry(r.live.now()),
+		NextExpiry:  g.table.NextExpiry(now),
 		LastError:   h.lastError,
 		LastErrorAt: h.lastErrorAt,
 		Reloads:     h.reloads,
 		Failures:    h.failures,
+		Bundle:      bundle,
+		LastCheck:   h.lastCheck,
 	}
 }
 
@@ -148,10 +250,26 @@ func (r *Reloader) reloadCtx(ctx context.Context) (bool, error) {
 
 // reload is Reload under the lock; changed reports whether the files
 // differed from what was last read, which is when OnReload is called.
+// The lock serializes reloads, reading and fetching included; Status and
+// the request path never take it.
 func (r *Reloader) reload(ctx context.Context) (swapped, changed bool, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	srcs, err := r.readSources(ctx)
+	var srcs []Source
+	var fetched *Fetched
+	if r.fetcher != nil {
+		fetched, err = r.fetcher.Fetch(ctx)
+		r.history.lastCheck = r.live.now()
+		r.publish()
+		if err == nil && fetched == nil {
+			return false, false, nil // the source offers what it offered
+		}
+		if fetched != nil {
+			srcs = fetched.Sources
+		}
+	} else {
+		srcs, err = r.readSources(ctx)
+	}
 	version := ""
 	if err != nil && ctx.Err() != nil {
 		// Stopped by shutdown: nothing to say about the files.
@@ -161,20 +279,31 @@ func (r *Reloader) reload(ctx context.Context) (swapped, changed bool, err error
 		if r.failing && r.failedVersion == "" && r.history.lastError == err.Error() {
 			// The same read error as last time (the files are still
 			// missing, say): already reported, counted and logged.
+			if fetched != nil || r.fetcher != nil {
+				r.publish()
+			}
 			return false, false, err
 		}
 	} else {
 		version = Version(srcs...)
 		if version == r.live.Table().Version() {
+			accepted := r.acceptServed(fetched, version)
 			if !r.failing {
-				return false, false, nil
+				if accepted {
+					r.publish()
+				}
+				return false, accepted, nil
 			}
 			// The files are back to the set served, after an invalid set
 			// or a failed read: the error shown no longer describes them.
 			r.failing, r.failedVersion = false, ""
 			r.history.lastError, r.history.lastErrorAt = "", time.Time{}
 			r.publish()
-			r.opts.Logger.Info("rule files match the served rule set again", "path", r.path, "version", version)
+			if r.fetcher != nil {
+				r.opts.Logger.Info("the source offers the served rule set again", "path", r.path, "version", version)
+			} else {
+				r.opts.Logger.Info("rule files match the served rule set again", "path", r.path, "version", version)
+			}
 			return false, true, nil
 		}
 		if r.failing && version == r.failedVersion {
@@ -199,6 +328,11 @@ func (r *Reloader) reload(ctx context.Context) (swapped, changed bool, err error
 			"path", r.path, "version", r.live.Table().Version(), "error", err.Error())
 		return false, true, err
 	}
+	if fetched != nil {
+		r.accept(fetched)
+		r.history.served[1] = r.history.served[0]
+		r.history.served[0] = servedFrom{version: t.Version(), source: fetched.Source, bundle: fetched.Bundle}
+	}
 	// Published before the swap: the error is out of date already, and a
 	// caller that sees the new table served must not see it.
 	r.failing, r.failedVersion = false, ""
@@ -209,6 +343,38 @@ func (r *Reloader) reload(ctx context.Context) (swapped, changed bool, err error
 	r.opts.Logger.Info("rules reloaded", "path", r.path, "version", t.Version(),
 		"rules", len(t.Set().Rules), "generation", gen)
 	return true, true, nil
+}
+
+// acceptServed takes a fetched set whose rules are those served (a bundle
+// re-published with a later expiry, say, or the one served, from the
+// source after a start from a kept copy): it is accepted without a swap,
+// and Status describes it. It reports whether the set was a new bundle.
+// r.mu must be held.
+func (r *Reloader) acceptServed(f *Fetched, version string) bool {
+	if f == nil {
+		return false
+	}
+	cur := &r.history.served[0]
+	isNew := f.Accept != nil
+	r.accept(f)
+	if cur.version == version {
+		cur.source, cur.bundle = f.Source, f.Bundle
+	}
+	if isNew && f.Bundle != nil {
+		r.opts.Logger.Info("rule bundle accepted; its rules are those served", "path", r.path,
+			"revision", f.Bundle.Revision, "version", version)
+	}
+	return isNew
+}
+
+// accept calls f.Accept, logging its error. r.mu must be held.
+func (r *Reloader) accept(f *Fetched) {
+	if f.Accept == nil {
+		return
+	}
+	if err := f.Accept(); err != nil {
+		r.opts.Logger.Warn("rule set served, but not kept", "path", r.path, "error", err.Error())
+	}
 }
 
 // readSources reads the rule files, logging what it skipped when that
@@ -241,6 +407,9 @@ func (r *Reloader) readSources(ctx context.Context) ([]Source, error) {
 // Kubernetes ConfigMap updates, where the kubelet swaps a ..data symlink.
 // A slow poll backs the watch up in case an event is missed.
 func (r *Reloader) Run(ctx context.Context) error {
+	if r.fetcher != nil {
+		return r.poll(ctx)
+	}
 	dir := r.path
 	if st, err := os.Stat(r.path); err != nil || !st.IsDir() {
 		dir = filepath.Dir(r.path)
@@ -280,4 +449,27 @@ func (r *Reloader) Run(ctx context.Context) error {
 			_, _ = r.reloadCtx(ctx)
 		}
 	}
+}
+
+// poll asks the Fetcher for a new set now, then every Poll less a random
+// part of up to a quarter, until ctx is done: so that a new set is picked
+// up within one Poll, and a fleet's replicas, started together, do not ask
+// the source together.
+func (r *Reloader) poll(ctx context.Context) error {
+	_, _ = r.reloadCtx(ctx)
+	t := time.NewTimer(r.nextPoll())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			_, _ = r.reloadCtx(ctx)
+			t.Reset(r.nextPoll())
+		}
+	}
+}
+
+func (r *Reloader) nextPoll() time.Duration {
+	return r.opts.Poll - rand.N(r.opts.Poll/4+1)
 }

@@ -514,7 +514,7 @@ func TestReloaderStatus(t *testing.T) {
 	live := NewLive(tab, LiveOptions{Now: clock.Now})
 	r := NewReloader(path, live, ReloaderOptions{Logger: slog.New(slog.DiscardHandler)})
 	st := r.Status()
-	want := Status{Path: path, Version: tab.Version(), Generation: 1, LoadedAt: clock.Now(), Rules: 2, Files: []string{path},
+	want := Status{Path: path, Source: path, Version: tab.Version(), Generation: 1, LoadedAt: clock.Now(), Rules: 2, Files: []string{path},
 		NextExpiry: time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)}
 	if fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Errorf("Status() =\n  %+v\nwant\n  %+v", st, want)

@@ -34,10 +34,12 @@ func rulesTestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	casesPath := fs.String("cases", "", "test-case `FILE` (YAML, see below)")
 	at := fs.String("at", "", "decide as of this `TIME` (YYYY-MM-DD or RFC 3339; default now); a case's own at: wins")
 	format := formatFlag(fs)
+	keys := addBundleKeys(fs, "rules test", stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: egress-authz rules test PATH --cases FILE [--at TIME] [--format text|json]
 
-Runs the test cases in FILE against the rule file or directory PATH: each
+Runs the test cases in FILE against the rule file or directory (or bundle
+file) PATH: each
 case is a request and the decision it must get. URLs are decided exactly as
 the real request through the egress gateway would be.
 
@@ -64,7 +66,7 @@ Flags:
 		fs.Usage()
 		return exitUsage
 	}
-	now, table, code := tableAt("rules test", fs.Arg(0), *at, *format, stdout, stderr)
+	now, table, code := tableAt("rules test", fs.Arg(0), *at, *format, keys, stdout, stderr)
 	if table == nil {
 		return code
 	}
@@ -91,26 +93,32 @@ Flags:
 		printJSON(stdout, rulesTestOutput{At: now.Format(time.RFC3339), Cases: *casesPath, Failed: rep.Failed,
 			Passed: rep.Passed, Results: rep.Results, Rules: fs.Arg(0), RuleSet: rep.RuleSet})
 	} else {
-		for i, res := range rep.Results {
-			if res.Passed {
-				fmt.Fprintf(stdout, "ok    %s\n", res.Name)
-				continue
-			}
-			fmt.Fprintf(stdout, "FAIL  %s  (%s)\n", res.Name, res.Pos)
-			fmt.Fprintf(stdout, "      request:  %s\n", describeCase(&cases[i], res.Request.Method))
-			fmt.Fprintf(stdout, "      expected: %s\n", describeExpected(&cases[i]))
-			fmt.Fprintf(stdout, "      got:      %s\n", describeOutcome(res.Got))
-			for _, p := range res.Problems {
-				fmt.Fprintf(stdout, "      - %s\n", p)
-			}
-			fmt.Fprintf(stdout, "      why:      %s\n", explainCommand(fs.Arg(0), &cases[i]))
-		}
-		fmt.Fprintf(stdout, "%d passed, %d failed\n", rep.Passed, rep.Failed)
+		printCaseResults(stdout, fs.Arg(0), cases, rep)
 	}
 	if rep.Failed > 0 {
 		return exitFail
 	}
 	return exitOK
+}
+
+// printCaseResults prints a case report as "rules test" does: ok or FAIL
+// per case, why a case failed and how to look closer, and the counts.
+func printCaseResults(w io.Writer, rulesPath string, cases []rules.Case, rep *compliance.CaseReport) {
+	for i, res := range rep.Results {
+		if res.Passed {
+			fmt.Fprintf(w, "ok    %s\n", res.Name)
+			continue
+		}
+		fmt.Fprintf(w, "FAIL  %s  (%s)\n", res.Name, res.Pos)
+		fmt.Fprintf(w, "      request:  %s\n", describeCase(&cases[i], res.Request.Method))
+		fmt.Fprintf(w, "      expected: %s\n", describeExpected(&cases[i]))
+		fmt.Fprintf(w, "      got:      %s\n", describeOutcome(res.Got))
+		for _, p := range res.Problems {
+			fmt.Fprintf(w, "      - %s\n", p)
+		}
+		fmt.Fprintf(w, "      why:      %s\n", explainCommand(rulesPath, &cases[i]))
+	}
+	fmt.Fprintf(w, "%d passed, %d failed\n", rep.Passed, rep.Failed)
 }
 
 // describeCase writes a case's request in words; method is the one

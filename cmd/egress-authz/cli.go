@@ -38,15 +38,16 @@ func parseAt(s string, now time.Time) (time.Time, error) {
 	return when.ParseTime(s)
 }
 
-// tableAt reads --at and loads the rule set at path for command cmd. When
-// the table is nil, the command stops with code (the problem is printed).
-func tableAt(cmd, path, at, format string, stdout, stderr io.Writer) (time.Time, *rules.Table, int) {
+// tableAt reads --at and loads the rule set at path (rule files or a
+// bundle, see compileSet) for command cmd. When the table is nil, the
+// command stops with code (the problem is printed).
+func tableAt(cmd, path, at, format string, keys *bundleKeys, stdout, stderr io.Writer) (time.Time, *rules.Table, int) {
 	now, err := parseAt(at, time.Now().UTC())
 	if err != nil {
 		fmt.Fprintf(stderr, "egress-authz %s: --at %v\n", cmd, err)
 		return now, nil, exitUsage
 	}
-	table, ok := loadTable(path, format, stdout)
+	table, ok := loadTable(path, format, keys, stdout)
 	if !ok {
 		fmt.Fprintf(stderr, "egress-authz %s: the rule set %s is invalid (errors above)\n", cmd, path)
 		return now, nil, exitFail
@@ -56,8 +57,8 @@ func tableAt(cmd, path, at, format string, stdout, stderr io.Writer) (time.Time,
 
 // loadTable loads and compiles the rule set at path. Why an invalid set is
 // invalid is printed to w (see printInvalid).
-func loadTable(path, format string, w io.Writer) (*rules.Table, bool) {
-	t, err := compileSet(path)
+func loadTable(path, format string, keys *bundleKeys, w io.Writer) (*rules.Table, bool) {
+	t, err := compileSet(path, keys)
 	if err != nil {
 		printInvalid(w, format, err)
 		return nil, false
@@ -65,10 +66,17 @@ func loadTable(path, format string, w io.Writer) (*rules.Table, bool) {
 	return t, true
 }
 
-// compileSet loads and compiles the rule set at path; an error is always
-// an ErrorList.
-func compileSet(path string) (*rules.Table, error) {
-	set, err := rules.Load(path)
+// compileSet loads and compiles the rule set at path, rule files or a
+// bundle file (see isBundleFile), whose signature is checked with keys'
+// --public-key files; an error is always an ErrorList.
+func compileSet(path string, keys *bundleKeys) (*rules.Table, error) {
+	var set *rules.Set
+	var err error
+	if isBundleFile(path) {
+		set, err = keys.loadBundle(path)
+	} else {
+		set, err = rules.Load(path)
+	}
 	if err == nil {
 		var t *rules.Table
 		if t, err = rules.Compile(set); err == nil {

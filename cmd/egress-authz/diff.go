@@ -88,10 +88,12 @@ func diffCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	at := fs.String("at", "", "judge rule expiry as of this `TIME` (YYYY-MM-DD or RFC 3339; default now)")
 	limit := fs.Int("limit", 20, "text output: show at most `N` groups of changed requests (json shows all)")
 	format := formatFlag(fs)
+	keys := addBundleKeys(fs, "rules diff", stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: egress-authz rules diff OLD NEW [--against DSN [--since 7d]] [--format text|json]
 
-Compares two rule sets (files or directories): the rules added, removed and
+Compares two rule sets (files, directories or bundle files, such as the
+bundle served and the one about to be): the rules added, removed and
 changed, and the access gained and lost, per caller, host, method and path
 pattern. With --against, every request recorded in the decision log since
 --since is decided again with NEW, and those that would now be decided
@@ -127,8 +129,8 @@ Flags:
 			return exitUsage
 		}
 	}
-	oldT, err1 := compileSet(fs.Arg(0))
-	newT, err2 := compileSet(fs.Arg(1))
+	oldT, err1 := compileSet(fs.Arg(0), keys)
+	newT, err2 := compileSet(fs.Arg(1), keys)
 	if err1 != nil || err2 != nil {
 		var all rules.ErrorList
 		for _, err := range []error{err1, err2} {

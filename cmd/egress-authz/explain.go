@@ -25,13 +25,15 @@ func explainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	at := fs.String("at", "", "decide as of this `TIME` (YYYY-MM-DD or RFC 3339; default now)")
 	all := fs.Bool("all", false, "list every rule, not only the matching ones and the nearest misses")
 	format := formatFlag(fs)
+	keys := addBundleKeys(fs, "rules explain", stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: egress-authz rules explain PATH --principal ID [-X METHOD] URL
        egress-authz rules explain PATH --principal ID --sni HOST [--port 443]
 
-Shows how the rule set PATH decides one request, exactly as the server would:
-the decision, the deciding rule, the other rules that matched, and for the
-rules that nearly matched, which field did not match and with which value.
+Shows how the rule set PATH (rule files, or a bundle file) decides one
+request, exactly as the server would: the decision, the deciding rule, the
+other rules that matched, and for the rules that nearly matched, which
+field did not match and with which value.
 Nothing is sent anywhere. The running server answers the same question at
 GET /v1/explain?principal=ID&method=M&url=URL (or sni=HOST) on its admin port.
 
@@ -66,7 +68,7 @@ Flags:
 		fs.Usage()
 		return exitUsage
 	}
-	now, table, code := tableAt("rules explain", fs.Arg(0), *at, *format, stdout, stderr)
+	now, table, code := tableAt("rules explain", fs.Arg(0), *at, *format, keys, stdout, stderr)
 	if table == nil {
 		return code
 	}

@@ -21,6 +21,7 @@ const usage = `egress-authz decides which workloads may reach which external hos
 
 Usage:
   egress-authz serve --rules PATH [flags]        run the ext_authz gRPC server
+                                                 (--rules https://... or oci://...: a signed bundle)
   egress-authz check --addr HOST:PORT --principal SPIFFE_ID [-X METHOD] URL
   egress-authz check --addr HOST:PORT --principal SPIFFE_ID --sni HOST
                                                  send one Check; exit 0 allow, 3 deny
@@ -29,6 +30,8 @@ Usage:
   egress-authz rules explain PATH --principal ID [-X METHOD] URL
   egress-authz rules diff OLD NEW [--against DSN]
   egress-authz rules suggest --from DSN --namespace NS [--since 7d]
+  egress-authz rules bundle build|sign|verify|keygen
+                                                 a signed rule bundle for many clusters
   egress-authz audit query [--audit DSN] [filters]
   egress-authz audit verify [--audit DSN]
 

@@ -1,8 +1,8 @@
 package main
 
 // The rules commands, for the compliance team: lint (lint.go), test
-// (casetest.go), explain (explain.go), diff (diff.go) and suggest
-// (suggest.go). Each answers in plain words, or in JSON for CI with
+// (casetest.go), explain (explain.go), diff (diff.go), suggest
+// (suggest.go) and bundle (bundle.go). Each answers in plain words, or in JSON for CI with
 // --format json; what they share is in cli.go.
 
 import (
@@ -17,8 +17,11 @@ const rulesUsage = `Usage:
   egress-authz rules explain PATH --principal ID [-X METHOD] URL   (or --sni HOST)
   egress-authz rules diff OLD NEW [--against DSN [--since 7d]]
   egress-authz rules suggest --from DSN --namespace NS [--since 7d]
+  egress-authz rules bundle build|sign|verify|keygen ...
 
-test, explain, diff and suggest take --format text|json.
+test, explain, diff and suggest take --format text|json. test, explain and
+diff read a bundle file (.tar.gz) as a rule set too, checking its signature
+with --public-key KEY.
 Run "egress-authz rules COMMAND -h" for a command's flags.
 `
 
@@ -41,6 +44,8 @@ func rulesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return diffCmd(ctx, args[1:], stdout, stderr)
 	case "suggest":
 		return suggestCmd(ctx, args[1:], stdout, stderr)
+	case "bundle":
+		return bundleCmd(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "egress-authz rules: unknown command %q\n\n%s", args[0], rulesUsage)
 	return exitUsage

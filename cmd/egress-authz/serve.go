@@ -38,7 +38,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: egress-authz serve --rules PATH [flags]\n\nServes Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization/Check).\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: egress-authz serve --rules PATH|https://...|oci://... [flags]\n\nServes Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization/Check).\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	cfg, err := config.FromArgs(fs, args)
@@ -101,25 +101,36 @@ type server struct {
 // newServer loads the rules and opens the listeners. An invalid rule set
 // stops start-up here, with every error's file:line:col.
 func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
-	rd := rules.Reader{MaxFileSize: int64(cfg.RulesMaxFileSize), Warn: func(d rules.Diagnostic) {
-		log.Warn("rule directory entry skipped", "file", d.Pos.File, "reason", d.Msg)
-	}}
-	set, err := rd.Load(context.Background(), cfg.Rules)
-	if err != nil {
-		return nil, fmt.Errorf("load rules: %w", err)
-	}
-	table, err := rules.Compile(set)
-	if err != nil {
-		return nil, fmt.Errorf("load rules: %w", err)
-	}
 	s := &server{cfg: cfg, log: log, metrics: telemetry.NewMetrics()}
-	s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
-	s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, Reader: rd, OnReload: func(err error) {
+	reloaded := func(err error) {
 		s.metrics.Reloaded(err)
 		if err == nil {
 			debug.FreeOSMemory()
 		}
-	}})
+	}
+	if cfg.RulesFromBundle() {
+		remote, first, table, err := openRemote(cfg, log)
+		if err != nil {
+			return nil, fmt.Errorf("load rules: %w", err)
+		}
+		s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
+		s.reloader = rules.NewFetchReloader(cfg.Rules, remote, first, s.live,
+			rules.ReloaderOptions{Logger: log, Poll: cfg.RulesPoll, OnReload: reloaded})
+	} else {
+		rd := rules.Reader{MaxFileSize: int64(cfg.RulesMaxFileSize), Warn: func(d rules.Diagnostic) {
+			log.Warn("rule directory entry skipped", "file", d.Pos.File, "reason", d.Msg)
+		}}
+		set, err := rd.Load(context.Background(), cfg.Rules)
+		if err != nil {
+			return nil, fmt.Errorf("load rules: %w", err)
+		}
+		table, err := rules.Compile(set)
+		if err != nil {
+			return nil, fmt.Errorf("load rules: %w", err)
+		}
+		s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
+		s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, Reader: rd, OnReload: reloaded})
+	}
 	// Parsing a large rule set leaves hundreds of MB of garbage (the YAML
 	// node tree); give it back to the OS now rather than when the
 	// scavenger gets to it, so resident memory reflects the live set.

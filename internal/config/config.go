@@ -26,6 +26,9 @@ import (
 type Config struct {
 	Rules            string        `yaml:"rules"`
 	RulesMaxFileSize Size          `yaml:"rules-max-file-size"`
+	RulesPublicKey   []string      `yaml:"rules-public-key"`
+	RulesPoll        time.Duration `yaml:"rules-poll"`
+	RulesCA          string        `yaml:"rules-ca"`
 	GRPCAddr         string        `yaml:"grpc-addr"`
 	AdminAddr        string        `yaml:"admin-addr"`
 	Audit            []string      `yaml:"audit"`
@@ -57,6 +60,7 @@ type Config struct {
 // says otherwise.
 func Default() Config {
 	return Config{
+		RulesPoll:        30 * time.Second,
 		GRPCAddr:         ":9191",
 		AdminAddr:        "127.0.0.1:9192",
 		Audit:            []string{"parquet:./data/decisions"},
@@ -103,8 +107,11 @@ func (l *listFlag) Set(s string) error {
 // name of the --config file flag's destination.
 func (c *Config) Flags(fs *flag.FlagSet) *string {
 	file := fs.String("config", "", "YAML `FILE` with any of these settings as keys (flags win)")
-	fs.StringVar(&c.Rules, "rules", c.Rules, "rule `PATH`: a YAML file or a directory of them, watched for changes (required)")
+	fs.StringVar(&c.Rules, "rules", c.Rules, "rule `PATH` (a YAML file or a directory of them, watched for changes), or a signed bundle at https://HOST/PATH or oci://REGISTRY/REPOSITORY:TAG, polled (required)")
 	fs.Var(sizeFlag{&c.RulesMaxFileSize}, "rules-max-file-size", "largest rule file read, in bytes or with a unit (`SIZE`: 64MiB, 1GiB); a larger one is an error, never read in part")
+	fs.Var(&listFlag{dst: &c.RulesPublicKey}, "rules-public-key", "public key `FILE` (Ed25519, PEM) a bundle must be signed by; repeatable, for key rotation; required with an https:// or oci:// --rules")
+	fs.DurationVar(&c.RulesPoll, "rules-poll", c.RulesPoll, "how often a bundle source is asked for a new bundle (less up to a quarter, at random, so that replicas spread out)")
+	fs.StringVar(&c.RulesCA, "rules-ca", c.RulesCA, "CA bundle `FILE` (PEM) the bundle source's TLS certificate must chain to, instead of the system's roots")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "ext_authz gRPC listen `ADDR`")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen `ADDR` (health, metrics, rules, decisions, /ui/)")
 	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: parquet:DIR (Parquet segments, the default), sqlite:PATH, postgres://..., otlp, stdout, none")
@@ -187,6 +194,9 @@ func (c *Config) Validate() error {
 	if c.Rules == "" {
 		return errors.New("--rules is required: the rule file or directory to serve")
 	}
+	if err := c.validateRules(); err != nil {
+		return err
+	}
 	if _, _, err := net.SplitHostPort(c.GRPCAddr); err != nil {
 		return fmt.Errorf("--grpc-addr %q: %w", c.GRPCAddr, err)
 	}
@@ -236,6 +246,41 @@ func (c *Config) Validate() error {
 		return errors.New("choose one of --tls-cert/--tls-key/--tls-ca and --spiffe-socket")
 	case tlsFiles && (c.TLSCert == "" || c.TLSKey == "" || c.TLSCA == ""):
 		return errors.New("--tls-cert, --tls-key and --tls-ca go together")
+	}
+	return nil
+}
+
+// MinRulesPoll is the shortest --rules-poll: tests poll this fast; a
+// fleet should not.
+const MinRulesPoll = 100 * time.Millisecond
+
+// RulesFromBundle reports whether --rules names a bundle source (https://
+// or oci://; http:// is one too, refused by Validate) rather than rule
+// files.
+func (c *Config) RulesFromBundle() bool {
+	for _, p := range []string{"https://", "http://", "oci://"} {
+		if strings.HasPrefix(c.Rules, p) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Config) validateRules() error {
+	if !c.RulesFromBundle() {
+		if len(c.RulesPublicKey) > 0 || c.RulesCA != "" {
+			return fmt.Errorf("--rules-public-key and --rules-ca apply to a bundle source (--rules https://... or oci://...), not to rule files at %s", c.Rules)
+		}
+		return nil
+	}
+	if strings.HasPrefix(c.Rules, "http://") {
+		return fmt.Errorf("--rules %s: use https://", c.Rules)
+	}
+	if len(c.RulesPublicKey) == 0 {
+		return fmt.Errorf("--rules %s: a bundle source needs --rules-public-key FILE: a bundle is served only if signed by a key you trust", c.Rules)
+	}
+	if c.RulesPoll < MinRulesPoll {
+		return fmt.Errorf("--rules-poll %s: at least %s", c.RulesPoll, MinRulesPoll)
 	}
 	return nil
 }

@@ -173,3 +173,42 @@ func TestCluster(t *testing.T) {
 		}
 	}
 }
+
+func TestBundleSourceSettings(t *testing.T) {
+	file := writeConfig(t, `
+rules: oci://registry.example.com/platform/egress-rules:prod
+rules-public-key: [/etc/egress-authz/keys/2026.pub]
+rules-poll: 1m
+rules-ca: /etc/egress-authz/registry-ca.pem
+plaintext: true
+`)
+	c, err := parse(t, "--config", file, "--rules-public-key", "/k/old.pub", "--rules-public-key", "/k/new.pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.RulesFromBundle() || c.RulesPoll != time.Minute || c.RulesCA != "/etc/egress-authz/registry-ca.pem" ||
+		!reflect.DeepEqual(c.RulesPublicKey, []string{"/k/old.pub", "/k/new.pub"}) {
+		t.Errorf("bundle settings %+v", c)
+	}
+	if d := Default(); d.RulesPoll != 30*time.Second {
+		t.Errorf("default --rules-poll %s, want 30s", d.RulesPoll)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--rules", "https://rules.example.com/b.tar.gz", "--plaintext"}, "needs --rules-public-key"},
+		{[]string{"--rules", "oci://r.example/x:prod", "--plaintext"}, "needs --rules-public-key"},
+		{[]string{"--rules", "http://rules.example.com/b.tar.gz", "--rules-public-key", "k", "--plaintext"}, "use https://"},
+		{[]string{"--rules", "oci://r.example/x:prod", "--rules-public-key", "k", "--rules-poll", "10ms", "--plaintext"}, "at least 100ms"},
+		{[]string{"--rules", "./rules", "--rules-public-key", "k", "--plaintext"}, "apply to a bundle source"},
+		{[]string{"--rules", "./rules", "--rules-ca", "ca.pem", "--plaintext"}, "apply to a bundle source"},
+	} {
+		if _, err := parse(t, tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.want)
+		}
+	}
+	if _, err := parse(t, "--rules", "oci://r.example/x:prod", "--rules-public-key", "k", "--rules-poll", "200ms", "--plaintext"); err != nil {
+		t.Errorf("a 200ms poll (tests): %v", err)
+	}
+}

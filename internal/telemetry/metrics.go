@@ -180,6 +180,15 @@ func (m *Metrics) WatchRules(status func() rules.Status) {
 		func(s rules.Status) float64 { return unix(s.LoadedAt) })
 	g("egress_authz_rules_next_expiry_timestamp_seconds", "When the next rule expires (0: none will).",
 		func(s rules.Status) float64 { return unix(s.NextExpiry) })
+	g("egress_authz_rules_bundle_expiry_timestamp_seconds", "When the served rule bundle expires (0: rule files, not a bundle). New replicas refuse it from then on.",
+		func(s rules.Status) float64 {
+			if s.Bundle == nil {
+				return 0
+			}
+			return unix(s.Bundle.Expires)
+		})
+	g("egress_authz_rules_last_check_timestamp_seconds", "When the bundle source was last asked for a new bundle (0: rule files).",
+		func(s rules.Status) float64 { return unix(s.LastCheck) })
 	g("egress_authz_rules_last_reload_failed", "1 while the last reload failed and an older rule set is served.",
 		func(s rules.Status) float64 {
 			if s.LastError != "" {

@@ -178,6 +178,8 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 		{"egress_authz_rules_loaded_timestamp_seconds", nil, 1777636800.5},
 		{"egress_authz_rules_next_expiry_timestamp_seconds", nil, 0},
 		{"egress_authz_rules_last_reload_failed", nil, 0},
+		{"egress_authz_rules_bundle_expiry_timestamp_seconds", nil, 0},
+		{"egress_authz_rules_last_check_timestamp_seconds", nil, 0},
 		{"egress_authz_audit_records_written_total", nil, 10},
 		{"egress_authz_audit_pending_records", nil, 2},
 		{"egress_authz_audit_overflows_total", nil, 1},
@@ -203,6 +205,16 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 	}
 	if got := value(t, fams, "egress_authz_rules_next_expiry_timestamp_seconds"); got != 1777640400.5 {
 		t.Errorf("next_expiry %v, want 1777640400.5", got)
+	}
+	// Served from a bundle: its expiry and the last look at its source.
+	status.Bundle = &rules.BundleInfo{Revision: "7", Expires: loaded.Add(30 * 24 * time.Hour)}
+	status.LastCheck = loaded.Add(time.Minute)
+	fams, _ = scrape(t, m)
+	if got := value(t, fams, "egress_authz_rules_bundle_expiry_timestamp_seconds"); got != 1777636800.5+30*86400 {
+		t.Errorf("bundle expiry %v, want %v", got, 1777636800.5+30*86400)
+	}
+	if got := value(t, fams, "egress_authz_rules_last_check_timestamp_seconds"); got != 1777636860.5 {
+		t.Errorf("last check %v, want 1777636860.5", got)
 	}
 	if got := value(t, fams, "egress_authz_audit_records_written_total"); got != 25 {
 		t.Errorf("records written %v, want 25", got)
