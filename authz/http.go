@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // The HTTP front doors: the request paths an egress proxy that is not
@@ -31,6 +33,11 @@ const (
 	// scheme in X-Forwarded-Proto.
 	AuthRequestPath = "/auth-request"
 )
+
+// DenyBodyHeader carries a deny's JSON body in a header too, for proxies
+// that discard the body of an authorization answer (NGINX's auth_request
+// does; its error_page can return the header's value as the body).
+const DenyBodyHeader = "x-egress-authz-deny"
 
 // maxForwardedCerts bounds the certificates read from a forwarded chain: a
 // leaf and a few intermediates.
@@ -65,7 +72,8 @@ type HTTPOptions struct {
 // the paths below it, ForwardAuthPath and AuthRequestPath; anything else
 // is a 404. An allow is a 200 with no body and no header a proxy could
 // pass upstream; a deny is a 403 with the gRPC deny's JSON body and
-// DecisionHeader; bad input is a deny with its reason, never a 5xx.
+// DecisionHeader, and the body again in DenyBodyHeader; bad input is a
+// deny with its reason, never a 5xx.
 //
 // The handler trusts whoever may connect to it to be the proxy: serve it
 // behind mutual TLS that admits only the proxy, and have the proxy set
@@ -77,7 +85,7 @@ func (s *Server) HTTPHandler(opts HTTPOptions) (http.Handler, error) {
 		if opts.VerifyCert == nil {
 			return nil, errors.New("http authz: a client certificate header needs a verifier (the trust bundle)")
 		}
-		if !validHeaderName(opts.ClientCertHeader) {
+		if !rules.IsToken(opts.ClientCertHeader) {
 			return nil, errors.New("http authz: client certificate header " + strconv.Quote(opts.ClientCertHeader) + " is not a header name")
 		}
 		h.certHeader = textproto.CanonicalMIMEHeaderKey(opts.ClientCertHeader)
@@ -107,6 +115,7 @@ var (
 	origURIKey      = "X-Original-Uri"
 	contentTypeKey  = "Content-Type"
 	decisionHdrKey  = textproto.CanonicalMIMEHeaderKey(DecisionHeader)
+	denyBodyKey     = textproto.CanonicalMIMEHeaderKey(DenyBodyHeader)
 	jsonContentType = []string{"application/json"}
 	denyWord        = []string{"deny"}
 )
@@ -237,6 +246,7 @@ func (h *httpHandler) respond(w http.ResponseWriter, o *outcome) {
 	body = appendJSONString(body, o.requestID)
 	body = append(body, t.bodySuffix...)
 	hdr[decisionHdrKey] = denyWord
+	hdr[denyBodyKey] = []string{string(body)}
 	hdr[contentTypeKey] = jsonContentType
 	hdr["Content-Length"] = []string{strconv.Itoa(len(body))}
 	w.WriteHeader(http.StatusForbidden)
@@ -296,11 +306,4 @@ func parseForwardedCert(v string) ([]*x509.Certificate, error) {
 		chain = append(chain, c)
 	}
 	return chain, nil
-}
-
-// validHeaderName reports whether s is an HTTP field name (a token).
-func validHeaderName(s string) bool {
-	return s != "" && !strings.ContainsFunc(s, func(r rune) bool {
-		return r > 0x7e || r <= ' ' || strings.ContainsRune(`"(),/:;<=>?@[\]{}`, r)
-	})
 }

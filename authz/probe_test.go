@@ -371,6 +371,9 @@ func (a httpAnswer) expect(t testing.TB, w want, id string) {
 	if got := a.header.Values(authz.DecisionHeader); !slices.Equal(got, []string{"deny"}) {
 		t.Errorf("deny: %s %q, want [deny]", authz.DecisionHeader, got)
 	}
+	if got := a.header.Values(authz.DenyBodyHeader); !slices.Equal(got, []string{a.body}) {
+		t.Errorf("deny: %s %q, want the body %q", authz.DenyBodyHeader, got, a.body)
+	}
 	if ct := a.header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("deny: Content-Type %q", ct)
 	}
