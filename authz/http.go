@@ -10,6 +10,9 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/egress-authz/egress-authz/rules"
 )
@@ -38,6 +41,24 @@ const (
 // that discard the body of an authorization answer (NGINX's auth_request
 // does; its error_page can return the header's value as the body).
 const DenyBodyHeader = "x-egress-authz-deny"
+
+// Verified forwarded certificates are remembered, so that a workload's
+// requests after its first cost no signature check: at most
+// certCacheSize of them, each for at most certCacheTTL (and never past
+// its certificate's NotAfter). A certificate whose CA leaves the trust
+// bundle is still an identity for up to that long, as the bundle file
+// itself is reread at most once a second.
+const (
+	certCacheSize = 4096
+	certCacheTTL  = time.Second
+)
+
+// verifiedCert is a forwarded certificate that verified, and until when
+// that verdict is used.
+type verifiedCert struct {
+	id    string
+	until time.Time
+}
 
 // maxForwardedCerts bounds the certificates read from a forwarded chain: a
 // leaf and a few intermediates.
@@ -90,6 +111,7 @@ func (s *Server) HTTPHandler(opts HTTPOptions) (http.Handler, error) {
 		}
 		h.certHeader = textproto.CanonicalMIMEHeaderKey(opts.ClientCertHeader)
 		h.certInXFCC = h.certHeader == xfccKey
+		h.verified, _ = lru.New[string, verifiedCert](certCacheSize)
 	}
 	return h, nil
 }
@@ -99,6 +121,9 @@ type httpHandler struct {
 	opts       HTTPOptions
 	certHeader string // canonical; "" when none is read
 	certInXFCC bool   // the certificate is the Cert= of x-forwarded-client-cert
+	// verified remembers certificates that verified, by the forwarded
+	// value (see certCacheTTL).
+	verified *lru.Cache[string, verifiedCert]
 }
 
 // Header keys as net/http holds them.
@@ -210,6 +235,11 @@ func (h *httpHandler) identity(r *http.Request, in *input) {
 		in.h.xfcc = xfcc
 		return
 	}
+	now := h.s.opts.Now()
+	if v, ok := h.verified.Get(raw); ok && now.Before(v.until) {
+		in.principal = v.id
+		return
+	}
 	chain, err := parseForwardedCert(raw)
 	if err != nil {
 		h.refused("malformed")
@@ -220,6 +250,11 @@ func (h *httpHandler) identity(r *http.Request, in *input) {
 		h.refused("untrusted")
 		return
 	}
+	until := now.Add(certCacheTTL)
+	if na := chain[0].NotAfter; na.Before(until) {
+		until = na
+	}
+	h.verified.Add(raw, verifiedCert{id: id, until: until})
 	in.principal = id
 }
 

@@ -1,6 +1,7 @@
 package authz_test
 
 import (
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"net/url"
@@ -8,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/egress-authz/egress-authz/authz"
 	"github.com/egress-authz/egress-authz/authz/authztest"
@@ -269,5 +271,73 @@ func TestHTTPAuditUnavailable(t *testing.T) {
 	}
 	if len(a.recs) != 1 || a.recs[0].Decision != "allow" {
 		t.Errorf("the recorder was handed %v, want the allow it refused", a.recs)
+	}
+}
+
+// TestHTTPRemembersVerifiedCertificates: a certificate that verified is not
+// verified again for a second (nor past its NotAfter); one that did not is
+// verified each time.
+func TestHTTPRemembersVerifiedCertificates(t *testing.T) {
+	p := newPKI(t)
+	var mu sync.Mutex
+	now := time.Now()
+	calls := 0
+	verify := func(chain []*x509.Certificate) (string, error) {
+		mu.Lock()
+		calls++
+		mu.Unlock()
+		return p.verify(chain)
+	}
+	clock := func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return now
+	}
+	advance := func(d time.Duration) {
+		mu.Lock()
+		now = now.Add(d)
+		mu.Unlock()
+	}
+	verified := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return calls
+	}
+	f := httpFront(t, authz.Options{Now: clock}, authz.HTTPOptions{ClientCertHeader: certHeader, VerifyCert: verify})
+	svid := p.ca.SVID(t, checkout)
+	good := certHeader + ": " + url.PathEscape(string(svid.CertPEM()))
+	bad := certHeader + ": " + url.PathEscape(string(spiffetest.NewCA(t, "other").SVID(t, checkout).CertPEM()))
+
+	for i, tc := range []struct {
+		name    string
+		line    string
+		advance time.Duration
+		want    want
+		calls   int // VerifyCert calls so far
+	}{
+		{"first_use_verifies", good, 0, allow("payments-stripe-charges"), 1},
+		{"again_within_a_second_remembered", good, 900 * time.Millisecond, allow("payments-stripe-charges"), 1},
+		{"after_a_second_verified_again", good, 200 * time.Millisecond, allow("payments-stripe-charges"), 2},
+		{"refused_certificate", bad, 0, deny(rules.ReasonNoIdentity, ""), 3},
+		{"refused_certificate_not_remembered", bad, 0, deny(rules.ReasonNoIdentity, ""), 4},
+		// Half a second before the certificate's NotAfter (by the
+		// handler's clock; the verifier keeps its own), and then past it,
+		// though within a second: verified again.
+		{"just_before_not_after", good, -1, allow("payments-stripe-charges"), 5},
+		{"past_not_after_verified_again", good, 600 * time.Millisecond, allow("payments-stripe-charges"), 6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.advance < 0 {
+				mu.Lock()
+				now = svid.Cert.NotAfter.Add(-500 * time.Millisecond)
+				mu.Unlock()
+			}
+			advance(max(tc.advance, 0))
+			id := "id-" + strconv.Itoa(i)
+			askAuthRequest(t, f, id, tc.line).expect(t, tc.want, id)
+			if got := verified(); got != tc.calls {
+				t.Errorf("VerifyCert called %d times so far, want %d", got, tc.calls)
+			}
+		})
 	}
 }
