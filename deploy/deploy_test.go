@@ -508,6 +508,7 @@ func TestREADMEMatchesManifests(t *testing.T) {
 		"kubectl apply -k deploy/kubernetes/overlays/example",
 		"deploy/kubernetes/overlays/outside-mesh",
 		meshValues, meshOperator,
+		"nginx/egress-proxy.conf", "egress-authz-http",
 	} {
 		if !strings.Contains(readme, s) {
 			t.Errorf("deploy/README.md does not mention %s", s)
