@@ -34,6 +34,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for t in FuzzNormalizePath FuzzParseRules FuzzGlob FuzzParseCases; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./rules || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $${FUZZTIME:-30s} ./authz
+	$(GO) test -run '^$$' -fuzz '^FuzzHTTP$$' -fuzztime $${FUZZTIME:-30s} ./authz
 
 lint: ## gofmt; go mod tidy, go vet and staticcheck in both modules; lint the example rules
 	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)
