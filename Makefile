@@ -18,8 +18,9 @@ run: build ## serve the example rules on :9191 (admin on 127.0.0.1:9192)
 # deploy/ is a module of its own, so that Kubernetes, Istio and kustomize
 # (its tests' dependencies) stay out of the server's go.mod: test and lint
 # run in it too.
-test: ## the whole suite of both modules, with the race detector (installs PostgreSQL for its tests if missing)
+test: ## the whole suite of both modules, with the race detector (installs PostgreSQL and NGINX for their tests if missing)
 	./scripts/ensure-postgres
+	./scripts/ensure-nginx
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
 	cd deploy && CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
 
@@ -33,6 +34,7 @@ fuzz: ## run each fuzz target for FUZZTIME (default 30s)
 	@for t in FuzzNormalizePath FuzzParseRules FuzzGlob FuzzParseCases; do \
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $${FUZZTIME:-30s} ./rules || exit 1; done
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $${FUZZTIME:-30s} ./authz
+	$(GO) test -run '^$$' -fuzz '^FuzzHTTP$$' -fuzztime $${FUZZTIME:-30s} ./authz
 
 lint: ## gofmt; go mod tidy, go vet and staticcheck in both modules; lint the example rules
 	@test -z "$$(gofmt -l .)" || (gofmt -l .; exit 1)

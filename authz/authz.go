@@ -1,5 +1,9 @@
 // Package authz answers Envoy's ext_authz Check calls
-// (envoy.service.auth.v3.Authorization) for the egress gateway.
+// (envoy.service.auth.v3.Authorization) for the egress gateway, and the
+// same question from egress proxies that ask over plain HTTP (Envoy's HTTP
+// service, NGINX auth_request, forward-auth: Server.HTTPHandler). Every
+// transport fills one input and is decided by one Server.check, so that
+// no two can decide differently.
 //
 // It is a translation layer and nothing more: a CheckRequest becomes a
 // rules.Request, a rules.Decision becomes a CheckResponse and an

@@ -148,8 +148,13 @@ func traceID(tp string) string {
 
 // xfccURI returns the URI= value of the last element of an
 // x-forwarded-client-cert header: the certificate of the peer closest to
-// us. Values may be quoted and contain ',' and ';'.
-func xfccURI(xfcc string) string {
+// us.
+func xfccURI(xfcc string) string { return xfccField(xfcc, "URI") }
+
+// xfccField returns the value of key (case-insensitive) in the last
+// element of an x-forwarded-client-cert header, unquoted. Values may be
+// quoted and contain ',' and ';'.
+func xfccField(xfcc, key string) string {
 	if xfcc == "" {
 		return ""
 	}
@@ -172,7 +177,7 @@ func xfccURI(xfcc string) string {
 		var pair string
 		pair, elem = cutUnquoted(elem, ';')
 		k, v, ok := strings.Cut(strings.TrimSpace(pair), "=")
-		if ok && strings.EqualFold(k, "URI") {
+		if ok && strings.EqualFold(k, key) {
 			return strings.Trim(v, `"`)
 		}
 	}

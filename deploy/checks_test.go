@@ -107,6 +107,7 @@ var checks = []check{
 	{"workload_is_selected", checkSelectors},
 	{"grpc_port", checkGRPCPort},
 	{"extension_provider", checkProvider},
+	{"http_extension_provider", checkHTTPProvider},
 	{"gateway_policy", checkGatewayPolicy},
 	{"only_the_gateway_calls_check", checkCallers},
 	{"rules_configmap_mount", checkRulesMount},
@@ -495,6 +496,118 @@ func checkProvider(s *stack, p *problems) {
 		p.errorf("extensionProvider has no timeout: Istio's default is 600 s")
 	} else if d := g.GetTimeout().AsDuration(); d <= 0 || d > 5*time.Second {
 		p.errorf("extensionProvider timeout %v: want more than 0 and at most 5 s", d)
+	}
+}
+
+// checkHTTPProvider: the mesh's envoyExtAuthzHttp provider, when it
+// registers one, reaches the --http-addr listener through the Service,
+// fails closed, sends what egress-authz reads and passes on nothing of an
+// allow; and only the egress gateway can reach that port.
+func checkHTTPProvider(s *stack, p *problems) {
+	var h *meshv1alpha1.MeshConfig_ExtensionProvider_EnvoyExternalAuthorizationHttpProvider
+	for _, ep := range s.mesh.GetExtensionProviders() {
+		if x := ep.GetEnvoyExtAuthzHttp(); x != nil {
+			if h != nil {
+				p.fatalf("more than one envoyExtAuthzHttp extensionProvider")
+			}
+			h = x
+		}
+	}
+	if h == nil {
+		return
+	}
+	svc := s.service(p)
+	if want := svc.Name + "." + svc.Namespace + ".svc.cluster.local"; h.GetService() != want {
+		p.errorf("HTTP extensionProvider service %q, want %q (the Service egress-authz ships)", h.GetService(), want)
+	}
+	_, listen := s.flagPort(p, "http-addr")
+	var sp *corev1.ServicePort
+	for i := range svc.Spec.Ports {
+		if uint32(svc.Spec.Ports[i].Port) == h.GetPort() {
+			sp = &svc.Spec.Ports[i]
+		}
+	}
+	if sp == nil {
+		p.fatalf("HTTP extensionProvider port %d is not a port of Service %s", h.GetPort(), svc.Name)
+	}
+	if cp := s.containerPort(p, "Service port "+sp.Name, sp.TargetPort); cp.ContainerPort != listen {
+		p.errorf("Service port %s targets container port %d, but --http-addr listens on %d", sp.Name, cp.ContainerPort, listen)
+	}
+	if !strings.HasPrefix(sp.Name, "http-") || sp.AppProtocol == nil || *sp.AppProtocol != "http" {
+		p.errorf("Service port %s: want an http- name and appProtocol http, so that Istio reads HTTP", sp.Name)
+	}
+	if h.GetFailOpen() {
+		p.errorf("HTTP extensionProvider has failOpen: true; egress-authz must fail closed")
+	}
+	if d := h.GetTimeout().AsDuration(); h.GetTimeout() == nil || d <= 0 || d > 5*time.Second {
+		p.errorf("HTTP extensionProvider timeout %v: want one, more than 0 and at most 5 s (Istio's default is 600 s)", h.GetTimeout())
+	}
+	if h.GetStatusOnError() == "" || h.GetStatusOnError() == "403" {
+		p.errorf("HTTP extensionProvider statusOnError %q: want one that is not a policy deny's 403", h.GetStatusOnError())
+	}
+	if h.GetPathPrefix() != "/ext-authz" {
+		p.errorf("HTTP extensionProvider pathPrefix %q: egress-authz serves Envoy's HTTP service at /ext-authz", h.GetPathPrefix())
+	}
+	for _, hdr := range []string{"x-forwarded-client-cert", "x-forwarded-proto", "x-request-id"} {
+		if !slices.Contains(h.GetIncludeRequestHeadersInCheck(), hdr) {
+			p.errorf("HTTP extensionProvider does not send %s, which egress-authz reads", hdr)
+		}
+	}
+	for _, hdr := range []string{"x-egress-authz-decision", "content-type"} {
+		if !slices.Contains(h.GetHeadersToDownstreamOnDeny(), hdr) {
+			p.errorf("HTTP extensionProvider does not pass the deny's %s to the caller", hdr)
+		}
+	}
+	if len(h.GetHeadersToUpstreamOnAllow()) > 0 || len(h.GetHeadersToDownstreamOnAllow()) > 0 {
+		p.errorf("HTTP extensionProvider passes headers of an allow on: the upstream is a third party")
+	}
+
+	dep := s.deployment(p)
+	pod := s.podLabels(p)
+	port := strconv.Itoa(int(listen))
+	principal := s.gatewayPrincipal(p)
+	if !s.inMesh(p) {
+		found := false
+		for _, o := range s.all("DestinationRule") {
+			dr := o.Spec.(*networking.DestinationRule)
+			for _, pl := range dr.GetTrafficPolicy().GetPortLevelSettings() {
+				if dr.GetHost() == h.GetService() && pl.GetPort().GetNumber() == h.GetPort() {
+					found = pl.GetTls().GetMode() == networking.ClientTLSSettings_ISTIO_MUTUAL
+				}
+			}
+		}
+		if !found {
+			p.errorf("no DestinationRule sets ISTIO_MUTUAL for %s port %d: the gateway would call the out-of-mesh pods in plaintext", h.GetService(), h.GetPort())
+		}
+		return
+	}
+	allowed := false
+	for _, o := range s.all("AuthorizationPolicy") {
+		pol := o.Spec.(*security.AuthorizationPolicy)
+		if o.Namespace != dep.Namespace || pol.GetAction() != security.AuthorizationPolicy_ALLOW ||
+			!selects(&metav1.LabelSelector{MatchLabels: pol.GetSelector().GetMatchLabels()}, pod) {
+			continue
+		}
+		for i, r := range pol.GetRules() {
+			var ports, principals []string
+			for _, to := range r.GetTo() {
+				ports = append(ports, to.GetOperation().GetPorts()...)
+			}
+			if len(ports) > 0 && !slices.Contains(ports, port) {
+				continue
+			}
+			for _, from := range r.GetFrom() {
+				principals = append(principals, from.GetSource().GetPrincipals()...)
+			}
+			if !slices.Equal(principals, []string{principal}) {
+				p.errorf("%s rule %d lets %q reach the HTTP authorization port %s; only the egress gateway (%s) may", o, i, principals, port, principal)
+				continue
+			}
+			allowed = true
+		}
+	}
+	if !allowed {
+		p.errorf("no ALLOW AuthorizationPolicy lets the egress gateway (%s) reach the HTTP authorization port %s", principal, port)
 	}
 }
 

@@ -511,6 +511,7 @@ func TestREADMEMatchesManifests(t *testing.T) {
 		"deploy/kubernetes/overlays/outside-mesh",
 		"deploy/kubernetes/overlays/fleet",
 		meshValues, meshOperator,
+		"nginx/egress-proxy.conf", "egress-authz-http",
 	} {
 		if !strings.Contains(readme, s) {
 			t.Errorf("deploy/README.md does not mention %s", s)

@@ -117,6 +117,27 @@ func TestChecksCatchOneSidedChanges(t *testing.T) {
 		{"extensionProvider timeout 600s", overlayA, func(s *stack) {
 			s.mesh.ExtensionProviders[0].GetEnvoyExtAuthzGrpc().Timeout = durationpb.New(600e9)
 		}},
+		// The HTTP extensionProvider and the --http-addr listener.
+		{"HTTP provider fails open", overlayA, func(s *stack) { s.mesh.ExtensionProviders[1].GetEnvoyExtAuthzHttp().FailOpen = true }},
+		{"HTTP provider without timeout", overlayA, func(s *stack) { s.mesh.ExtensionProviders[1].GetEnvoyExtAuthzHttp().Timeout = nil }},
+		{"HTTP provider statusOnError 403", overlayA, func(s *stack) { s.mesh.ExtensionProviders[1].GetEnvoyExtAuthzHttp().StatusOnError = "403" }},
+		{"HTTP provider pathPrefix", overlayA, func(s *stack) { s.mesh.ExtensionProviders[1].GetEnvoyExtAuthzHttp().PathPrefix = "/check" }},
+		{"HTTP provider port", overlayA, func(s *stack) { s.mesh.ExtensionProviders[1].GetEnvoyExtAuthzHttp().Port = 9192 }},
+		{"HTTP provider without XFCC", overlayA, func(s *stack) {
+			s.mesh.ExtensionProviders[1].GetEnvoyExtAuthzHttp().IncludeRequestHeadersInCheck = []string{"x-forwarded-proto", "x-request-id"}
+		}},
+		{"HTTP provider passes an allow's headers upstream", overlayA, func(s *stack) {
+			s.mesh.ExtensionProviders[1].GetEnvoyExtAuthzHttp().HeadersToUpstreamOnAllow = []string{"x-egress-authz-decision"}
+		}},
+		{"--http-addr", overlayA, func(s *stack) { mSetArg(s, "http-addr", ":9194") }},
+		{"container HTTP authorization port", overlayA, func(s *stack) { mPort(mContainer(s), "http-authz").ContainerPort = 9194 }},
+		{"ALLOW policy HTTP port open to all", overlayA, func(s *stack) {
+			mAllow(s).Rules[0].To[0].Operation.Ports = []string{"9191"}
+			mAllow(s).Rules = append(mAllow(s).Rules, &security.Rule{To: []*security.Rule_To{{Operation: &security.Operation{Ports: []string{"9193"}}}}})
+		}},
+		{"B: DestinationRule HTTP port", overlayB, func(s *stack) {
+			mIstio[*networking.DestinationRule](s, "DestinationRule", "egress-authz", "egress-authz").TrafficPolicy.PortLevelSettings[1].Tls.Mode = networking.ClientTLSSettings_DISABLE
+		}},
 		{"CUSTOM policy provider", overlayA, func(s *stack) { mCustom(s).GetProvider().Name = "ext-authz" }},
 		{"CUSTOM policy selector", overlayA, func(s *stack) { mCustom(s).Selector.MatchLabels["istio"] = "ingressgateway" }},
 		{"CUSTOM policy namespace", overlayA, func(s *stack) { s.find("AuthorizationPolicy", "istio-system", "egress-authz").Namespace = "egress" }},

@@ -109,7 +109,7 @@ func TestDeploymentArgsServe(t *testing.T) {
 			env[e.Name] = dsn
 		}
 	}
-	grpcAddr, adminAddr := freeAddr(t), freeAddr(t)
+	grpcAddr, adminAddr, httpAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	var args []string
 	for _, a := range ctr.Args {
 		a = envRef.ReplaceAllStringFunc(a, func(ref string) string {
@@ -123,6 +123,8 @@ func TestDeploymentArgsServe(t *testing.T) {
 		switch name {
 		case "--grpc-addr":
 			a = name + "=" + grpcAddr
+		case "--http-addr":
+			a = name + "=" + httpAddr
 		case "--admin-addr":
 			// Loopback here; the admin token guards it all the same, since
 			// --admin-token-file is set.
@@ -202,6 +204,23 @@ func TestDeploymentArgsServe(t *testing.T) {
 			}
 		})
 	}
+	// The HTTP authorization listener answers as the egress-authz-http
+	// provider's Envoy would see it: without an identity source
+	// configured, a deny with reason no-identity.
+	t.Run("HTTP ext_authz without an identity", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+httpAddr+"/ext-authz/v1/charges", nil)
+		req.Host = "api.stripe.com"
+		req.Header.Set("X-Forwarded-Client-Cert", "URI=spiffe://cluster.local/ns/payments/sa/checkout")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), `"reason":"no-identity"`) {
+			t.Errorf("HTTP %d %s, want 403 no-identity", resp.StatusCode, body)
+		}
+	})
 	// The rule set served is the ConfigMap's.
 	if code, body := get("/v1/rules", true); code == http.StatusOK {
 		var st struct {

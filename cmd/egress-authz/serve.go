@@ -38,7 +38,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: egress-authz serve --rules PATH|https://...|oci://... [flags]\n\nServes Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization/Check).\n\nFlags:")
+		fmt.Fprintln(stderr, "Usage: egress-authz serve --rules PATH|https://...|oci://... [flags]\n\nServes Envoy's ext_authz gRPC API (envoy.service.auth.v3.Authorization/Check) and, with\n--http-addr, HTTP authorization: Envoy's HTTP ext_authz at /ext-authz, forward-auth\n(Traefik, Caddy) at /forward-auth, NGINX auth_request at /auth-request.\n\nFlags:")
 		fs.PrintDefaults()
 	}
 	cfg, err := config.FromArgs(fs, args)
@@ -89,6 +89,8 @@ type server struct {
 	admin    *http.Server
 	grpcLn   net.Listener
 	adminLn  net.Listener
+	httpSrv  *http.Server // nil without --http-addr (httpauthz.go)
+	httpLn   net.Listener
 	closers  []func(context.Context) error // run in order at shutdown, after gRPC stopped
 
 	auditWriter *audit.Writer // nil with --audit none
@@ -171,7 +173,7 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		log.Info("tracing: a span per Check, exported by OTLP")
 	}
 	s.grpc = grpc.NewServer(opts...)
-	authz.NewServer(s.live, authz.Options{
+	az := authz.NewServer(s.live, authz.Options{
 		TrustXFCC: cfg.TrustXFCC,
 		Recorder:  rec,
 		KeepQuery: cfg.AuditKeepQuery,
@@ -179,7 +181,8 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		Logger:    log,
 		Observer:  s.metrics,
 		Tracer:    tracer,
-	}).Register(s.grpc)
+	})
+	az.Register(s.grpc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 
@@ -214,6 +217,12 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 	if adminTLS != nil {
 		s.adminLn = tls.NewListener(s.adminLn, adminTLS)
 	}
+	if err := s.listenHTTP(az); err != nil {
+		s.grpcLn.Close()
+		s.adminLn.Close()
+		s.close(context.Background())
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -223,8 +232,9 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 func (s *server) run(ctx context.Context, hup <-chan os.Signal) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- s.grpc.Serve(s.grpcLn) }()
+	s.serveHTTP(errc)
 	go func() {
 		if err := s.admin.Serve(s.adminLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
@@ -242,7 +252,7 @@ func (s *server) run(ctx context.Context, hup <-chan os.Signal) error {
 	for _, dsn := range s.cfg.Audit {
 		logged.Audit = append(logged.Audit, stores.Key(dsn))
 	}
-	s.log.Info("serving", "grpc_addr", s.grpcLn.Addr().String(), "admin_addr", s.adminLn.Addr().String(),
+	s.log.Info("serving", "grpc_addr", s.grpcLn.Addr().String(), "admin_addr", s.adminLn.Addr().String(), "http_addr", s.httpAddr(),
 		"rules_version", s.live.Table().Version(), "rules", len(s.live.Table().Set().Rules), "config", logged.String())
 
 	var runErr error
@@ -269,6 +279,9 @@ loop:
 	}
 	s.log.Info("shutting down")
 	s.health.Shutdown()
+	graceCtx, graceDone := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	httpStopped := make(chan struct{})
+	go func() { s.stopHTTP(graceCtx); close(httpStopped) }()
 	stopped := make(chan struct{})
 	go func() { s.grpc.GracefulStop(); close(stopped) }()
 	select {
@@ -278,6 +291,8 @@ loop:
 		s.grpc.Stop()
 		<-stopped
 	}
+	<-httpStopped
+	graceDone()
 	shutCtx, done := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer done()
 	_ = s.admin.Shutdown(shutCtx)

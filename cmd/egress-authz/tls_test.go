@@ -172,6 +172,9 @@ func newServerErr(t *testing.T, cfg config.Config) error {
 	if err == nil {
 		s.grpcLn.Close()
 		s.adminLn.Close()
+		if s.httpLn != nil {
+			s.httpLn.Close()
+		}
 		_ = s.close(context.Background())
 		t.Fatal("newServer succeeded, want a start-up error")
 	}

@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/egress-authz/egress-authz/internal/when"
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // Config is the serve command's configuration. The YAML keys are the flag
@@ -31,6 +32,8 @@ type Config struct {
 	RulesCA          string        `yaml:"rules-ca"`
 	GRPCAddr         string        `yaml:"grpc-addr"`
 	AdminAddr        string        `yaml:"admin-addr"`
+	HTTPAddr         string        `yaml:"http-addr"`
+	ClientCertHeader string        `yaml:"client-cert-header"`
 	Audit            []string      `yaml:"audit"`
 	AuditOverflow    string        `yaml:"audit-overflow"`
 	AuditKeepQuery   bool          `yaml:"audit-keep-query"`
@@ -114,6 +117,8 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.StringVar(&c.RulesCA, "rules-ca", c.RulesCA, "CA bundle `FILE` (PEM) the bundle source's TLS certificate must chain to, instead of the system's roots")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", c.GRPCAddr, "ext_authz gRPC listen `ADDR`")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen `ADDR` (health, metrics, rules, decisions, /ui/)")
+	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP authorization listen `ADDR` (off when empty; :9193 is the documented port): Envoy HTTP ext_authz at /ext-authz, forward-auth at /forward-auth, NGINX auth_request at /auth-request; secured like gRPC")
+	fs.StringVar(&c.ClientCertHeader, "client-cert-header", c.ClientCertHeader, "HTTP authorization: the `HEADER` in which the proxy forwards its client's certificate (URL-escaped PEM, as NGINX's $ssl_client_escaped_cert; x-forwarded-client-cert reads its Cert=), verified against the trust bundle as an X.509 SVID")
 	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: parquet:DIR (Parquet segments, the default), sqlite:PATH, postgres://..., otlp, stdout, none")
 	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the decision log cannot keep up: deny (new requests denied, reason audit-unavailable) or block")
 	fs.BoolVar(&c.AuditKeepQuery, "audit-keep-query", c.AuditKeepQuery, "keep the query string in logged paths (dropped by default: it may hold personal data)")
@@ -130,9 +135,9 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", c.AdminTokenFile, "`FILE` holding the bearer token the admin listener requires")
 	fs.BoolVar(&c.AdminMTLS, "admin-mtls", c.AdminMTLS, "require a client certificate on the admin listener, verified like gRPC callers' (needs --tls-* or --spiffe-socket)")
 	fs.DurationVar(&c.CheckTimeout, "check-timeout", c.CheckTimeout, "deadline for one Check when Envoy sends none (bounds waiting on a full decision log with --audit-overflow block)")
-	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest CheckRequest accepted, in bytes (headers count)")
+	fs.IntVar(&c.MaxRecvMsgSize, "max-recv-msg-size", c.MaxRecvMsgSize, "largest CheckRequest accepted, in bytes (headers count); also the largest HTTP authorization request head (request line and headers)")
 	fs.UintVar(&c.MaxStreams, "max-concurrent-streams", c.MaxStreams, "concurrent Checks per gRPC connection")
-	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take the caller's identity from x-forwarded-client-cert when Envoy sends no peer principal")
+	fs.BoolVar(&c.TrustXFCC, "trust-xfcc", c.TrustXFCC, "take the caller's identity from x-forwarded-client-cert's URI= when Envoy sends no peer principal (and, over HTTP, when no forwarded certificate is configured or sent)")
 	fs.IntVar(&c.CacheSize, "cache-size", c.CacheSize, "decision cache entries; 0 disables the cache")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", c.ShutdownGrace, "how long SIGTERM waits for in-flight Checks before closing")
 	fs.BoolVar(&c.Pprof, "pprof", c.Pprof, "serve Go's profiler at /debug/pprof/ on the admin listener")
@@ -202,6 +207,21 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.SplitHostPort(c.AdminAddr); err != nil {
 		return fmt.Errorf("--admin-addr %q: %w", c.AdminAddr, err)
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return fmt.Errorf("--http-addr %q: %w", c.HTTPAddr, err)
+		}
+	}
+	if c.ClientCertHeader != "" {
+		switch {
+		case c.HTTPAddr == "":
+			return errors.New("--client-cert-header is read by the HTTP authorization listener: give --http-addr too")
+		case !rules.IsToken(c.ClientCertHeader):
+			return fmt.Errorf("--client-cert-header %q: not a header name", c.ClientCertHeader)
+		case c.Plaintext:
+			return errors.New("--client-cert-header needs the trust bundle to verify certificates against: give --tls-cert/--tls-key/--tls-ca or --spiffe-socket, not --plaintext")
+		}
 	}
 	if c.MaxStreams == 0 || c.MaxRecvMsgSize < 4096 || c.CheckTimeout <= 0 {
 		return errors.New("--max-concurrent-streams, --max-recv-msg-size (>= 4096) and --check-timeout must be positive")
@@ -287,7 +307,11 @@ func (c *Config) validateRules() error {
 
 // String renders the configuration for the start-up log line.
 func (c *Config) String() string {
-	return "rules=" + c.Rules + " grpc=" + c.GRPCAddr + " admin=" + c.AdminAddr +
+	http := ""
+	if c.HTTPAddr != "" {
+		http = " http=" + c.HTTPAddr
+	}
+	return "rules=" + c.Rules + " grpc=" + c.GRPCAddr + " admin=" + c.AdminAddr + http +
 		" audit=" + strings.Join(c.Audit, ",") + " cache=" + strconv.Itoa(c.CacheSize) +
 		" plaintext=" + strconv.FormatBool(c.Plaintext)
 }

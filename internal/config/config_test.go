@@ -37,6 +37,9 @@ func TestDefaultsNeedOnlyRulesAndATransport(t *testing.T) {
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("got %+v\nwant %+v", c, want)
 	}
+	if c.HTTPAddr != "" || c.ClientCertHeader != "" {
+		t.Fatalf("HTTP authorization must be off by default: %+v", c)
+	}
 	if c.GRPCAddr != ":9191" || c.AdminAddr != "127.0.0.1:9192" || c.Audit[0] != "parquet:./data/decisions" || c.CacheSize != 100000 {
 		t.Fatalf("SPEC defaults changed: %+v", c)
 	}
@@ -84,6 +87,10 @@ func TestInvalidSettingsNameTheFlag(t *testing.T) {
 		{[]string{"--rules", "r", "--plaintext", "--log-format", "xml"}, "--log-format"},
 		{[]string{"--rules", "r", "--plaintext", "--audit-retention", "soon"}, "duration"},
 		{[]string{"--rules", "r", "--plaintext", "stray", "--cache-size=-5"}, `unexpected argument "stray"`},
+		{[]string{"--rules", "r", "--plaintext", "--http-addr", "9193"}, "--http-addr"},
+		{[]string{"--rules", "r", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", "--client-cert-header", "X-Client-Cert"}, "give --http-addr too"},
+		{[]string{"--rules", "r", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", "--http-addr", ":9193", "--client-cert-header", "X Client Cert"}, "not a header name"},
+		{[]string{"--rules", "r", "--plaintext", "--http-addr", ":9193", "--client-cert-header", "X-Client-Cert"}, "not --plaintext"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -210,5 +217,20 @@ plaintext: true
 	}
 	if _, err := parse(t, "--rules", "oci://r.example/x:prod", "--rules-public-key", "k", "--rules-poll", "200ms", "--plaintext"); err != nil {
 		t.Errorf("a 200ms poll (tests): %v", err)
+	}
+}
+
+func TestHTTPAuthorizationSettings(t *testing.T) {
+	c, err := parse(t, "--rules", "r", "--tls-cert", "c", "--tls-key", "k", "--tls-ca", "a", "--http-addr", ":9193", "--client-cert-header", "X-Client-Cert")
+	if err != nil || c.HTTPAddr != ":9193" || c.ClientCertHeader != "X-Client-Cert" {
+		t.Fatalf("flags: %+v, %v", c, err)
+	}
+	file := writeConfig(t, "rules: r\nspiffe-socket: unix:///s\nhttp-addr: 127.0.0.1:9193\nclient-cert-header: x-forwarded-client-cert\n")
+	if c, err := parse(t, "--config", file); err != nil || c.HTTPAddr != "127.0.0.1:9193" || c.ClientCertHeader != "x-forwarded-client-cert" {
+		t.Fatalf("config file: %+v, %v", c, err)
+	}
+	// Plaintext HTTP authorization, for local runs: identities from XFCC.
+	if _, err := parse(t, "--rules", "r", "--plaintext", "--http-addr", "127.0.0.1:0", "--trust-xfcc"); err != nil {
+		t.Fatal(err)
 	}
 }

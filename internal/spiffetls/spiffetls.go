@@ -2,6 +2,8 @@
 // certificate and the trust bundle from the SPIFFE Workload API (rotated by
 // the agent) or from PEM files (reloaded when they change), and callers
 // accepted only when they present an X.509 SVID whose SPIFFE ID is allowed.
+// The same trust bundle verifies X.509 SVIDs that reach the server another
+// way (a proxy's forwarded client certificate): Source.VerifyX509SVID.
 package spiffetls
 
 import (
@@ -18,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 )
 
@@ -39,12 +42,31 @@ type Options struct {
 // Source is a running identity source: Config returns the server TLS
 // configuration, Close stops it.
 type Source struct {
-	config *tls.Config
-	close  func() error
+	config  *tls.Config
+	close   func() error
+	bundles x509bundle.Source // the trust bundle callers are verified against
+	now     func() time.Time
 }
 
 // ServerConfig returns the mutual-TLS server configuration.
 func (s *Source) ServerConfig() *tls.Config { return s.config }
+
+// VerifyX509SVID verifies chain, a leaf certificate and the intermediates
+// after it, as an X.509 SVID of the current trust bundle (the one TLS
+// callers are verified against, as rotated), and returns its SPIFFE ID.
+// The allowed-clients list does not apply: it says who may call the
+// server, not whose requests a caller may ask about. It is safe for
+// concurrent use.
+func (s *Source) VerifyX509SVID(chain []*x509.Certificate) (spiffeid.ID, error) {
+	if len(chain) == 0 {
+		return spiffeid.ID{}, errors.New("verify x509 svid: no certificate")
+	}
+	id, _, err := x509svid.Verify(chain, s.bundles, x509svid.WithTime(s.now()))
+	if err != nil {
+		return spiffeid.ID{}, fmt.Errorf("verify x509 svid: %w", err)
+	}
+	return id, nil
+}
 
 // Close releases the source.
 func (s *Source) Close() error { return s.close() }
@@ -57,6 +79,10 @@ func Open(ctx context.Context, opts Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
 	if opts.SocketAddr != "" {
 		src, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithAddr(opts.SocketAddr)))
 		if err != nil {
@@ -65,7 +91,7 @@ func Open(ctx context.Context, opts Options) (*Source, error) {
 		cfg := tlsconfig.MTLSServerConfig(src, src, authorizer)
 		cfg.MinVersion = tls.VersionTLS12
 		cfg.VerifyPeerCertificate = counted(cfg.VerifyPeerCertificate, opts.OnRefused)
-		return &Source{config: cfg, close: src.Close}, nil
+		return &Source{config: cfg, close: src.Close, bundles: src, now: now}, nil
 	}
 	fs, err := newFileSource(opts)
 	if err != nil {
@@ -77,7 +103,7 @@ func Open(ctx context.Context, opts Options) (*Source, error) {
 		GetCertificate:        fs.certificate,
 		VerifyPeerCertificate: counted(tlsconfig.VerifyPeerCertificate(fs, authorizer), opts.OnRefused),
 	}
-	return &Source{config: cfg, close: func() error { return nil }}, nil
+	return &Source{config: cfg, close: func() error { return nil }, bundles: fs, now: now}, nil
 }
 
 var errNotAllowed = errors.New("not an allowed client")

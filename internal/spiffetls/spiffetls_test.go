@@ -453,3 +453,76 @@ func TestParseCAs(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifyX509SVID: a forwarded certificate is an identity only when it is
+// an X.509 SVID of the trust bundle the source holds now, whichever source
+// it is; the allowed-clients list, which is about callers, does not apply.
+func TestVerifyX509SVID(t *testing.T) {
+	p := newPKI(t)
+	var clk clock
+	opts := p.options(gatewayID) // workloads are not on the allow list
+	opts.Now = clk.now
+	files := open(t, opts)
+	wl := spiffetest.StartWorkloadAPI(t, p.ca.ServerSVID(t, serverID), p.ca)
+	api := open(t, spiffetls.Options{SocketAddr: wl.Addr, AllowedClients: []string{gatewayID}})
+	other := spiffetest.NewCA(t, "another CA")
+	for _, src := range []struct {
+		name string
+		s    *spiffetls.Source
+	}{{"files", files}, {"workload_api", api}} {
+		t.Run(src.name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name   string
+				chain  []*x509.Certificate
+				wantID string // "" when refused
+			}{
+				{"svid_of_the_bundle", []*x509.Certificate{p.ca.SVID(t, otherID).Cert}, otherID},
+				{"svid_of_another_ca", []*x509.Certificate{other.SVID(t, otherID).Cert}, ""},
+				{"svid_of_another_ca_with_the_bundle_ca_appended", []*x509.Certificate{other.SVID(t, otherID).Cert, p.ca.Cert}, ""},
+				{"not_an_svid", []*x509.Certificate{p.ca.Issue(t, spiffetest.CertOptions{CommonName: "workload"}).Cert}, ""},
+				{"the_ca_itself", []*x509.Certificate{p.ca.Cert}, ""},
+				{"no_certificate", nil, ""},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					id, err := src.s.VerifyX509SVID(tc.chain)
+					switch {
+					case tc.wantID == "" && err == nil:
+						t.Errorf("verified as %s, want refused", id)
+					case tc.wantID != "" && (err != nil || id.String() != tc.wantID):
+						t.Errorf("got %v, %v; want %s", id, err, tc.wantID)
+					}
+				})
+			}
+		})
+	}
+
+	t.Run("foreign_trust_domain_without_a_bundle", func(t *testing.T) {
+		// The Workload API holds cluster.local's bundle only.
+		if id, err := api.VerifyX509SVID([]*x509.Certificate{p.ca.SVID(t, "spiffe://evil.example/ns/a/sa/b").Cert}); err == nil {
+			t.Errorf("verified as %s without a bundle for its trust domain", id)
+		}
+	})
+	ca2 := spiffetest.NewCA(t, "cluster.local CA 2")
+	t.Run("rotated_bundle_file", func(t *testing.T) {
+		old := p.ca.SVID(t, otherID).Cert
+		ca2.ServerSVID(t, serverID).WriteFiles(t, p.dir, "server")
+		spiffetest.WriteBundle(t, p.caFile, ca2)
+		clk.advance(2 * time.Second)
+		if _, err := files.VerifyX509SVID([]*x509.Certificate{old}); err == nil {
+			t.Error("an SVID of the CA no longer in the bundle verified")
+		}
+		if id, err := files.VerifyX509SVID([]*x509.Certificate{ca2.SVID(t, otherID).Cert}); err != nil || id.String() != otherID {
+			t.Errorf("an SVID of the new CA: %v, %v", id, err)
+		}
+	})
+	t.Run("validity_by_the_injected_clock", func(t *testing.T) {
+		svid := ca2.SVID(t, otherID).Cert
+		if _, err := files.VerifyX509SVID([]*x509.Certificate{svid}); err != nil {
+			t.Fatalf("before it expires: %v", err)
+		}
+		clk.advance(48 * time.Hour) // test SVIDs are valid for a day; last, as the clock stays there
+		if _, err := files.VerifyX509SVID([]*x509.Certificate{svid}); err == nil {
+			t.Error("an expired SVID verified")
+		}
+	})
+}

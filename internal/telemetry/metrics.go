@@ -36,6 +36,7 @@ type Metrics struct {
 	dryRunSet atomic.Pointer[dryRunCounters]                // bound counters of the latest rule set seen
 	bind      func(rule, outcome string) prometheus.Counter // dryRun.WithLabelValues; counted in tests
 	refused   *prometheus.CounterVec
+	certs     *prometheus.CounterVec
 	reloads   *prometheus.CounterVec
 }
 
@@ -79,9 +80,14 @@ func NewMetrics() *Metrics {
 	m.bind = func(rule, outcome string) prometheus.Counter { return m.dryRun.WithLabelValues(rule, outcome) }
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egress_authz_refused_clients_total",
-		Help: "gRPC callers refused at the TLS handshake, by reason.",
+		Help: "Callers refused at the TLS handshake of the gRPC or HTTP authorization listener, by reason.",
 	}, []string{"reason"})
 	f(m.refused)
+	m.certs = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "egress_authz_forwarded_certs_refused_total",
+		Help: "Client certificates forwarded by a proxy to the HTTP authorization listener that are no identity, by reason (malformed or untrusted); each such request is denied no-identity.",
+	}, []string{"reason"})
+	f(m.certs)
 	m.reloads = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "egress_authz_rules_reloads_total",
 		Help: "Rule reloads that found changed files, by result (ok or error).",
@@ -157,6 +163,10 @@ func (s *dryRunCounters) counter(bind func(rule, outcome string) prometheus.Coun
 
 // Refused counts a caller refused at the TLS handshake.
 func (m *Metrics) Refused(reason string) { m.refused.WithLabelValues(reason).Inc() }
+
+// ForwardedCertRefused counts a forwarded client certificate that is no
+// identity: authz.HTTPOptions.OnCertRefused.
+func (m *Metrics) ForwardedCertRefused(reason string) { m.certs.WithLabelValues(reason).Inc() }
 
 // Reloaded counts a rule reload attempt.
 func (m *Metrics) Reloaded(err error) {

@@ -137,6 +137,7 @@ func TestMetricsCountRefusedClientsAndReloads(t *testing.T) {
 	m.Refused("not-allowed")
 	m.Refused("not-allowed")
 	m.Refused("not-spiffe")
+	m.ForwardedCertRefused("untrusted")
 	m.Reloaded(nil)
 	m.Reloaded(errors.New("rules.yaml:3:1: bad"))
 	m.Reloaded(nil)
@@ -147,6 +148,7 @@ func TestMetricsCountRefusedClientsAndReloads(t *testing.T) {
 	}{
 		{"egress_authz_refused_clients_total", "reason", "not-allowed", 2},
 		{"egress_authz_refused_clients_total", "reason", "not-spiffe", 1},
+		{"egress_authz_forwarded_certs_refused_total", "reason", "untrusted", 1},
 		{"egress_authz_rules_reloads_total", "result", "ok", 2},
 		{"egress_authz_rules_reloads_total", "result", "error", 1},
 	} {
