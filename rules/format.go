@@ -568,7 +568,7 @@ func (p *parser) document(doc *yaml.Node) {
 	p.known = isRuleSet(root)
 	defer func() { p.known = false }()
 	var api, kind, rules *yaml.Node
-	ok := p.fields(root, "rule set", []string{"apiVersion", "kind", "trustDomains", "rules"}, func(key string, k, v *yaml.Node) {
+	ok := p.fields(root, "rule set", ruleSetKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "apiVersion":
 			api = v
@@ -653,7 +653,14 @@ func (p *parser) strings(n *yaml.Node, what string) []*yaml.Node {
 	return out
 }
 
-var ruleKeys = []string{"id", "description", "owner", "ticket", "expires", "mode", "action", "from", "to"}
+// The keys of a rule set, a rule, and its from and to sections (Schema
+// lists them too: TestSchemaKnowsTheFormat keeps the two equal).
+var (
+	ruleSetKeys = []string{"apiVersion", "kind", "trustDomains", "rules"}
+	ruleKeys    = []string{"id", "description", "owner", "ticket", "expires", "mode", "action", "from", "to"}
+	fromKeys    = []string{"principals", "namespaces", "serviceAccounts"}
+	toKeys      = []string{"hosts", "ports", "methods", "paths"}
+)
 
 func (p *parser) rule(n *yaml.Node) {
 	r := &Rule{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}, Mode: Enforce}
@@ -729,7 +736,7 @@ func (p *parser) rule(n *yaml.Node) {
 // from reads a rule's from section into r, and the compiled principal
 // patterns into pats.
 func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
-	p.fields(n, "from", []string{"principals", "namespaces", "serviceAccounts"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "from", fromKeys, func(key string, k, v *yaml.Node) {
 		// Sized once: a large set has tens of thousands of these lists.
 		entries := p.strings(v, key)
 		switch key {
@@ -766,7 +773,7 @@ func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
 // to reads a rule's to section into r, and the compiled host and path
 // patterns into pats.
 func (p *parser) to(n *yaml.Node, r *Rule, pats *rulePatterns) {
-	p.fields(n, "to", []string{"hosts", "ports", "methods", "paths"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "to", toKeys, func(key string, k, v *yaml.Node) {
 		// Sized once: a large set has tens of thousands of these lists.
 		entries := p.strings(v, key)
 		switch key {
