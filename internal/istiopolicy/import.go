@@ -536,7 +536,7 @@ func principalPatterns(p string) ([]string, error) {
 		}
 		return []string{id}, nil
 	case star > 1 || !strings.HasPrefix(p, "*") && !strings.HasSuffix(p, "*"):
-		return nil, fmt.Errorf("Istio matches only a prefix or a suffix")
+		return nil, fmt.Errorf("a pattern of Istio is a prefix or a suffix, never a '*' inside")
 	}
 	shape := []string{"", "ns", "", "sa", ""} // trust domain, ns, NS, sa, SA
 	suffix := strings.HasPrefix(p, "*")
@@ -827,7 +827,7 @@ func pathPatterns(p string) ([]string, error) {
 		// segment and below them ("/admin*/**" matches "/adminx" itself).
 		return check(base+"/**", base+"*/**")
 	case strings.Contains(p, "*"):
-		return nil, fmt.Errorf("Istio matches only a prefix, a suffix or a template")
+		return nil, fmt.Errorf("a path of Istio is exact, a prefix, a suffix or a template")
 	}
 	return check(p)
 }
