@@ -151,3 +151,54 @@ func TestErrorsOfLongValuesAreShort(t *testing.T) {
 		t.Errorf("Status.LastError is %d bytes, want the %d of the bounded error", len(st.LastError), len(err.Error()))
 	}
 }
+
+// TestYAMLErrorNamesTheOffendingLine: the YAML library names the line where
+// the enclosing block starts; the error names the line to fix, at its first
+// column, and still quotes nothing of the file.
+func TestYAMLErrorNamesTheOffendingLine(t *testing.T) {
+	head := "apiVersion: egress-authz/v1\nkind: RuleSet\ntrustDomains: [cluster.local]\nrules:\n"
+	for _, tc := range []struct {
+		name, src string
+		want      string // the error, whole
+	}{
+		{"less_indented_key", head + "  - id: a\n    action: allow\n    to:\n      hosts: [a.example]\n     methods: [POST]\n      paths: [/x]\n",
+			"rules.yaml:9:6: invalid YAML: did not find expected key (inside the block that starts on line 5: check this line's indentation)"},
+		{"far_below_the_block", head + "  - id: a\n    action: allow\n" + strings.Repeat("    # a comment\n", 40) + "   to: {}\n",
+			"rules.yaml:47:4: invalid YAML: did not find expected '-' indicator (inside the block that starts on line 5: check this line's indentation)"},
+		{"reported_line_is_the_line", head + "  - id: a\n    action: allow: deny\n",
+			"rules.yaml:6:1: invalid YAML: mapping values are not allowed in this context"},
+		{"secret_on_the_offending_line", "x: 1\na:\n  b: 1\n  d: 2\n c: " + secret + "\n",
+			"rules.yaml:5:1: invalid YAML: did not find expected key"}, // the library names this line itself
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			list := parseErrors(t, Source{Name: "rules.yaml", Data: []byte(tc.src)})
+			if len(list) != 1 || list[0].Error() != tc.want || list[0].Doc != "yaml" {
+				t.Errorf("errors:\n%s\nwant %q", list.Error(), tc.want)
+			}
+			if strings.Contains(list.Error(), "sk_live") {
+				t.Errorf("the error quotes the file: %s", list.Error())
+			}
+		})
+	}
+}
+
+// TestHostHints: a host written as a URL, or part of one, says what to
+// write instead.
+func TestHostHints(t *testing.T) {
+	for _, tc := range []struct{ host, want string }{
+		{"https://api.mailchimp.com", `hosts: "https://api.mailchimp.com": drop the scheme: hosts are names only (write hosts: ["api.mailchimp.com"])`},
+		{"api.mailchimp.com/3.0", `hosts: "api.mailchimp.com/3.0": paths go under to.paths, not in the host (write hosts: ["api.mailchimp.com"], paths: ["/3.0/**"] for everything below /3.0)`},
+		{"api.mailchimp.com/", `hosts: "api.mailchimp.com/": drop the trailing / (write hosts: ["api.mailchimp.com"])`},
+		{"https://API.example.com:8443/v1/", `hosts: "https://API.example.com:8443/v1/": drop the scheme: hosts are names only; paths go under to.paths, not in the host (write hosts: ["api.example.com"], ports: [8443], paths: ["/v1/**"] for everything below /v1)`},
+		{"*.example.com/", `hosts: "*.example.com/": drop the trailing / (write hosts: ["*.example.com"])`},
+		{"https://", `hosts: "https://": drop the scheme: hosts are names only`},
+		{"api.example.com:443", `hosts: "api.example.com:443": write ports under to.ports, not in the host`},
+		{"api example.com", `hosts: "api example.com" is not a host name (use *.example.com for sub-domains, * for any host)`},
+	} {
+		src := fmt.Sprintf("apiVersion: egress-authz/v1\nkind: RuleSet\ntrustDomains: [cluster.local]\nrules:\n  - {id: a, action: allow, to: {hosts: [%q]}}\n", tc.host)
+		list := parseErrors(t, Source{Name: "rules.yaml", Data: []byte(src)})
+		if len(list) != 1 || list[0].Msg != tc.want || list[0].Doc != "hosts" {
+			t.Errorf("%s:\n got %q\nwant %q", tc.host, list.Error(), tc.want)
+		}
+	}
+}

@@ -80,9 +80,26 @@ func (p Pos) String() string {
 type Diagnostic struct {
 	Pos Pos
 	Msg string
+	// Doc, when set, is the section of the format reference (DocFile)
+	// that explains the problem: "paths" for docs/rules.md#paths. Error
+	// leaves it out; "rules lint" ends its line with it.
+	Doc string
 }
 
 func (d Diagnostic) Error() string { return d.Pos.String() + ": " + d.Msg }
+
+// DocFile is the format reference, in the repository: every field of a
+// rule file, how requests match, and the lint policy.
+const DocFile = "docs/rules.md"
+
+// See returns where the format reference explains the diagnostic
+// ("see docs/rules.md#paths"), or "".
+func (d Diagnostic) See() string {
+	if d.Doc == "" {
+		return ""
+	}
+	return "see " + DocFile + "#" + d.Doc
+}
 
 // ErrorList is the errors found in a rule set, in file order. Loading
 // reports them all at once so that a reviewer fixes a file in one pass, up
@@ -243,6 +260,11 @@ func (p *parser) list() ErrorList {
 }
 
 func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
+	p.errorDoc(n, "", format, args...)
+}
+
+// errorDoc is errorf for an error that section doc of DocFile explains.
+func (p *parser) errorDoc(n *yaml.Node, doc, format string, args ...any) {
 	if len(p.errs) >= MaxErrors {
 		p.add(Diagnostic{Pos: Pos{File: p.name}}) // counted, not formatted
 		return
@@ -251,7 +273,7 @@ func (p *parser) errorf(n *yaml.Node, format string, args ...any) {
 	if n != nil {
 		pos.Line, pos.Col = n.Line, n.Column
 	}
-	p.add(Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+	p.add(Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...), Doc: doc})
 }
 
 func (p *parser) file(src Source) {
@@ -304,13 +326,85 @@ func yamlError(file string, data []byte, err error) Diagnostic {
 		if strings.HasPrefix(m[2], "did not find expected") {
 			line++
 		}
-		return Diagnostic{Pos: Pos{File: file, Line: line, Col: 1}, Msg: "invalid YAML: " + m[2]}
+		d := Diagnostic{Pos: Pos{File: file, Line: line, Col: 1}, Msg: "invalid YAML: " + m[2], Doc: "yaml"}
+		if at, col, ok := problemLine(data, line, err.Error()); ok && at != line {
+			d.Pos.Line, d.Pos.Col = at, col
+			d.Msg += fmt.Sprintf(" (inside the block that starts on line %d: check this line's indentation)", line)
+		}
+		return d
 	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) && len(te.Errors) > 0 {
 		msg = yamlAnchorRE.ReplaceAllString(te.Errors[0], "anchor")
 	}
-	return Diagnostic{Pos: Pos{File: file, Line: 1, Col: 1}, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	return Diagnostic{Pos: Pos{File: file, Line: 1, Col: 1}, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: "), Doc: "yaml"}
+}
+
+// maxProblemSearch is the most bytes problemLine parses again at once: the
+// search is for people reading an error, and a huge broken file is not
+// worth seconds of a reload.
+const maxProblemSearch = 4 << 20
+
+// problemLine finds the line a YAML syntax error is about. The library
+// names the line where the enclosing construct starts (a mis-indented
+// "methods:" on line 11 is reported on line 5, where its rule starts),
+// never the offending one; that is the first line whose inclusion makes
+// the source fail with the same error. Cutting the source after a line
+// keeps every line before it intact, so a prefix fails with this error
+// only once it holds the offending token: the search gallops from line
+// from and then bisects, parsing O(log n) prefixes. col is the line's
+// first non-blank column.
+func problemLine(data []byte, from int, want string) (line, col int, ok bool) {
+	var ends []int // ends[i] is the offset just past line i+1
+	for i, c := range data {
+		if c == '\n' {
+			ends = append(ends, i+1)
+		}
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		ends = append(ends, len(data))
+	}
+	fails := func(n int) bool { // whether the first n lines fail with want
+		dec := yaml.NewDecoder(bytes.NewReader(data[:ends[n-1]]))
+		for {
+			var doc yaml.Node
+			err := dec.Decode(&doc)
+			if err == nil {
+				continue
+			}
+			return !errors.Is(err, io.EOF) && err.Error() == want
+		}
+	}
+	if from < 1 || from > len(ends) || ends[from-1] > maxProblemSearch {
+		return 0, 0, false
+	}
+	lo, hi := from-1, from // fails(lo) is false (or lo is before from); find the first hi that fails
+	for step := 1; !fails(hi); step *= 2 {
+		if hi == len(ends) {
+			return 0, 0, false
+		}
+		lo, hi = hi, min(hi+step, len(ends))
+		if ends[hi-1] > maxProblemSearch {
+			return 0, 0, false
+		}
+	}
+	for hi-lo > 1 {
+		mid := (lo + hi) / 2
+		if fails(mid) {
+			hi = mid
+		} else {
+			lo = mid
+		}
+	}
+	start := 0
+	if hi > 1 {
+		start = ends[hi-2]
+	}
+	col = 1
+	for i := start; i < ends[hi-1] && (data[i] == ' ' || data[i] == '\t'); i++ {
+		col++
+	}
+	return hi, col, true
 }
 
 // indentTab finds the first tab in the leading white space of a line.
@@ -332,7 +426,7 @@ func indentTab(data []byte) (line, col int, ok bool) {
 // calls fn for each known key with its value node.
 func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key string, k, v *yaml.Node)) bool {
 	if n.Kind != yaml.MappingNode {
-		p.errorf(n, "%s must be a mapping, got %s", what, p.describe(n))
+		p.errorDoc(n, docOf(what), "%s must be a mapping, got %s", what, p.describe(n))
 		return false
 	}
 	var seenArr [16]bool // known key sets are small: no map per mapping
@@ -346,9 +440,9 @@ func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key s
 		idx := slices.Index(known, k.Value)
 		if idx < 0 {
 			if p.known {
-				p.errorf(k, "%s: unknown key %s (known: %s)", what, quoteShort(k.Value), strings.Join(known, ", "))
+				p.errorDoc(k, docOf(what), "%s: unknown key %s (known: %s)", what, quoteShort(k.Value), strings.Join(known, ", "))
 			} else {
-				p.errorf(k, "%s: unknown key (known: %s)", what, strings.Join(known, ", "))
+				p.errorDoc(k, docOf(what), "%s: unknown key (known: %s)", what, strings.Join(known, ", "))
 			}
 			continue
 		}
@@ -360,6 +454,23 @@ func (p *parser) fields(n *yaml.Node, what string, known []string, fn func(key s
 		fn(k.Value, k, v)
 	}
 	return true
+}
+
+// docOf is the section of DocFile about the mapping fields calls what.
+func docOf(what string) string {
+	switch what {
+	case "rule set":
+		return "rule-files"
+	case "rule":
+		return "rules"
+	case "from", "to":
+		return what
+	case "case file", "case":
+		return "test-cases"
+	case "lint policy":
+		return "lint-policy"
+	}
+	return ""
 }
 
 // describe names what n is, for an error saying it is not what was
@@ -457,7 +568,7 @@ func (p *parser) document(doc *yaml.Node) {
 	p.known = isRuleSet(root)
 	defer func() { p.known = false }()
 	var api, kind, rules *yaml.Node
-	ok := p.fields(root, "rule set", []string{"apiVersion", "kind", "trustDomains", "rules"}, func(key string, k, v *yaml.Node) {
+	ok := p.fields(root, "rule set", ruleSetKeys, func(key string, k, v *yaml.Node) {
 		switch key {
 		case "apiVersion":
 			api = v
@@ -475,7 +586,7 @@ func (p *parser) document(doc *yaml.Node) {
 			}
 			for _, td := range p.strings(v, "trustDomains") {
 				if _, err := spiffeid.TrustDomainFromString(td.Value); err != nil || strings.Contains(td.Value, "/") {
-					p.errorf(td, "trustDomains: %s is not a SPIFFE trust domain name", quoteShort(td.Value))
+					p.errorDoc(td, "trustdomains", "trustDomains: %s is not a SPIFFE trust domain name", quoteShort(td.Value))
 					continue
 				}
 				if !p.tds[td.Value] {
@@ -542,7 +653,14 @@ func (p *parser) strings(n *yaml.Node, what string) []*yaml.Node {
 	return out
 }
 
-var ruleKeys = []string{"id", "description", "owner", "ticket", "expires", "mode", "action", "from", "to"}
+// The keys of a rule set, a rule, and its from and to sections (Schema
+// lists them too: TestSchemaKnowsTheFormat keeps the two equal).
+var (
+	ruleSetKeys = []string{"apiVersion", "kind", "trustDomains", "rules"}
+	ruleKeys    = []string{"id", "description", "owner", "ticket", "expires", "mode", "action", "from", "to"}
+	fromKeys    = []string{"principals", "namespaces", "serviceAccounts"}
+	toKeys      = []string{"hosts", "ports", "methods", "paths"}
+)
 
 func (p *parser) rule(n *yaml.Node) {
 	r := &Rule{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}, Mode: Enforce}
@@ -564,7 +682,7 @@ func (p *parser) rule(n *yaml.Node) {
 			if s, ok := p.scalar(v, "expires"); ok {
 				t, err := time.Parse(time.DateOnly, s)
 				if err != nil {
-					p.errorf(v, "expires must be a date YYYY-MM-DD, got %s", quoteShort(s))
+					p.errorDoc(v, "rules", "expires must be a date YYYY-MM-DD, got %s", quoteShort(s))
 				}
 				r.Expires = t
 			}
@@ -574,7 +692,7 @@ func (p *parser) rule(n *yaml.Node) {
 				case Enforce, DryRun:
 					r.Mode = Mode(s)
 				default:
-					p.errorf(v, "mode must be enforce or dry-run, got %s", quoteShort(s))
+					p.errorDoc(v, "rules", "mode must be enforce or dry-run, got %s", quoteShort(s))
 				}
 			}
 		case "action":
@@ -584,7 +702,7 @@ func (p *parser) rule(n *yaml.Node) {
 				case Allow, Deny:
 					r.Action = Action(s)
 				default:
-					p.errorf(v, "action must be allow or deny, got %s", quoteShort(s))
+					p.errorDoc(v, "rules", "action must be allow or deny, got %s", quoteShort(s))
 				}
 			}
 		case "from":
@@ -600,7 +718,7 @@ func (p *parser) rule(n *yaml.Node) {
 		p.errorf(n, "rule has no id")
 	} else if idNode.Kind == yaml.ScalarNode && idNode.Tag != "!!null" && !ruleIDPattern.MatchString(r.ID) {
 		// Checked whenever id is a value, so that `id: ""` is rejected too.
-		p.errorf(idNode, "id %s: use only lower-case letters, digits and '-'", quoteShort(r.ID))
+		p.errorDoc(idNode, "rules", "id %s: use only lower-case letters, digits and '-'", quoteShort(r.ID))
 	} else if prev, dup := p.ids[r.ID]; dup && r.ID != "" {
 		p.errorf(idNode, "id %s already used at %s", quoteShort(r.ID), prev)
 	} else if r.ID != "" {
@@ -618,7 +736,7 @@ func (p *parser) rule(n *yaml.Node) {
 // from reads a rule's from section into r, and the compiled principal
 // patterns into pats.
 func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
-	p.fields(n, "from", []string{"principals", "namespaces", "serviceAccounts"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "from", fromKeys, func(key string, k, v *yaml.Node) {
 		// Sized once: a large set has tens of thousands of these lists.
 		entries := p.strings(v, key)
 		switch key {
@@ -646,7 +764,7 @@ func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
 				r.ServiceAccounts = append(r.ServiceAccounts, e.Value)
 			}
 			if err != nil {
-				p.errorf(e, "%s: %v", key, err)
+				p.errorDoc(e, strings.ToLower(key), "%s: %v", key, err)
 			}
 		}
 	})
@@ -655,7 +773,7 @@ func (p *parser) from(n *yaml.Node, r *Rule, pats *rulePatterns) {
 // to reads a rule's to section into r, and the compiled host and path
 // patterns into pats.
 func (p *parser) to(n *yaml.Node, r *Rule, pats *rulePatterns) {
-	p.fields(n, "to", []string{"hosts", "ports", "methods", "paths"}, func(key string, k, v *yaml.Node) {
+	p.fields(n, "to", toKeys, func(key string, k, v *yaml.Node) {
 		// Sized once: a large set has tens of thousands of these lists.
 		entries := p.strings(v, key)
 		switch key {
@@ -694,7 +812,7 @@ func (p *parser) to(n *yaml.Node, r *Rule, pats *rulePatterns) {
 				pats.paths = append(pats.paths, pp)
 			}
 			if err != nil {
-				p.errorf(e, "%s: %v", key, err)
+				p.errorDoc(e, key, "%s: %v", key, err)
 			}
 		}
 	})

@@ -54,6 +54,22 @@ func NormalizePath(raw string) (string, bool) {
 	return mergeSlashes(removeDotSegments(decoded)), true
 }
 
+// ResolvesDotSegments reports whether normalizing the request target raw
+// resolves a dot-segment ("." or "..", also when written "%2E"): whether
+// the path a rule matches is one the caller did not spell out. The steps
+// before resolution run as NormalizePath runs them, so the two cannot
+// disagree; an unsafe path reports false (it is never normalized at all).
+func ResolvesDotSegments(raw string) bool {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i]
+	}
+	if _, ok := NormalizePath(raw); !ok {
+		return false
+	}
+	decoded, _ := decodeUnreserved(raw)
+	return removeDotSegments(decoded) != decoded
+}
+
 func unhex(c byte) (byte, bool) {
 	switch {
 	case '0' <= c && c <= '9':

@@ -314,3 +314,27 @@ func FuzzNormalizePath(f *testing.F) {
 }
 
 func isUpperHex(c byte) bool { return '0' <= c && c <= '9' || 'A' <= c && c <= 'F' }
+
+func TestResolvesDotSegments(t *testing.T) {
+	for _, tc := range []struct {
+		raw  string
+		want bool
+	}{
+		{"/3.0/lists/abc/members", false},
+		{"/3.0/lists/../../admin", true},
+		{"/a/./b", true},
+		{"/a/b/.", true},
+		{"/a/%2E%2E/b", true},
+		{"/a/%2e/b", true},
+		{"/a/.well-known/x", false},
+		{"/a/..b/c", false},
+		{"/a//b", false},        // merged, not resolved
+		{"/a/b?x=/../c", false}, // the query is not the path
+		{"/a/%2F../b", false},   // unsafe: never normalized
+		{"/v1/charges/ch_1/..", true},
+	} {
+		if got := ResolvesDotSegments(tc.raw); got != tc.want {
+			t.Errorf("ResolvesDotSegments(%q) = %v, want %v", tc.raw, got, tc.want)
+		}
+	}
+}

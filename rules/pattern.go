@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -144,6 +145,9 @@ func compileHost(s string) (hostPattern, error) {
 	if s == "*" {
 		return hostPattern{src: s, any: true}, nil
 	}
+	if hint := hostHint(s); hint != "" {
+		return hostPattern{}, errors.New(hint)
+	}
 	if rest, ok := strings.CutPrefix(s, "*."); ok {
 		h, port, ok := ParseAuthority(rest, false)
 		if !ok || port != 0 || strings.HasPrefix(h, "[") {
@@ -159,6 +163,46 @@ func compileHost(s string) (hostPattern, error) {
 		return hostPattern{}, fmt.Errorf("%s: write ports under to.ports, not in the host", quoteShort(s))
 	}
 	return hostPattern{src: s, exact: h}, nil
+}
+
+// hostHint explains a host entry written as a URL or part of one, the
+// most common mistake in to.hosts: a scheme ("https://api.example.com"), a
+// path ("api.example.com/v1") or a trailing "/". It returns "" for an
+// entry with none of them.
+func hostHint(s string) string {
+	rest := s
+	var fixes []string
+	if i := strings.Index(rest, "://"); i >= 0 {
+		rest = rest[i+3:]
+		fixes = append(fixes, "drop the scheme: hosts are names only")
+	}
+	host, path, hasPath := strings.Cut(rest, "/")
+	switch {
+	case !hasPath:
+	case path == "":
+		fixes = append(fixes, "drop the trailing /")
+	default:
+		fixes = append(fixes, "paths go under to.paths, not in the host")
+	}
+	if len(fixes) == 0 {
+		return ""
+	}
+	msg := quoteShort(s) + ": " + strings.Join(fixes, "; ")
+	name, port, ok := ParseAuthority(strings.TrimPrefix(host, "*."), false)
+	if !ok || host == "" {
+		return msg
+	}
+	if strings.HasPrefix(host, "*.") {
+		name = "*." + name
+	}
+	write := "write hosts: [" + quoteShort(name) + "]"
+	if port != 0 {
+		write += fmt.Sprintf(", ports: [%d]", port)
+	}
+	if path != "" {
+		write += ", paths: [" + quoteShort("/"+strings.TrimSuffix(path, "/")+"/**") + "] for everything below /" + strings.TrimSuffix(path, "/")
+	}
+	return msg + " (" + write + ")"
 }
 
 // principalPattern is a compiled entry of from.principals.

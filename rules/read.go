@@ -243,3 +243,18 @@ func byteSize(n int64) string {
 	}
 	return fmt.Sprintf("%d bytes", n)
 }
+
+// ReadFile reads one regular file within the Reader's bounds, as a rule
+// file is read: for the other files kept beside the rules (a lint policy,
+// an Istio policy to import), which are no more trusted than the rules.
+func (r Reader) ReadFile(ctx context.Context, name string) (Source, error) {
+	data, err := r.readFile(ctx, name)
+	if err != nil {
+		var odd notRegular
+		if errors.As(err, &odd) {
+			return Source{}, odd
+		}
+		return Source{}, err
+	}
+	return Source{Name: name, Data: data}, nil
+}

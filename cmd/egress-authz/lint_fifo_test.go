@@ -65,7 +65,7 @@ func TestRulesLintQuotesNothingOfAFileThatIsNotARuleSet(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runCLI(t, dir, "rules", "lint", link)
-	if r.code != exitFail || r.stdout != link+":1:1: rule set must be a mapping, got a string\n" {
+	if r.code != exitFail || r.stdout != link+":1:1: rule set must be a mapping, got a string; see docs/rules.md#rule-files\n" {
 		t.Errorf("want exit 1 and the error by type and place\n%s", r)
 	}
 	if strings.Contains(r.stdout+r.stderr, "root") || strings.Contains(r.stdout+r.stderr, "sk_live") {

@@ -111,6 +111,34 @@ rules: []
 			want: []string{"rules.yaml:1:1"},
 		},
 		{
+			// Issue 19: the rule starts on line 5; the YAML library names
+			// that line, the offending one is 11.
+			name: "misindented_methods",
+			src: head + `rules:
+  - id: marketing-mailchimp
+    action: allow
+    from:
+      namespaces: [marketing]
+    to:
+      hosts: [us21.api.mailchimp.com]
+     methods: [POST]
+      paths: ["/3.0/lists/*/members"]
+`,
+			want: []string{"rules.yaml:11:6"},
+		},
+		{
+			name: "host_written_as_a_url",
+			src: head + `rules:
+  - id: marketing-mailchimp
+    action: allow
+    from:
+      namespaces: [marketing]
+    to:
+      hosts: ["https://api.mailchimp.com", api.mailchimp.com/3.0, api.mailchimp.com/, "api.mailchimp.com:443"]
+`,
+			want: []string{"rules.yaml:10:15", "rules.yaml:10:44", "rules.yaml:10:67", "rules.yaml:10:87"},
+		},
+		{
 			name: "every_error_at_once",
 			src: head + `rules:
   - id: a
@@ -279,5 +307,85 @@ func TestInterruptibleReturnsOnceDone(t *testing.T) {
 		}
 	case <-time.After(cliTimeout):
 		t.Fatalf("interruptible still waiting for f %v after its context was done", cliTimeout)
+	}
+}
+
+// TestRulesLintPolicy: --require and --max-expiry, and the same in a
+// --policy file kept beside the rules, turn a team's standard into errors
+// that fail CI; flags win over the file.
+func TestRulesLintPolicy(t *testing.T) {
+	dir := t.TempDir()
+	far := time.Now().UTC().AddDate(2, 0, 0).Format(time.DateOnly)
+	near := time.Now().UTC().AddDate(0, 2, 0).Format(time.DateOnly)
+	path := filepath.Join(dir, "rules.yaml")
+	writeFile(t, path, `apiVersion: egress-authz/v1
+kind: RuleSet
+trustDomains: [cluster.local]
+rules:
+  - id: complete
+    owner: team-marketing
+    ticket: SEC-19
+    expires: `+near+`
+    action: allow
+    from: {namespaces: [marketing]}
+    to: {hosts: [us21.api.mailchimp.com], methods: [POST], paths: ["/3.0/lists/*/members"]}
+  - id: no-ticket
+    owner: team-marketing
+    expires: `+far+`
+    action: allow
+    from: {namespaces: [marketing]}
+    to: {hosts: [us21.api.mailchimp.com], methods: [GET], paths: ["/3.0/campaigns/*/content"]}
+`)
+	policy := filepath.Join(dir, ".lint-policy.yaml") // a dot file: a rule directory skips it
+	writeFile(t, policy, "apiVersion: egress-authz/v1\nkind: LintPolicy\nrequire: [owner, ticket, expires]\nmaxExpiry: 180d\n")
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want []string // each line of stdout, after the file name
+	}{
+		{"no_policy", []string{path}, 0, nil},
+		{"require_ticket", []string{"--require", "owner,ticket", path}, 1,
+			[]string{`:12:5: rule "no-ticket": no ticket, which the lint policy requires (--require); see docs/rules.md#lint-policy`}},
+		{"max_expiry", []string{"--max-expiry", "180d", path}, 1,
+			[]string{`:12:5: rule "no-ticket": expires on ` + far + `, after `}},
+		{"policy_file", []string{"--policy", policy, path}, 1,
+			[]string{`:12:5: rule "no-ticket": no ticket, which the lint policy requires (` + policy + `:3:10)`, `:12:5: rule "no-ticket": expires on ` + far + `, after `}},
+		{"flags_win_over_the_file", []string{"--policy", policy, "--require", "owner", "--max-expiry", "1000d", path}, 0, nil},
+		{"policy_on_the_directory", []string{"--policy", policy, dir}, 1,
+			[]string{`:12:5: rule "no-ticket": no ticket, which the lint policy requires`, `:12:5: rule "no-ticket": expires on ` + far + `, after `}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runCLI(t, dir, append([]string{"rules", "lint"}, c.args...)...)
+			if r.code != c.code {
+				t.Errorf("exit %d, want %d\n%s", r.code, c.code, r)
+			}
+			var lines []string
+			if r.stdout != "" {
+				lines = strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+			}
+			if len(lines) != len(c.want) {
+				t.Fatalf("%d lines, want %d\n%s", len(lines), len(c.want), r)
+			}
+			for i, l := range lines {
+				if !strings.HasPrefix(l, path+c.want[i]) || !diagLine.MatchString(l) {
+					t.Errorf("line %d: %s\nwant it to start %s%s", i, l, path, c.want[i])
+				}
+			}
+		})
+	}
+
+	bad := filepath.Join(dir, "bad-policy.yml")
+	writeFile(t, bad, "apiVersion: egress-authz/v1\nkind: LintPolicy\nrequire: [owner]\nmaxExpiri: 180d\n")
+	r := runCLI(t, dir, "rules", "lint", "--policy", bad, path)
+	if r.code != exitFail || r.stdout != bad+`:4:1: lint policy: unknown key "maxExpiri" (known: apiVersion, kind, require, maxExpiry, warnExpiry); see docs/rules.md#lint-policy`+"\n" {
+		t.Errorf("a misspelt policy key: want exit 1 and the key's place\n%s", r)
+	}
+	if r := runCLI(t, dir, "rules", "lint", "--require", "owner,team", path); r.code != exitUsage || !strings.Contains(r.stderr, `"team" is not a field`) {
+		t.Errorf("--require with an unknown field: want exit 2\n%s", r)
+	}
+	if r := runCLI(t, dir, "rules", "lint", "--policy", filepath.Join(dir, "missing.yaml"), path); r.code != exitFail || !strings.Contains(r.stderr, "--policy:") {
+		t.Errorf("a missing policy file: want exit 1\n%s", r)
 	}
 }

@@ -32,6 +32,9 @@ Usage:
   egress-authz rules suggest --from DSN --namespace NS [--since 7d]
   egress-authz rules bundle build|sign|verify|keygen
                                                  a signed rule bundle for many clusters
+  egress-authz rules schema                      JSON Schema of the files, for editors
+  egress-authz rules import istio FILE...        AuthorizationPolicy to a rule set
+  egress-authz rules export istio PATH           a rule set to AuthorizationPolicy
   egress-authz audit query [--audit DSN] [filters]
   egress-authz audit verify [--audit DSN]
 

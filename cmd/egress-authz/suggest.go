@@ -22,6 +22,7 @@ import (
 type suggestOutput struct {
 	ByReason  map[string]int       `json:"by_reason"` // the records read, by recorded reason
 	From      string               `json:"from"`
+	LeftOut   map[string]int       `json:"left_out"` // the requests only a wider rule could allow, by why
 	Namespace string               `json:"namespace"`
 	Requests  int                  `json:"requests"` // the records read
 	Rules     []suggestRule        `json:"rules"`
@@ -50,18 +51,23 @@ func suggestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	namespace := fs.String("namespace", "", "the `NAMESPACE` whose recorded traffic the allow-list must cover")
 	since := fs.String("since", "7d", "learn from records from this `TIME` on (a duration back from now, like 7d, or RFC 3339)")
 	until := fs.String("until", "", "learn from records before this `TIME`")
-	subdomains := fs.Int("subdomains", 3, "write `N` or more names under one parent domain as *.parent (0: never)")
-	maxPaths := fs.Int("max-paths", 10, "merge a rule's path patterns sharing leading segments into prefix/** beyond `N` patterns")
+	widen := fs.Bool("widen", false, "allow more than was observed: identifiers seen once become *, --subdomains and --max-paths apply")
+	subdomains := fs.Int("subdomains", 3, "with --widen: write `N` or more names under one parent domain as *.parent (0: never)")
+	maxPaths := fs.Int("max-paths", 10, "with --widen: merge a rule's path patterns sharing leading segments into prefix/** beyond `N` patterns")
 	format := formatFlag(fs)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, `Usage: egress-authz rules suggest --from DSN --namespace NS [--since 7d] [--format text|json]
+		fmt.Fprint(stderr, `Usage: egress-authz rules suggest --from DSN --namespace NS [--since 7d] [--widen] [--format text|json]
 
 Proposes an allow-list, in the rule-file format, that allows the requests
-recorded for the workloads of one namespace (allowed and denied alike): one
-rule per workload and host, with the ports, methods and paths seen. Path
-segments that look like identifiers (numbers, UUIDs, tokens) become *, and
-many names under one domain become *.domain. It is a draft for a person to
-review and narrow, never to merge unread. The text output is the YAML.
+recorded for the workloads of one namespace (allowed and denied alike), and
+nothing that was not observed: one rule per workload, host, port and set of
+methods, each method only on the paths it was seen on. A path segment
+becomes * only where observations differ at it and it holds identifiers
+(numbers, UUIDs, hex and random-looking tokens, ids like ch_1AbC); versions
+and dates stay. Requests with a lower-case method or a path written with
+dot-segments are left out and counted. Every rule has owner and ticket
+TODO, which "rules lint --strict" rejects: it is a draft for a person to
+review, never to merge unread. The text output is the YAML.
 
 Flags:
 `)
@@ -73,6 +79,18 @@ Flags:
 	if fs.NArg() != 0 || *from == "" || *namespace == "" || !checkFormat("rules suggest", *format, stderr) {
 		fs.Usage()
 		return exitUsage
+	}
+	if !*widen {
+		var needWiden []string
+		fs.Visit(func(f *flag.Flag) {
+			if f.Name == "subdomains" || f.Name == "max-paths" {
+				needWiden = append(needWiden, "--"+f.Name)
+			}
+		})
+		if len(needWiden) > 0 {
+			fmt.Fprintf(stderr, "egress-authz rules suggest: %s merge more than was observed: add --widen\n", strings.Join(needWiden, " and "))
+			return exitUsage
+		}
 	}
 	now := time.Now().UTC()
 	f := audit.Filter{Namespace: *namespace}
@@ -101,7 +119,7 @@ Flags:
 			*namespace, f.Since.Format(time.RFC3339), *from)
 		return exitFail
 	}
-	opts := compliance.SuggestOptions{Subdomains: *subdomains, MaxPaths: *maxPaths}
+	opts := compliance.SuggestOptions{Widen: *widen, Subdomains: *subdomains, MaxPaths: *maxPaths}
 	if *subdomains <= 0 {
 		opts.Subdomains = -1
 	}
@@ -128,7 +146,11 @@ Flags:
 		if n := byReason[string(rules.ReasonUntrustedDomain)]; n > 0 {
 			skipped[rules.ReasonUntrustedDomain] = n
 		}
-		printJSON(stdout, suggestOutput{ByReason: byReason, From: *from, Namespace: *namespace, Requests: total(byReason),
+		leftOut := map[string]int{}
+		for k, v := range sg.LeftOut {
+			leftOut[string(k)] = v
+		}
+		printJSON(stdout, suggestOutput{ByReason: byReason, From: *from, LeftOut: leftOut, Namespace: *namespace, Requests: total(byReason),
 			Rules: rs, Since: f.Since, Skipped: skipped, Used: sg.Used, YAML: string(yaml)})
 		return exitOK
 	}
@@ -160,7 +182,8 @@ func suggestHeader(dsn, ns string, f audit.Filter, sg *compliance.Suggestion, by
 	}
 	allowed := byReason[string(rules.ReasonAllowed)]
 	fmt.Fprintf(&b, "# %d requests from namespace %s, %s (%d were allowed, %d denied).\n", n, ns, window, allowed, n-allowed)
-	fmt.Fprintf(&b, "# These %d rules allow every one of them that a rule can allow.\n", len(sg.Set.Rules))
+	fmt.Fprintf(&b, "# These %d rules allow every one of them that a rule can allow without allowing more,\n", len(sg.Set.Rules))
+	b.WriteString("# and nothing else: each method only on the paths it was seen on, \"*\" only for identifiers that varied.\n")
 	var left []string
 	for _, r := range rules.Reasons() { // Skipped holds only reasons no rule can allow
 		if c := sg.Skipped[r]; c > 0 {
@@ -169,6 +192,11 @@ func suggestHeader(dsn, ns string, f audit.Filter, sg *compliance.Suggestion, by
 	}
 	if len(left) > 0 {
 		fmt.Fprintf(&b, "# Left out, since no rule can allow them: %s.\n", strings.Join(left, ", "))
+	}
+	for _, e := range compliance.Exclusions() {
+		if c := sg.LeftOut[e]; c > 0 {
+			fmt.Fprintf(&b, "# Left out: %d with %s (%s).\n", c, e.Describe(), e)
+		}
 	}
 	if c := byReason[string(rules.ReasonUntrustedDomain)]; c > 0 {
 		fmt.Fprintf(&b, "# Left out: %d from callers outside the trust domains (trusting one is a decision for a person).\n", c)
@@ -180,6 +208,8 @@ func suggestHeader(dsn, ns string, f audit.Filter, sg *compliance.Suggestion, by
 		fmt.Fprintf(&b, "# %d requests were denied by a deny rule: an allow rule does not override it.\n", c)
 	}
 	b.WriteString("# Review every rule before merging: narrow hosts, methods and paths where you can,\n")
-	b.WriteString("# add owner, ticket and expires, then run \"egress-authz rules lint\" and \"rules test\".\n")
+	b.WriteString("# replace the TODO owner and ticket, add expires, then run \"egress-authz rules lint --strict\"\n")
+	b.WriteString("# (which rejects the TODOs) and \"rules test\". The decision log records normalized paths:\n")
+	b.WriteString("# a request written with dot-segments shows here as the path it reached.\n")
 	return b.String()
 }

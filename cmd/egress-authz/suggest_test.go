@@ -27,7 +27,9 @@ func testSuggest(t *testing.T, log *decisionLog) {
 		// them, so they are not in the namespace's traffic at all.
 		"# 1990 requests from namespace payments",
 		"# Left out, since no rule can allow them: 20 unsafe-path.\n",
-		`paths: [/v1/charges, "/v1/charges/*"]`,
+		// Methods per path: POST created charges, GET and DELETE were on one.
+		"      methods: [POST]\n      paths: [/v1/charges]\n",
+		"      methods: [DELETE, GET]\n      paths: [\"/v1/charges/*\"]\n",
 		`principals: ["` + refundsSA + `"]`,
 		"      paths: [/v2/score]\n",
 	} {
@@ -39,12 +41,21 @@ func testSuggest(t *testing.T, log *decisionLog) {
 		t.Errorf("suggestion covers other namespaces or untrusted callers:\n%s", out)
 	}
 
-	// It passes lint, strictly...
+	// It is valid, and lint says what is left to fill in: --strict fails
+	// on the TODO placeholders, and a policy requiring owner, ticket and
+	// expires rejects it.
 	path := filepath.Join(t.TempDir(), "suggested.yaml")
 	writeTestFile(t, path, out)
-	lint, lintErr, code := runCompliance(t, "rules", "lint", "--strict", path)
-	if code != exitOK || lint != "" {
-		t.Errorf("rules lint: exit %d\n%s%s", code, lint, lintErr)
+	lint, lintErr, code := runCompliance(t, "rules", "lint", path)
+	if code != exitOK || !strings.Contains(lint, `: warning: rule "payments-checkout-api-stripe-com-`) || !strings.Contains(lint, "owner is the placeholder TODO") {
+		t.Errorf("rules lint: exit %d, want 0 and placeholder warnings\n%s%s", code, lint, lintErr)
+	}
+	if _, _, code := runCompliance(t, "rules", "lint", "--strict", path); code != exitFail {
+		t.Errorf("rules lint --strict: exit %d, want 1 on the placeholders", code)
+	}
+	lint, _, code = runCompliance(t, "rules", "lint", "--require", "owner,ticket,expires", "--max-expiry", "180d", path)
+	if code != exitFail || !strings.Contains(lint, "owner is the placeholder TODO, which the lint policy does not accept") || !strings.Contains(lint, "no expires, which the lint policy requires") {
+		t.Errorf("rules lint --require owner,ticket,expires: exit %d, want 1\n%s", code, lint)
 	}
 	// ...and allows every request of the namespace it was built from that
 	// a rule can allow (all but the unsafe paths).
@@ -85,7 +96,7 @@ func testSuggest(t *testing.T, log *decisionLog) {
 		t.Fatalf("exit %d\n%s", code, out)
 	}
 	checkJSON(t, out, &js, map[string]string{
-		"":        "by_reason from namespace requests rules since skipped used yaml",
+		"":        "by_reason from left_out namespace requests rules since skipped used yaml",
 		"rules[]": "id requests principals hosts ports methods paths",
 	})
 	if js.Requests != 1990 || js.Used != 1970 || js.Skipped[rules.ReasonUnsafePath] != 20 || js.Skipped[rules.ReasonUntrustedDomain] != 0 || len(js.Rules) == 0 || !strings.HasPrefix(js.YAML, "apiVersion:") {
@@ -98,5 +109,12 @@ func testSuggest(t *testing.T, log *decisionLog) {
 	}
 	if _, _, code := runCompliance(t, "rules", "suggest", "--from", log.dsn); code != exitUsage {
 		t.Errorf("without --namespace: exit %d", code)
+	}
+	if _, errs, code := runCompliance(t, "rules", "suggest", "--from", log.dsn, "--namespace", "payments", "--max-paths", "3"); code != exitUsage || !strings.Contains(errs, "add --widen") {
+		t.Errorf("--max-paths without --widen: exit %d, %s", code, errs)
+	}
+	out, _, code = runCompliance(t, "rules", "suggest", "--from", log.dsn, "--namespace", "payments", "--widen", "--max-paths", "3")
+	if code != exitOK || !strings.Contains(out, "kind: RuleSet") {
+		t.Errorf("--widen: exit %d\n%s", code, out)
 	}
 }

@@ -76,8 +76,10 @@ const (
 )
 
 // Group is recorded requests that would now be decided alike, differently
-// from how they were: same caller, host, port, method and generalised
-// path (see GeneralizePath), same outcome then and now.
+// from how they were: same caller, host, port, method and path pattern,
+// same outcome then and now. The pattern is made as "rules suggest" makes
+// one: an identifier-like segment is "*" where the group's paths differ,
+// and literal otherwise.
 type Group struct {
 	Principal string    `json:"principal"`
 	Host      string    `json:"host"`
@@ -118,16 +120,24 @@ type Report struct {
 // the change's effects from earlier ones (Group.Cause).
 func Replay(ctx context.Context, s audit.Store, f audit.Filter, old, new *rules.Table, now time.Time) (*Report, error) {
 	rep := &Report{}
+	// Records are grouped as Suggest groups requests: by caller, host,
+	// port, method and outcome, and within those by path skeleton, an
+	// identifier segment written "*" only where the group's paths differ.
 	type key struct {
 		principal, host string
 		port            int
 		tls             bool
-		method, path    string
+		method          string
 		was, now        Outcome
 		cause           Cause
 	}
-	groups := map[key]*Group{}
-	f.DryRun = false
+	type groupKey struct {
+		key
+		sk *skeleton
+	}
+	mergers := map[key]*pathMerger{}
+	groups := map[groupKey]*Group{}
+	var order []groupKey
 	_, err := s.Query(ctx, f, func(r *audit.Record) error {
 		if !r.Enforced {
 			return nil // a dry-run rule's would-be outcome, not a decision
@@ -156,12 +166,19 @@ func Replay(ctx context.Context, s audit.Store, f audit.Filter, old, new *rules.
 			cause = CauseBefore
 		}
 		k := key{principal: r.Principal, host: r.Host, port: r.Port, tls: req.SNI, method: r.Method,
-			path: GeneralizePath(r.Path), was: was, now: got, cause: cause}
-		g := groups[k]
+			was: was, now: got, cause: cause}
+		m := mergers[k]
+		if m == nil {
+			m = &pathMerger{}
+			mergers[k] = m
+		}
+		gk := groupKey{k, m.add(r.Path)}
+		g := groups[gk]
 		if g == nil {
-			g = &Group{Principal: k.principal, Host: k.host, Port: k.port, TLS: k.tls, Method: k.method, Path: k.path,
+			g = &Group{Principal: k.principal, Host: k.host, Port: k.port, TLS: k.tls, Method: k.method,
 				Example: r.Path, Was: was, Now: got, Cause: cause, First: r.Time, Last: r.Time}
-			groups[k] = g
+			groups[gk] = g
+			order = append(order, gk)
 		}
 		g.Count++
 		if r.Time.Before(g.First) {
@@ -180,7 +197,11 @@ func Replay(ctx context.Context, s audit.Store, f audit.Filter, old, new *rules.
 	if err != nil {
 		return nil, fmt.Errorf("replay decisions: %w", err)
 	}
-	for _, g := range groups {
+	for _, gk := range order {
+		g := groups[gk]
+		if !g.TLS {
+			g.Path = gk.sk.pattern()
+		}
 		if g.Now.Decision != g.Was.Decision {
 			rep.Changed = append(rep.Changed, *g)
 		} else {

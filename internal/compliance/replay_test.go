@@ -2,6 +2,9 @@ package compliance
 
 import (
 	"context"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,7 +67,8 @@ func TestReplayTellsChangesFromEarlierDrift(t *testing.T) {
 		}
 	}
 	// Recorded while "legacy" still allowed the reports API.
-	add(5, "GET", "api.example.com", "/reports/1", "allow", "legacy", "allowed-by-rule")
+	add(3, "GET", "api.example.com", "/reports/1", "allow", "legacy", "allowed-by-rule")
+	add(2, "GET", "api.example.com", "/reports/2", "allow", "legacy", "allowed-by-rule")
 	add(7, "POST", "api.example.com", "/orders", "deny", "", "no-matching-rule")
 	add(3, "GET", "api.example.com", "/status", "allow", "status", "allowed-by-rule")
 	add(2, "", "", "", "deny", "", "invalid-request")
@@ -91,11 +95,45 @@ func TestReplayTellsChangesFromEarlierDrift(t *testing.T) {
 	if g := byPath["/orders"]; g.Count != 7 || g.Cause != CauseChange || g.Now.Rule != "orders" {
 		t.Errorf("orders: %+v", g)
 	}
-	if g := byPath["/reports/*"]; g.Count != 5 || g.Cause != CauseBefore || g.Was.Rule != "legacy" || g.Example != "/reports/1" {
+	if g := byPath["/reports/*"]; g.Count != 5 || g.Cause != CauseBefore || g.Was.Rule != "legacy" || g.Example != "/reports/2" {
 		t.Errorf("reports: %+v", g)
 	}
 	if !rep.From.Equal(base) || !rep.To.Equal(base.Add(16*time.Minute)) {
 		t.Errorf("window %s to %s", rep.From, rep.To)
+	}
+}
+
+// TestReplayGroupsAsSuggestDoes: recorded paths are grouped as Suggest
+// merges them, so a newsletter's traffic to Mailchimp is one line per
+// endpoint and method: ids that vary are "*", the API version is not.
+func TestReplayGroupsAsSuggestDoes(t *testing.T) {
+	newsletter := "spiffe://cluster.local/ns/marketing/sa/newsletter"
+	base := time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)
+	var recs []audit.Record
+	for i, path := range []string{"/3.0/lists/abc123def4/members", "/3.0/lists/0fe1d2c3b4/members", "/3.0/lists/9a8b7c6d5e/members",
+		"/3.0/campaigns/abc123def4/content", "/3.0/campaigns/0fe1d2c3b4/content", "/3.0/campaigns/9a8b7c6d5e/content"} {
+		method := "POST"
+		if strings.Contains(path, "campaigns") {
+			method = "GET"
+		}
+		recs = append(recs, audit.Record{Time: base.Add(time.Duration(i) * time.Minute), Principal: newsletter,
+			TrustDomain: "cluster.local", Namespace: "marketing", ServiceAccount: "newsletter", Host: "us21.api.mailchimp.com", Port: 443,
+			Method: method, Path: path, Decision: "deny", Enforced: true, Reason: "no-matching-rule"})
+	}
+	old := table(t, "  - {id: status, action: allow, to: {hosts: [api.example.com], paths: [/status]}}\n")
+	nw := table(t, "  - {id: mailchimp, action: allow, from: {namespaces: [marketing]}, to: {hosts: [us21.api.mailchimp.com]}}\n")
+	rep, err := Replay(context.Background(), &memStore{recs: recs}, audit.Filter{}, old, nw, base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range rep.Changed {
+		got = append(got, fmt.Sprintf("%d %s %s", g.Count, g.Method, g.Path))
+	}
+	slices.Sort(got)
+	want := []string{"3 GET /3.0/campaigns/*/content", "3 POST /3.0/lists/*/members"}
+	if !slices.Equal(got, want) {
+		t.Errorf("groups %q, want %q", got, want)
 	}
 }
 
