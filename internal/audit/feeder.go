@@ -176,14 +176,11 @@ func (r *runner) storedUpTo(handed uint64) {
 	}
 }
 
-// flush makes what a Buffered sink holds durable, retrying with backoff
-// while it fails. It reports false when the runner was stopped first.
+// flush makes what a Buffered sink holds durable. When that fails it waits
+// out the backoff and rewinds, so that the records are fed again from the
+// write-ahead log. It reports false when the runner was stopped first.
 func (r *runner) flush(ctx context.Context, backoff *backoff, log *slog.Logger) bool {
-	for {
-		err := r.buffered.Flush(ctx)
-		if err == nil {
-			break
-		}
+	if err := r.buffered.Flush(ctx); err != nil {
 		if !r.failing.Swap(true) {
 			log.Warn("decision-log sink cannot make its records durable; they wait in the write-ahead log and will be replayed",
 				"error", err.Error(), "pending", r.handed-r.stored.Load())
