@@ -29,7 +29,7 @@ func (s *server) openAudit() (authz.Recorder, error) {
 		return nil, nil
 	}
 	ctx := context.Background()
-	opts := stores.Options{DataDir: s.cfg.DataDir, WAL: filepath.Join(s.cfg.DataDir, "wal"), Retention: time.Duration(s.cfg.AuditRetention), Logger: s.log, Stdout: os.Stdout}
+	opts := stores.Options{DataDir: s.cfg.DataDir, Cluster: s.cfg.Cluster, WAL: filepath.Join(s.cfg.DataDir, "wal"), Retention: time.Duration(s.cfg.AuditRetention), SegmentAge: s.cfg.AuditSegmentAge, Logger: s.log, Stdout: os.Stdout}
 	var sinks []audit.Sink
 	var query audit.Store
 	closeAll := func() {
@@ -47,7 +47,7 @@ func (s *server) openAudit() (authz.Recorder, error) {
 			return nil, fmt.Errorf("--audit: %w", err)
 		}
 		sinks = append(sinks, sink)
-		if _, queryable := sink.(audit.Store); queryable && query == nil {
+		if stores.Queryable(dsn) && query == nil {
 			// The admin queries (/v1/decisions, /v1/verify, /ui/) get a
 			// connection pool of their own: a long export or a verify of
 			// the whole log must not take the connections the sink writes
@@ -114,7 +114,7 @@ const auditUsage = `Usage:
                            [--format table|json|ndjson|csv]
   egress-authz audit verify [--audit DSN] [--format text|json]
 
-DSN: parquet:DIR (default ` + defaultAuditDSN + `), sqlite:PATH or postgres://...
+DSN: parquet:DIR (default ` + defaultAuditDSN + `), sqlite:PATH, postgres://... or s3://BUCKET/PREFIX
 `
 
 func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -101,10 +101,11 @@ func (l *load) waitAnswered(t *testing.T, n int64) {
 }
 
 // recordedRequestIDs returns how often each request id has an enforced
-// record in the decision log dsn, as audit query reads it.
-func recordedRequestIDs(t *testing.T, dir, dsn string) map[string]int {
+// record in the decision log dsn, as audit query reads it (with filters,
+// the flags of audit query).
+func recordedRequestIDs(t *testing.T, dir, dsn string, filters ...string) map[string]int {
 	t.Helper()
-	r := runCLI(t, dir, "audit", "query", "--audit", dsn, "--format", "ndjson")
+	r := runCLI(t, dir, append([]string{"audit", "query", "--audit", dsn, "--format", "ndjson"}, filters...)...)
 	if r.code != 0 {
 		t.Fatalf("audit query: %s", r)
 	}

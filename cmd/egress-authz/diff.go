@@ -82,7 +82,7 @@ type replayOutput struct {
 func diffCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("rules diff", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	against := fs.String("against", "", "decision log `DSN` (sqlite:PATH, postgres://...) whose recorded requests are decided again with NEW")
+	against := fs.String("against", "", "decision log `DSN` (parquet:DIR, sqlite:PATH, postgres://..., s3://BUCKET/PREFIX) whose recorded requests are decided again with NEW")
 	since := fs.String("since", "7d", "with --against: replay records from this `TIME` on (a duration back from now, like 7d, or RFC 3339)")
 	until := fs.String("until", "", "with --against: replay records before this `TIME`")
 	at := fs.String("at", "", "judge rule expiry as of this `TIME` (YYYY-MM-DD or RFC 3339; default now)")

@@ -108,11 +108,21 @@ type proc struct {
 // and stops the server (SIGTERM, then SIGKILL) when the test ends.
 func startServer(t *testing.T, dir string, extra ...string) *proc {
 	t.Helper()
+	return startServerEnv(t, dir, nil, extra...)
+}
+
+// startServerEnv is startServer with env (KEY=VALUE) added to the
+// test's environment.
+func startServerEnv(t *testing.T, dir string, env []string, extra ...string) *proc {
+	t.Helper()
 	args := append([]string{"serve",
 		"--grpc-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0",
 		"--plaintext", "--log-format", "json"}, extra...)
 	p := &proc{t: t, cmd: exec.Command(binPath, args...), dir: dir, log: newLogWriter(), done: make(chan struct{})}
 	p.cmd.Dir = dir
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout = io.Discard
 	p.cmd.Stderr = p.log
 	if err := p.cmd.Start(); err != nil {

@@ -47,7 +47,7 @@ type suggestRule struct {
 func suggestCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("rules suggest", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	from := fs.String("from", "", "decision log `DSN` to learn from (sqlite:PATH, postgres://...)")
+	from := fs.String("from", "", "decision log `DSN` to learn from (parquet:DIR, sqlite:PATH, postgres://..., s3://BUCKET/PREFIX)")
 	namespace := fs.String("namespace", "", "the `NAMESPACE` whose recorded traffic the allow-list must cover")
 	since := fs.String("since", "7d", "learn from records from this `TIME` on (a duration back from now, like 7d, or RFC 3339)")
 	until := fs.String("until", "", "learn from records before this `TIME`")

@@ -39,6 +39,7 @@ type Config struct {
 	AuditKeepQuery   bool          `yaml:"audit-keep-query"`
 	AuditBuffer      uint64        `yaml:"audit-buffer"`
 	AuditRetention   Days          `yaml:"audit-retention"`
+	AuditSegmentAge  time.Duration `yaml:"audit-segment-age"`
 	DataDir          string        `yaml:"data-dir"`
 	Cluster          string        `yaml:"cluster"`
 	Plaintext        bool          `yaml:"plaintext"`
@@ -69,6 +70,7 @@ func Default() Config {
 		Audit:            []string{"parquet:./data/decisions"},
 		AuditOverflow:    "deny",
 		AuditBuffer:      1_000_000,
+		AuditSegmentAge:  10 * time.Minute,
 		DataDir:          "./data",
 		Cluster:          os.Getenv("EGRESS_AUTHZ_CLUSTER"),
 		RulesMaxFileSize: 64 << 20,
@@ -119,11 +121,12 @@ func (c *Config) Flags(fs *flag.FlagSet) *string {
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "admin HTTP listen `ADDR` (health, metrics, rules, decisions, /ui/)")
 	fs.StringVar(&c.HTTPAddr, "http-addr", c.HTTPAddr, "HTTP authorization listen `ADDR` (off when empty; :9193 is the documented port): Envoy HTTP ext_authz at /ext-authz, forward-auth at /forward-auth, NGINX auth_request at /auth-request; secured like gRPC")
 	fs.StringVar(&c.ClientCertHeader, "client-cert-header", c.ClientCertHeader, "HTTP authorization: the `HEADER` in which the proxy forwards its client's certificate (URL-escaped PEM, as NGINX's $ssl_client_escaped_cert; x-forwarded-client-cert reads its Cert=), verified against the trust bundle as an X.509 SVID")
-	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: parquet:DIR (Parquet segments, the default), sqlite:PATH, postgres://..., otlp, stdout, none")
+	fs.Var(&listFlag{dst: &c.Audit}, "audit", "decision-log sink `DSN`, repeatable: parquet:DIR (Parquet segments, the default), sqlite:PATH, postgres://..., s3://BUCKET/PREFIX (a fleet's bucket; needs --cluster), otlp, stdout, none")
 	fs.StringVar(&c.AuditOverflow, "audit-overflow", c.AuditOverflow, "when the decision log cannot keep up: deny (new requests denied, reason audit-unavailable) or block")
 	fs.BoolVar(&c.AuditKeepQuery, "audit-keep-query", c.AuditKeepQuery, "keep the query string in logged paths (dropped by default: it may hold personal data)")
 	fs.Uint64Var(&c.AuditBuffer, "audit-buffer", c.AuditBuffer, "records that may wait on disk for a slow or down decision-log sink before --audit-overflow applies")
-	fs.Var(daysFlag{&c.AuditRetention}, "audit-retention", "decision log (Parquet and PostgreSQL): remove whole days older than this `DURATION` (e.g. 400d; 0 keeps all)")
+	fs.DurationVar(&c.AuditSegmentAge, "audit-segment-age", c.AuditSegmentAge, "decision log (Parquet and S3): close a segment this `DURATION` after its first record; an S3 sink uploads it then, so this is how far the bucket lags (1s to 24h)")
+	fs.Var(daysFlag{&c.AuditRetention}, "audit-retention", "decision log (Parquet, S3 and PostgreSQL): remove whole days older than this `DURATION` (e.g. 400d; 0 keeps all)")
 	fs.StringVar(&c.Cluster, "cluster", c.Cluster, "`NAME` of the cluster, recorded in every decision and a partition of a fleet's bucket (default $EGRESS_AUTHZ_CLUSTER)")
 	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "`DIR` for the decision log's write-ahead and spill files")
 	fs.BoolVar(&c.Plaintext, "plaintext", c.Plaintext, "serve gRPC without TLS (local runs and tests only)")
@@ -228,6 +231,14 @@ func (c *Config) Validate() error {
 	}
 	if !validCluster(c.Cluster) {
 		return fmt.Errorf("--cluster %q: use at most 63 letters, digits, '.', '_' and '-' (it names a directory of the fleet's bucket)", c.Cluster)
+	}
+	if c.AuditSegmentAge < time.Second || c.AuditSegmentAge > 24*time.Hour {
+		return fmt.Errorf("--audit-segment-age %s: want 1s to 24h", c.AuditSegmentAge)
+	}
+	for _, dsn := range c.Audit {
+		if strings.HasPrefix(dsn, "s3://") && c.Cluster == "" {
+			return fmt.Errorf("--audit %s needs --cluster (or EGRESS_AUTHZ_CLUSTER): it is the first level of the fleet's bucket", dsn)
+		}
 	}
 	if c.RulesMaxFileSize < 1 {
 		return fmt.Errorf("--rules-max-file-size %d: must be at least 1 byte", c.RulesMaxFileSize)

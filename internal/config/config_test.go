@@ -234,3 +234,13 @@ func TestHTTPAuthorizationSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestS3NeedsCluster(t *testing.T) {
+	t.Setenv("EGRESS_AUTHZ_CLUSTER", "")
+	if _, err := parse(t, "--rules", "r", "--plaintext", "--audit", "s3://decisions/fleet"); err == nil || !strings.Contains(err.Error(), "needs --cluster") {
+		t.Errorf("s3:// without --cluster: %v, want an error naming --cluster", err)
+	}
+	if c, err := parse(t, "--rules", "r", "--plaintext", "--audit", "s3://decisions/fleet", "--cluster", "eu-west-1"); err != nil || c.Audit[0] != "s3://decisions/fleet" {
+		t.Errorf("s3:// with --cluster: %+v, %v", c.Audit, err)
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"io"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -249,4 +250,40 @@ func (r *objectReader) block(i int64) ([]byte, error) {
 		}
 	}
 	return b, nil
+}
+
+// Key returns the name of the sink an s3:// DSN names (audit.Sink.Name):
+// the DSN as Bucket.String writes it, or dsn itself when it is not one.
+func Key(dsn string) string {
+	bucket, prefix, err := ParseDSN(dsn)
+	if err != nil {
+		return dsn
+	}
+	return "s3://" + bucket + "/" + prefix
+}
+
+// StagingDir is the directory under dataDir where the sink for dsn stages
+// its segments: one per bucket and prefix, so that two sinks never share.
+func StagingDir(dataDir, dsn string) string {
+	var name strings.Builder
+	for _, c := range []byte(strings.TrimSuffix(strings.TrimPrefix(Key(dsn), "s3://"), "/")) {
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_':
+			name.WriteByte(c)
+		case c == '/':
+			name.WriteByte('+')
+		default:
+			fmt.Fprintf(&name, "%%%02X", c)
+		}
+	}
+	return filepath.Join(dataDir, "s3", name.String())
+}
+
+// Check fails unless the bucket exists and can be read: a reader with a
+// mistyped name must not see an empty, intact log.
+func (b *Bucket) Check(ctx context.Context) error {
+	if _, err := b.client.HeadBucket(ctx, &s3.HeadBucketInput{Bucket: &b.bucket}); err != nil {
+		return fmt.Errorf("decision log %s: %w", b, err)
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/otlpsink"
 	"github.com/egress-authz/egress-authz/internal/audit/parquetlog"
+	"github.com/egress-authz/egress-authz/internal/audit/s3log"
 	"github.com/egress-authz/egress-authz/internal/audit/sqlstore"
 )
 
@@ -23,8 +24,11 @@ import (
 // opens every store with its defaults.
 type Options struct {
 	// DataDir is where a sink keeps what it needs between runs (the OTLP
-	// sink's cursor).
+	// sink's cursor, the S3 sink's staged segments).
 	DataDir string
+	// Cluster names the writer's cluster; the S3 sink requires it (it is
+	// the first level of a fleet's bucket).
+	Cluster string
 	// Retention drops PostgreSQL's daily partitions older than this; 0
 	// keeps everything.
 	Retention time.Duration
@@ -37,6 +41,9 @@ type Options struct {
 	// records where it is, so that readers in other processes find the
 	// records not yet in a segment.
 	WAL string
+	// SegmentAge closes a Parquet or S3 segment this long after its first
+	// record; 0 means parquetlog's default.
+	SegmentAge time.Duration
 	// Now is the clock of the stores that read one (Parquet segments'
 	// age); nil means time.Now.
 	Now func() time.Time
@@ -59,8 +66,11 @@ type backend struct {
 	key func(target string) string
 	// open opens a queryable store; nil when the backend is a sink only.
 	open func(ctx context.Context, target string, opts Options) (store, error)
-	// sink opens a sink that cannot be queried; nil when open is set.
+	// sink opens a sink that open does not; nil when open is set.
 	sink func(ctx context.Context, target string, opts Options) (audit.Sink, error)
+	// read, with sink, opens the store the sink writes for queries only;
+	// nil when the sink's records cannot be queried.
+	read func(ctx context.Context, target string) (audit.Store, error)
 	// exists, when set, fails unless the store at target already exists:
 	// opening creates a store, and a reader with a mistyped path would
 	// get an empty log, which verify calls intact.
@@ -73,7 +83,7 @@ var backends = []backend{
 		match: func(dsn string) (string, bool) { return strings.CutPrefix(dsn, "parquet:") },
 		key:   func(dir string) string { return "parquet:" + dir },
 		open: func(_ context.Context, dir string, opts Options) (store, error) {
-			return parquetlog.Open(dir, parquetlog.Options{Retention: opts.Retention, WAL: opts.WAL, Now: opts.Now, Logger: opts.Logger})
+			return parquetlog.Open(dir, parquetlog.Options{Retention: opts.Retention, WAL: opts.WAL, MaxAge: opts.SegmentAge, Now: opts.Now, Logger: opts.Logger})
 		},
 		exists: func(dir string) error {
 			st, err := os.Stat(dir)
@@ -108,6 +118,25 @@ var backends = []backend{
 		key: sqlstore.Redact,
 		open: func(ctx context.Context, dsn string, opts Options) (store, error) {
 			return sqlstore.OpenPostgres(ctx, dsn, sqlstore.PostgresOptions{Retention: opts.Retention, Logger: opts.Logger})
+		},
+	},
+	{
+		forms: "s3://BUCKET/PREFIX",
+		match: func(dsn string) (string, bool) { return dsn, strings.HasPrefix(dsn, "s3://") },
+		key:   s3log.Key,
+		sink: func(ctx context.Context, dsn string, opts Options) (audit.Sink, error) {
+			return s3log.OpenSink(ctx, dsn, s3log.Options{Staging: s3log.StagingDir(opts.DataDir, dsn), Cluster: opts.Cluster,
+				Retention: opts.Retention, WAL: opts.WAL, MaxAge: opts.SegmentAge, Now: opts.Now, Logger: opts.Logger})
+		},
+		read: func(ctx context.Context, dsn string) (audit.Store, error) {
+			b, err := s3log.NewBucket(ctx, dsn)
+			if err != nil {
+				return nil, err
+			}
+			if err := b.Check(ctx); err != nil {
+				return nil, err
+			}
+			return parquetlog.OpenStorage(b), nil
 		},
 	},
 	{
@@ -168,15 +197,25 @@ func forms(keep func(*backend) bool) string {
 	return strings.Join(out[:len(out)-1], ", ") + " or " + out[len(out)-1]
 }
 
-func queryable(b *backend) bool { return b.open != nil }
+func queryable(b *backend) bool { return b.open != nil || b.read != nil }
 
-// Open opens (creating it if needed) the queryable store dsn names:
-// "parquet:DIR", "sqlite:PATH" (or a path ending in .db) or
-// "postgres://...".
+// Queryable reports whether the decision log dsn names can be queried
+// (Open takes it).
+func Queryable(dsn string) bool {
+	b, _, ok := find(dsn)
+	return ok && queryable(b)
+}
+
+// Open opens the queryable store dsn names: "parquet:DIR", "sqlite:PATH"
+// (or a path ending in .db) or "postgres://...", creating it if needed, or
+// "s3://BUCKET/PREFIX", whose bucket must exist.
 func Open(ctx context.Context, dsn string, opts Options) (audit.Store, error) {
 	b, target, ok := find(dsn)
-	if !ok || b.open == nil {
+	if !ok || !queryable(b) {
 		return nil, fmt.Errorf("decision log %q: want %s", dsn, forms(queryable))
+	}
+	if b.read != nil {
+		return b.read(ctx, target)
 	}
 	return b.open(ctx, target, opts)
 }
@@ -194,9 +233,9 @@ func OpenExisting(ctx context.Context, dsn string) (audit.Store, error) {
 }
 
 // OpenSink opens the sink a --audit DSN names: any store Open takes,
-// "otlp" or "stdout". A sink that is also an audit.Store can be queried;
-// open a second handle with Open for that, so that queries do not take
-// the connections the sink writes through.
+// "otlp" or "stdout". Where Queryable(dsn), open a second handle with Open
+// for queries, so that they do not take the connections the sink writes
+// through.
 func OpenSink(ctx context.Context, dsn string, opts Options) (audit.Sink, error) {
 	b, target, ok := find(dsn)
 	if !ok {

@@ -49,9 +49,9 @@ func TestOpenSaysWhatItTakes(t *testing.T) {
 		open func() error
 		want string
 	}{
-		{func() error { _, err := Open(ctx, "otlp", Options{}); return err }, "want parquet:DIR, sqlite:PATH or postgres://..."},
-		{func() error { _, err := Open(ctx, "decisions.sqlite", Options{}); return err }, "want parquet:DIR, sqlite:PATH or postgres://..."},
-		{func() error { _, err := OpenSink(ctx, "mysql://db/audit", Options{}); return err }, "want parquet:DIR, sqlite:PATH, postgres://..., otlp or stdout"},
+		{func() error { _, err := Open(ctx, "otlp", Options{}); return err }, "want parquet:DIR, sqlite:PATH, postgres://... or s3://BUCKET/PREFIX"},
+		{func() error { _, err := Open(ctx, "decisions.sqlite", Options{}); return err }, "want parquet:DIR, sqlite:PATH, postgres://... or s3://BUCKET/PREFIX"},
+		{func() error { _, err := OpenSink(ctx, "mysql://db/audit", Options{}); return err }, "want parquet:DIR, sqlite:PATH, postgres://..., s3://BUCKET/PREFIX, otlp or stdout"},
 	} {
 		if err := tc.open(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("error %v, want one saying %q", err, tc.want)
@@ -114,5 +114,20 @@ func TestSinksAndStoresAreOneLog(t *testing.T) {
 	n := 0
 	if _, err := st.Query(context.Background(), audit.Filter{}, func(*audit.Record) error { n++; return nil }); err != nil || n != 1 {
 		t.Fatalf("query: %d records, %v; want 1", n, err)
+	}
+}
+
+func TestS3DSN(t *testing.T) {
+	if got := Key("s3://decisions/fleet/"); got != "s3://decisions/fleet" {
+		t.Errorf("Key(s3://decisions/fleet/) = %q", got)
+	}
+	if !Queryable("s3://decisions/fleet") || Queryable("otlp") || Queryable("stdout") || !Queryable("parquet:x") {
+		t.Error("Queryable: want s3:// and parquet: queryable, otlp and stdout not")
+	}
+	if _, err := OpenSink(context.Background(), "s3://decisions/fleet", Options{DataDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "--cluster") {
+		t.Errorf("an s3:// sink without a cluster: %v, want an error naming --cluster", err)
+	}
+	if _, err := Open(context.Background(), "s3://", Options{}); err == nil || !strings.Contains(err.Error(), "s3://BUCKET/PREFIX") {
+		t.Errorf("s3:// without a bucket: %v", err)
 	}
 }
