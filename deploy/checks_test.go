@@ -113,6 +113,7 @@ var checks = []check{
 	{"rules_configmap_mount", checkRulesMount},
 	{"writable_paths", checkWritablePaths},
 	{"serve_flags", checkFlags},
+	{"decision_log_bucket", checkDecisionLogBucket},
 	{"probes", checkProbes},
 	{"hardening", checkHardening},
 	{"egress_routes", checkRoutes},
@@ -849,7 +850,15 @@ func checkBundleSource(s *stack, p *problems, ref string) {
 	if err != nil {
 		p.fatalf("--rules %s: %v", ref, err)
 	}
-	host, ns := u.Hostname(), s.deployment(p).Namespace
+	checkOwnWayOut(s, p, "--rules "+ref, "the bundle source", u.Hostname())
+}
+
+// checkOwnWayOut checks that egress-authz's sidecar can reach host on 443
+// by itself: a ServiceEntry visible in its namespace names it, and no
+// route sends it through the egress gateway (whose every request
+// egress-authz decides).
+func checkOwnWayOut(s *stack, p *problems, what, peer, host string) {
+	ns := s.deployment(p).Namespace
 	found := false
 	for _, o := range s.all("ServiceEntry") {
 		se := o.Spec.(*networking.ServiceEntry)
@@ -860,12 +869,68 @@ func checkBundleSource(s *stack, p *problems, ref string) {
 		}
 	}
 	if !found {
-		p.errorf("--rules %s: no ServiceEntry visible in namespace %s names %s with port 443: the sidecar cannot reach the bundle source", ref, ns, host)
+		p.errorf("%s: no ServiceEntry visible in namespace %s names %s with port 443: the sidecar cannot reach %s", what, ns, host, peer)
 	}
 	for _, o := range s.all("VirtualService") {
 		if slices.Contains(o.Spec.(*networking.VirtualService).GetHosts(), host) {
-			p.errorf("--rules %s: %s routes %s; egress-authz's own pull must not go through the egress gateway it decides for", ref, o, host)
+			p.errorf("%s: %s routes %s; egress-authz's own traffic must not go through the egress gateway it decides for", what, o, host)
 		}
+	}
+}
+
+// checkDecisionLogBucket checks an s3:// decision log: the region and
+// the credentials are where the AWS SDK looks (AWS_REGION, and the
+// ServiceAccount's IAM role or keys from a Secret), the cluster is named,
+// and in the mesh the sidecar can reach the bucket by itself.
+func checkDecisionLogBucket(s *stack, p *problems) {
+	ctr := s.container(p)
+	env := map[string]corev1.EnvVar{}
+	for _, e := range ctr.Env {
+		env[e.Name] = e
+	}
+	for _, dsn := range s.flags(p)["audit"] {
+		u, err := url.Parse(dsn)
+		if err != nil || u.Scheme != "s3" {
+			continue
+		}
+		if v := s.flags(p)["cluster"]; len(v) != 1 || v[0] == "" {
+			if e, ok := env["EGRESS_AUTHZ_CLUSTER"]; !ok || e.Value == "" {
+				p.errorf("--audit %s: no --cluster (or EGRESS_AUTHZ_CLUSTER): serve refuses to start", dsn)
+			}
+		}
+		region := env["AWS_REGION"].Value
+		if region == "" {
+			p.errorf("--audit %s: no AWS_REGION in the container's env: the AWS SDK does not know where the bucket is", dsn)
+		}
+		dep := s.deployment(p)
+		sa := s.find("ServiceAccount", dep.Namespace, dep.Spec.Template.Spec.ServiceAccountName)
+		role := ""
+		if sa != nil {
+			role = sa.Value.(*corev1.ServiceAccount).Annotations["eks.amazonaws.com/role-arn"]
+		}
+		key, fromSecret := env["AWS_ACCESS_KEY_ID"]
+		fromSecret = fromSecret && key.ValueFrom != nil && key.ValueFrom.SecretKeyRef != nil
+		switch {
+		case role == "" && !fromSecret:
+			p.errorf("--audit %s: no credentials: annotate ServiceAccount %s with eks.amazonaws.com/role-arn, or take AWS_ACCESS_KEY_ID from a Secret", dsn, dep.Spec.Template.Spec.ServiceAccountName)
+		case role != "" && !strings.HasPrefix(role, "arn:aws:iam::"):
+			p.errorf("--audit %s: eks.amazonaws.com/role-arn %q is not an IAM role ARN", dsn, role)
+		}
+		if _, ok := env["AWS_SECRET_ACCESS_KEY"]; ok && (env["AWS_SECRET_ACCESS_KEY"].ValueFrom == nil || env["AWS_SECRET_ACCESS_KEY"].ValueFrom.SecretKeyRef == nil) {
+			p.errorf("--audit %s: AWS_SECRET_ACCESS_KEY belongs in a Secret, not in the manifest", dsn)
+		}
+		if !s.inMesh(p) {
+			continue
+		}
+		host := u.Host + ".s3." + region + ".amazonaws.com"
+		if e := env["AWS_ENDPOINT_URL_S3"].Value; e != "" {
+			eu, err := url.Parse(e)
+			if err != nil {
+				p.fatalf("AWS_ENDPOINT_URL_S3 %q: %v", e, err)
+			}
+			host = eu.Hostname()
+		}
+		checkOwnWayOut(s, p, "--audit "+dsn, "the bucket", host)
 	}
 }
 

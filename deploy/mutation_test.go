@@ -274,6 +274,24 @@ func TestChecksCatchOneSidedChanges(t *testing.T) {
 		{"fleet: plain http source", overlayFleet, func(s *stack) {
 			mSetArg(s, "rules", "http://registry.example.com/egress-rules/bundle.tar.gz")
 		}},
+		// The fleet: the decision log's bucket.
+		{"fleet: no cluster", overlayFleet, func(s *stack) {
+			c := mContainer(s)
+			c.Args = slices.DeleteFunc(c.Args, func(a string) bool { return strings.HasPrefix(a, "--cluster=") })
+		}},
+		{"fleet: no region", overlayFleet, func(s *stack) {
+			c := mContainer(s)
+			c.Env = slices.DeleteFunc(c.Env, func(e corev1.EnvVar) bool { return e.Name == "AWS_REGION" })
+		}},
+		{"fleet: no IAM role", overlayFleet, func(s *stack) {
+			delete(s.find("ServiceAccount", "egress-authz", "egress-authz").Value.(*corev1.ServiceAccount).Annotations, "eks.amazonaws.com/role-arn")
+		}},
+		{"fleet: another bucket", overlayFleet, func(s *stack) {
+			mSetArg(s, "audit", "s3://other-decisions/fleet")
+		}},
+		{"fleet: bucket ServiceEntry hidden", overlayFleet, func(s *stack) {
+			mIstio[*networking.ServiceEntry](s, "ServiceEntry", "egress-authz", "decision-log-bucket").ExportTo = []string{"istio-system"}
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStack(t, tc.dir)
