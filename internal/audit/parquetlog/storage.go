@@ -23,6 +23,10 @@ import (
 type Storage interface {
 	// List returns every object whose name starts with prefix.
 	List(ctx context.Context, prefix string) ([]Object, error)
+	// Dirs returns the directories directly under prefix (a directory
+	// name ending in "/", or ""), each as prefix + name + "/": in a
+	// bucket, the common prefixes of the names under it.
+	Dirs(ctx context.Context, prefix string) ([]string, error)
 	// Open opens an object for reading.
 	Open(ctx context.Context, name string) (ObjectReader, error)
 	// Put stores a small object (a checkpoint) whole, replacing it.
@@ -93,6 +97,24 @@ func (d Dir) List(ctx context.Context, prefix string) ([]Object, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("parquet decision log %s: %w", root, err)
+	}
+	return out, nil
+}
+
+// Dirs implements Storage.
+func (d Dir) Dirs(_ context.Context, prefix string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(string(d), filepath.FromSlash(prefix)))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("parquet decision log %s: %w", string(d), err)
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() {
+			out = append(out, prefix+e.Name()+"/")
+		}
 	}
 	return out, nil
 }

@@ -2,6 +2,7 @@ package parquetlog
 
 import (
 	"runtime"
+	"strings"
 
 	"cmp"
 	"container/heap"
@@ -40,7 +41,7 @@ func (s *Log) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) 
 	// The tail first, then the segments again: a record that left the
 	// write-ahead log while the tail was read was in a closed segment
 	// first, which the second listing sees.
-	before, err := listSegments(ctx, s.st)
+	before, err := s.segmentsFor(ctx, f.Cluster, f.Since, until)
 	if err != nil {
 		return "", err
 	}
@@ -48,7 +49,7 @@ func (s *Log) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) 
 	if err != nil {
 		return "", err
 	}
-	refs, err := listSegments(ctx, s.st)
+	refs, err := s.segmentsFor(ctx, f.Cluster, f.Since, until)
 	if err != nil {
 		return "", err
 	}
@@ -126,6 +127,51 @@ func (s *Log) Query(ctx context.Context, f audit.Filter, fn func(*audit.Record) 
 // stamped just before midnight may arrive after the day's last segment
 // closed, so a directory holds records of its own day and the few last
 // milliseconds of the day before.
+// segmentsFor lists the segments that may hold records of cluster (any
+// when "") between since and until (either zero: unbounded). Only the
+// directories of the cluster and of those days are listed, so that a
+// query of one cluster's last day in a fleet's bucket costs a few
+// listings, not a listing of the whole bucket.
+func (s *Log) segmentsFor(ctx context.Context, cluster string, since, until time.Time) ([]segmentRef, error) {
+	if cluster == "" && since.IsZero() && until.IsZero() {
+		return listSegments(ctx, s.st)
+	}
+	tops, err := s.st.Dirs(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	var prefixes []string
+	for _, top := range tops {
+		name := strings.TrimSuffix(top, "/")
+		if c, ok := strings.CutPrefix(name, clusterPrefix); ok {
+			switch {
+			case cluster != "" && c != cluster:
+			case since.IsZero() && until.IsZero():
+				prefixes = append(prefixes, top)
+			default:
+				days, err := s.st.Dirs(ctx, top)
+				if err != nil {
+					return nil, err
+				}
+				for _, d := range days {
+					if day, ok := parseDayDir(strings.TrimSuffix(strings.TrimPrefix(d, top), "/")); ok && dayMayHold(day, since, until) {
+						prefixes = append(prefixes, d)
+					}
+				}
+			}
+			continue
+		}
+		// A layout without clusters: the records' cluster column decides.
+		if day, ok := parseDayDir(name); ok && dayMayHold(day, since, until) {
+			prefixes = append(prefixes, top)
+		}
+	}
+	if len(prefixes) == 0 {
+		return nil, nil
+	}
+	return listSegments(ctx, s.st, prefixes...)
+}
+
 func dayMayHold(day, since, until time.Time) bool {
 	if !since.IsZero() && day.Add(24*time.Hour).Before(since) {
 		return false

@@ -96,6 +96,22 @@ func (b *Bucket) List(ctx context.Context, prefix string) ([]parquetlog.Object, 
 	return out, nil
 }
 
+// Dirs implements parquetlog.Storage: the common prefixes under prefix.
+func (b *Bucket) Dirs(ctx context.Context, prefix string) ([]string, error) {
+	var out []string
+	p := s3.NewListObjectsV2Paginator(b.client, &s3.ListObjectsV2Input{Bucket: &b.bucket, Prefix: aws.String(b.key(prefix)), Delimiter: aws.String("/")})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("%s: list %s: %w", b, prefix, err)
+		}
+		for _, cp := range page.CommonPrefixes {
+			out = append(out, strings.TrimPrefix(aws.ToString(cp.Prefix), b.prefix))
+		}
+	}
+	return out, nil
+}
+
 // Open implements parquetlog.Storage: the object is read in blocks, a few
 // kept, so that reading a footer costs one request and reading a row
 // group a few.
