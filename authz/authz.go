@@ -350,8 +350,8 @@ func (s *Server) appendRecords(recs []audit.Record, start time.Time, req rules.R
 
 func setRule(rec *audit.Record, r *rules.Rule) {
 	if r == nil {
-		rec.Rule, rec.Owner, rec.Ticket = "", "", ""
+		rec.Rule, rec.Owner, rec.Ticket, rec.Processor = "", "", "", ""
 		return
 	}
-	rec.Rule, rec.Owner, rec.Ticket = r.ID, r.Owner, r.Ticket
+	rec.Rule, rec.Owner, rec.Ticket, rec.Processor = r.ID, r.Owner, r.Ticket, r.Processor
 }

@@ -47,7 +47,7 @@ func TestDocSectionsExist(t *testing.T) {
 		used = append(used, strings.ToLower(k))
 	}
 	// The sections named in the source: errorDoc(n, "x", ...) and Doc: "x".
-	for _, f := range []string{"format.go", "policy.go", "cases.go", "pattern.go"} {
+	for _, f := range []string{"format.go", "policy.go", "cases.go", "pattern.go", "processors.go"} {
 		src, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)

@@ -29,8 +29,8 @@ func TestErrorsDoNotQuoteAFileThatIsNotARuleSet(t *testing.T) {
 		want      string // one of the errors, whole
 	}{
 		{"a_secret_alone", secret + "\n", "rules.yaml:1:1: rule set must be a mapping, got a string"},
-		{"a_secret_as_a_key", secret + ": 1\n", "rules.yaml:1:1: rule set: unknown key (known: apiVersion, kind, trustDomains, rules)"},
-		{"a_secret_as_a_value", "token: " + secret + "\n", "rules.yaml:1:1: rule set: unknown key (known: apiVersion, kind, trustDomains, rules)"},
+		{"a_secret_as_a_key", secret + ": 1\n", "rules.yaml:1:1: rule set: unknown key (known: apiVersion, kind, trustDomains, internalDomains, processors, rules)"},
+		{"a_secret_as_a_value", "token: " + secret + "\n", "rules.yaml:1:1: rule set: unknown key (known: apiVersion, kind, trustDomains, internalDomains, processors, rules)"},
 		{"a_list_of_secrets", "- " + secret + "\n", "rules.yaml:1:1: rule set must be a mapping, got a list"},
 		{"a_number", "4111111111111111\n", "rules.yaml:1:1: rule set must be a mapping, got a number"},
 		{"passwd", passwd, "rules.yaml:1:1: rule set must be a mapping, got a string"},

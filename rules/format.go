@@ -153,6 +153,13 @@ type Rule struct {
 	Methods []string
 	Paths   []string
 
+	// Processor is the id of the processor (Set.Processors) that the
+	// traffic this rule allows reaches; "" when it names none. Purposes
+	// and DataCategories narrow the processor's, when set.
+	Processor      string
+	Purposes       []string
+	DataCategories []string
+
 	Pos Pos // where the rule starts
 }
 
@@ -165,7 +172,13 @@ func (r *Rule) HTTPOnly() bool { return len(r.Methods) > 0 || len(r.Paths) > 0 }
 type Set struct {
 	Rules        []*Rule
 	TrustDomains []string
-	Files        []string
+	// Processors is the processor register: the recipients of personal
+	// data the rules name, from the processors lists of every file.
+	Processors []*Processor
+	// InternalDomains are the company's own domains: a host at or below
+	// one needs no processor (see Internal).
+	InternalDomains []string
+	Files           []string
 	// Version identifies the content: the SHA-256 of the files' names and
 	// bytes. Two replicas with the same files report the same version.
 	Version string
@@ -199,11 +212,12 @@ type Source struct {
 // Parse parses and validates rule files and merges them into one Set.
 // Every problem is reported, as an ErrorList, with its file:line:col.
 func Parse(srcs ...Source) (*Set, error) {
-	p := &parser{set: &Set{}, ids: map[string]Pos{}, tds: map[string]bool{}}
+	p := &parser{set: &Set{}, ids: map[string]Pos{}, tds: map[string]bool{}, procs: map[string]Pos{}}
 	for _, src := range srcs {
 		p.set.Files = append(p.set.Files, src.Name)
 		p.file(src)
 	}
+	p.resolveProcessors()
 	if len(p.set.TrustDomains) == 0 && len(p.errs) == 0 && len(srcs) > 0 {
 		p.add(Diagnostic{Pos: Pos{File: srcs[0].Name, Line: 1, Col: 1},
 			Msg: "no trustDomains in the rule set: every identity would be denied (add e.g. \"trustDomains: [cluster.local]\")"})
@@ -229,6 +243,10 @@ type parser struct {
 	moreFile string
 	ids      map[string]Pos
 	tds      map[string]bool
+	// procs is where each processor id was declared; ruleProcs the rules
+	// that name a processor, checked once every file is read.
+	procs     map[string]Pos
+	ruleProcs []ruleProcessor
 	// known is set while the document being read is known to be what the
 	// parser reads (a rule set whose apiVersion and kind are right, a case
 	// file with a cases list): only then do errors quote its values.
@@ -469,6 +487,8 @@ func docOf(what string) string {
 		return "test-cases"
 	case "lint policy":
 		return "lint-policy"
+	case "processor", "transfer":
+		return "processors"
 	}
 	return ""
 }
@@ -596,6 +616,23 @@ func (p *parser) document(doc *yaml.Node) {
 			}
 		case "rules":
 			rules = v
+		case "processors":
+			if p.known {
+				p.processors(v)
+			}
+		case "internalDomains":
+			if !p.known {
+				return
+			}
+			for _, d := range p.strings(v, "internalDomains") {
+				if _, err := compileHost(d.Value); err != nil || strings.Contains(d.Value, "*") {
+					p.errorDoc(d, "processors", "internalDomains: %s is not a domain name", quoteShort(d.Value))
+					continue
+				}
+				if !slices.Contains(p.set.InternalDomains, d.Value) {
+					p.set.InternalDomains = append(p.set.InternalDomains, d.Value)
+				}
+			}
 		}
 	})
 	if !ok {
@@ -656,8 +693,8 @@ func (p *parser) strings(n *yaml.Node, what string) []*yaml.Node {
 // The keys of a rule set, a rule, and its from and to sections (Schema
 // lists them too: TestSchemaKnowsTheFormat keeps the two equal).
 var (
-	ruleSetKeys = []string{"apiVersion", "kind", "trustDomains", "rules"}
-	ruleKeys    = []string{"id", "description", "owner", "ticket", "expires", "mode", "action", "from", "to"}
+	ruleSetKeys = []string{"apiVersion", "kind", "trustDomains", "internalDomains", "processors", "rules"}
+	ruleKeys    = []string{"id", "description", "owner", "ticket", "expires", "mode", "action", "processor", "purposes", "dataCategories", "from", "to"}
 	fromKeys    = []string{"principals", "namespaces", "serviceAccounts"}
 	toKeys      = []string{"hosts", "ports", "methods", "paths"}
 )
@@ -666,6 +703,7 @@ func (p *parser) rule(n *yaml.Node) {
 	r := &Rule{Pos: Pos{File: p.name, Line: n.Line, Col: n.Column}, Mode: Enforce}
 	pats := rulePatterns{rule: r}
 	var idNode, actionNode *yaml.Node
+	rp := ruleProcessor{rule: r, file: p.name}
 	errsBefore := p.nerrs()
 	ok := p.fields(n, "rule", ruleKeys, func(key string, k, v *yaml.Node) {
 		switch key {
@@ -705,6 +743,15 @@ func (p *parser) rule(n *yaml.Node) {
 					p.errorDoc(v, "rules", "action must be allow or deny, got %s", quoteShort(s))
 				}
 			}
+		case "processor":
+			rp.id = v
+			r.Processor, _ = p.scalar(v, "processor")
+		case "purposes":
+			rp.purposes = v
+			r.Purposes = p.taxonomy(v, key, "data use", vocabulary().DataUses)
+		case "dataCategories":
+			rp.categories = v
+			r.DataCategories = p.taxonomy(v, key, "data category", vocabulary().DataCategories)
 		case "from":
 			p.from(v, r, &pats)
 		case "to":
@@ -727,9 +774,15 @@ func (p *parser) rule(n *yaml.Node) {
 	if actionNode == nil {
 		p.errorf(n, "rule %s has no action (allow or deny)", quoteShort(r.ID))
 	}
+	if (rp.purposes != nil || rp.categories != nil) && rp.id == nil {
+		p.errorDoc(n, "processors", "rule %s narrows purposes or dataCategories but names no processor", quoteShort(r.ID))
+	}
 	if p.nerrs() == errsBefore {
 		p.set.Rules = append(p.set.Rules, r)
 		p.set.patterns = append(p.set.patterns, pats)
+		if rp.id != nil {
+			p.ruleProcs = append(p.ruleProcs, rp)
+		}
 	}
 }
 

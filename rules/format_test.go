@@ -230,7 +230,7 @@ func TestParseErrors(t *testing.T) {
 			name: "unknown_top_level_key",
 			src:  api + kind + td + "rulez: []\n",
 			want: []string{
-				`rules.yaml:4:1: rule set: unknown key "rulez" (known: apiVersion, kind, trustDomains, rules)`,
+				`rules.yaml:4:1: rule set: unknown key "rulez" (known: apiVersion, kind, trustDomains, internalDomains, processors, rules)`,
 				`rules.yaml:1:1: missing rules (write "rules: []" to deny everything)`,
 			},
 		},
@@ -260,7 +260,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown_rule_key",
 			src:  rule("  - id: a", "    action: allow", "    hots: [a.example]"),
-			want: []string{`rules.yaml:7:5: rule: unknown key "hots" (known: id, description, owner, ticket, expires, mode, action, from, to)`},
+			want: []string{`rules.yaml:7:5: rule: unknown key "hots" (known: id, description, owner, ticket, expires, mode, action, processor, purposes, dataCategories, from, to)`},
 		},
 		{
 			name: "unknown_from_key",

@@ -16,6 +16,10 @@ func Marshal(set *Set) []byte {
 	var b bytes.Buffer
 	b.WriteString("apiVersion: " + APIVersion + "\nkind: " + Kind + "\n")
 	b.WriteString("trustDomains: " + flowList(set.TrustDomains) + "\n")
+	if len(set.InternalDomains) > 0 {
+		b.WriteString("internalDomains: " + flowList(set.InternalDomains) + "\n")
+	}
+	marshalProcessors(&b, set.Processors)
 	if len(set.Rules) == 0 {
 		b.WriteString("rules: []\n")
 		return b.Bytes()
@@ -47,6 +51,11 @@ func Marshal(set *Set) []byte {
 			field("mode", string(DryRun))
 		}
 		field("action", string(r.Action))
+		if r.Processor != "" {
+			field("processor", yamlScalar(r.Processor))
+		}
+		field("purposes", flowList(r.Purposes))
+		field("dataCategories", flowList(r.DataCategories))
 		section := func(name string, kv ...string) {
 			any := false
 			for i := 1; i < len(kv); i += 2 {
@@ -68,6 +77,36 @@ func Marshal(set *Set) []byte {
 			"methods", flowList(r.Methods), "paths", flowList(r.Paths))
 	}
 	return b.Bytes()
+}
+
+// marshalProcessors writes a processors list.
+func marshalProcessors(b *bytes.Buffer, procs []*Processor) {
+	if len(procs) == 0 {
+		return
+	}
+	b.WriteString("processors:\n")
+	for _, p := range procs {
+		b.WriteString("  - id: " + yamlScalar(p.ID) + "\n")
+		field := func(k, v string) {
+			if v != "" {
+				b.WriteString("    " + k + ": " + v + "\n")
+			}
+		}
+		field("legalName", quote(p.LegalName))
+		field("role", string(p.Role))
+		field("country", p.Country)
+		if p.TransferReference != "" {
+			b.WriteString("    transfer: {basis: " + string(p.Transfer) + ", reference: " + quote(p.TransferReference) + "}\n")
+		} else {
+			field("transfer", string(p.Transfer))
+		}
+		if p.DPA != "" {
+			field("dpa", quote(p.DPA))
+		}
+		field("purposes", flowList(p.Purposes))
+		field("dataCategories", flowList(p.DataCategories))
+		field("dataSubjects", flowList(p.DataSubjects))
+	}
 }
 
 // flowList writes a YAML flow sequence, or "" for an empty list (the key

@@ -187,6 +187,29 @@ func TestSchemaRejectsCommonMistakes(t *testing.T) {
 
 // TestSchemaKnowsTheFormat keeps the schema's keys and words equal to the
 // parser's: a key added to one and not the other fails here.
+func strs[T ~string](l []T) []string {
+	out := make([]string, len(l))
+	for i, v := range l {
+		out[i] = string(v)
+	}
+	return out
+}
+
+// transferEnum is the schema's list of transfer bases.
+func transferEnum(t *testing.T) []string {
+	var doc struct {
+		Definitions struct {
+			TransferBasis struct {
+				Enum []string `json:"enum"`
+			} `json:"transferBasis"`
+		} `json:"definitions"`
+	}
+	if err := json.Unmarshal(Schema(), &doc); err != nil {
+		t.Fatal(err)
+	}
+	return doc.Definitions.TransferBasis.Enum
+}
+
 func TestSchemaKnowsTheFormat(t *testing.T) {
 	var doc struct {
 		Definitions map[string]struct {
@@ -217,7 +240,7 @@ func TestSchemaKnowsTheFormat(t *testing.T) {
 	}
 	for def, want := range map[string][]string{
 		"ruleSet": ruleSetKeys, "rule": ruleKeys, "from": fromKeys, "to": toKeys,
-		"caseFile": {"cases"}, "case": caseKeys, "lintPolicy": policyKeys,
+		"caseFile": {"cases"}, "case": caseKeys, "lintPolicy": policyKeys, "processor": processorKeys,
 	} {
 		if got := keys(def); !slices.Equal(got, sorted(want)) {
 			t.Errorf("schema %s has keys %v, the parser %v", def, got, sorted(want))
@@ -237,6 +260,8 @@ func TestSchemaKnowsTheFormat(t *testing.T) {
 	}{
 		{"rule modes", props("rule", "mode"), []string{string(Enforce), string(DryRun)}},
 		{"rule actions", props("rule", "action"), []string{string(Allow), string(Deny)}},
+		{"processor roles", props("processor", "role"), strs(Roles)},
+		{"transfer bases", transferEnum(t), strs(Transfers)},
 		{"case expects", props("case", "expect"), []string{string(Allow), string(Deny)}},
 		{"case reasons", props("case", "reason"), reasons},
 		{"policy fields", doc.Definitions["lintPolicy"].Properties["require"].Items.Enum, fields},

@@ -110,6 +110,8 @@ func lintCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		warnings := rules.Lint(res.set, now, window)
 		errs, placeholders := policy.Check(res.set, now)
 		warnings = append(warnings, placeholders...)
+		procErrs, procWarnings := rules.LintProcessors(res.set)
+		errs, warnings = append(errs, procErrs...), append(warnings, procWarnings...)
 		printFindings(stdout, errs, warnings)
 		if len(errs) > 0 || len(warnings) > 0 && *strict {
 			code = exitFail
@@ -117,7 +119,7 @@ func lintCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		n := len(warnings) + len(res.skipped)
 		summary := fmt.Sprintf("%s: %s, %s", path, plural(len(res.set.Rules), "rule"), plural(n, "warning"))
 		if len(errs) > 0 {
-			summary += ", " + plural(len(errs), "lint policy error")
+			summary += ", " + plural(len(errs), "lint error")
 		}
 		fmt.Fprintf(stderr, "%s, version %s\n", summary, res.set.Version)
 	}

@@ -389,3 +389,86 @@ rules:
 		t.Errorf("a missing policy file: want exit 1\n%s", r)
 	}
 }
+
+// TestRulesLintProcessors lints a shop's processor register: Stripe in
+// Ireland, a mailer in the US under the Data Privacy Framework, a CRM in
+// the US with no safeguard and no DPA, and an analytics host that names no
+// processor; and then the same set with the errors loading rejects.
+func TestRulesLintProcessors(t *testing.T) {
+	dir, err := filepath.Abs(filepath.Join("testdata", "gdpr", "rules"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, t.TempDir(), "rules", "lint", dir)
+	if r.code != 1 {
+		t.Fatalf("want exit 1 (a transfer without a safeguard is an error)\n%s", r)
+	}
+	want := []string{
+		filepath.Join(dir, "processors.yaml") + `:25:5: warning: processor "crm": no dpa`,
+		filepath.Join(dir, "processors.yaml") + `:29:15: processor "crm": US is outside the EEA, so transfer none-needed is not enough`,
+		filepath.Join(dir, "rules.yaml") + `:33:5: warning: rule "web-analytics": allows collect.analytics.example, outside the company, and names no processor`,
+	}
+	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("want %d lines, got\n%s", len(want), r)
+	}
+	for i, w := range want {
+		if !strings.HasPrefix(lines[i], w) {
+			t.Errorf("line %d: want prefix\n  %s\ngot\n  %s", i+1, w, lines[i])
+		}
+	}
+	if strings.Contains(r.stdout, "inventory") || strings.Contains(r.stdout, "stripe") || strings.Contains(r.stdout, "mailer") {
+		t.Errorf("the internal host and the processors with safeguards and a DPA must pass\n%s", r)
+	}
+	if !strings.Contains(r.stderr, "5 rules, 2 warnings, 1 lint error") {
+		t.Errorf("want the summary on stderr\n%s", r)
+	}
+
+	// Errors that loading rejects: an unknown processor id, a taxonomy
+	// key that is not one, a narrowing wider than the processor's, a
+	// country that is not a code.
+	bad := t.TempDir()
+	writeFile(t, filepath.Join(bad, "rules.yaml"), `apiVersion: egress-authz/v1
+kind: RuleSet
+trustDomains: [cluster.local]
+processors:
+  - id: bad
+    legalName: Stripe Payments Europe, Ltd.
+    role: processor
+    country: ie
+    transfer: none-needed
+    dataCategories: [user.financial, user.contact.emial]
+  - id: stripe
+    legalName: Stripe Payments Europe, Ltd.
+    role: processor
+    country: IE
+    transfer: none-needed
+    dataCategories: [user.financial]
+rules:
+  - id: a
+    action: allow
+    processor: strpe
+    to:
+      hosts: [api.stripe.com]
+  - id: b
+    action: allow
+    processor: stripe
+    dataCategories: [user.contact.email]
+    to:
+      hosts: [api.stripe.com]
+`)
+	r = runCLI(t, bad, "rules", "lint", "rules.yaml")
+	if r.code != 1 {
+		t.Fatalf("want exit 1\n%s", r)
+	}
+	for _, w := range []string{
+		`rules.yaml:8:14: country "ie" is not an ISO 3166-1 alpha-2 code (codes are upper case: IE)`,
+		`rules.yaml:10:38: dataCategories: "user.contact.emial" is not a Fideslang data category key`,
+		`rules.yaml:20:16: rule "a": processor "strpe" is not declared in the rule set's processors (declared: stripe)`,
+		`rules.yaml:26:22: rule "b": dataCategories "user.contact.email" is not among processor stripe's dataCategories`,
+	} {
+		if !strings.Contains(r.stdout, w) {
+			t.Errorf("want %q\n%s", w, r)
+		}
+	}
+}
