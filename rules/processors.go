@@ -54,8 +54,8 @@ type Processor struct {
 	Role              Role
 	Country           string // ISO 3166-1 alpha-2
 	Transfer          Transfer
-	TransferReference string // e.g. the SCC module, or the DPF listing
-	DPA               string // the data processing agreement's reference
+	TransferReference string   // e.g. the SCC module, or the DPF listing
+	DPA               string   // the data processing agreement's reference
 	Purposes          []string // Fideslang data uses
 	DataCategories    []string // Fideslang data categories
 	DataSubjects      []string // Fideslang data subjects
