@@ -96,11 +96,22 @@ func (s *server) storedHeads() map[string]uint64 {
 	return map[string]uint64{s.auditWriter.ID(): n}
 }
 
+// ruleIDs is the served rule set's version and rule ids, for /v1/stats.
+func (s *server) ruleIDs() (string, []string) {
+	t := s.live.Table()
+	ids := make([]string, 0, len(t.Set().Rules))
+	for _, r := range t.Set().Rules {
+		ids = append(ids, r.ID)
+	}
+	return t.Version(), ids
+}
+
 func (s *server) adminExtras() map[string]http.Handler {
 	extras := map[string]http.Handler{"GET /v1/explain": admin.ExplainHandler(s.live.Table, time.Now)}
 	if s.store != nil {
 		extras["GET /v1/decisions"] = admin.DecisionsHandler(s.store, time.Now)
 		extras["GET /v1/verify"] = admin.VerifyHandler(s.store, s.storedHeads, time.Now)
+		extras["GET /v1/stats"] = admin.StatsHandler(s.store, s.ruleIDs, time.Now)
 		extras["GET /ui/"] = admin.UIHandler()
 	}
 	return extras
