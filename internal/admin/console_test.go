@@ -34,7 +34,7 @@ var consoleRules = []string{"stripe-charges", "gcs-read", "bq-query", "github-re
 func consoleRecords(now time.Time) []audit.Record {
 	type tmpl struct {
 		sa, ns, method, host, path, decision, rule, reason string
-		enforced                                            bool
+		enforced                                           bool
 	}
 	tmpls := []tmpl{
 		{"checkout", "payments", "POST", "api.stripe.com", "/v1/charges", audit.Allow, "stripe-charges", "allowed-by-rule", true},
