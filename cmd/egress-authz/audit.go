@@ -124,6 +124,8 @@ const auditUsage = `Usage:
                            [--enforced true|false] [--dry-run] [--limit N] [--cursor C]
                            [--format table|json|ndjson|csv]
   egress-authz audit verify [--audit DSN] [--format text|json]
+  egress-authz audit export --since T [filters of query] [--audit DSN] --out DIR|FILE.zip
+  egress-authz audit export --check DIR|FILE.zip
 
 DSN: parquet:DIR (default ` + defaultAuditDSN + `), sqlite:PATH, postgres://... or s3://BUCKET/PREFIX
 `
@@ -138,6 +140,8 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return auditQueryCmd(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return auditVerifyCmd(ctx, args[1:], stdout, stderr)
+	case "export":
+		return auditExportCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, auditUsage)
 		return exitOK
