@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -73,6 +74,13 @@ func consoleRecords(now time.Time) []audit.Record {
 // console and its API, over a SQLite log of consoleRecords. It returns
 // the base URL and the log's path.
 func consoleServer(t *testing.T) (string, string, []audit.Record) {
+	base, path, recs, _ := consoleServerCounting(t)
+	return base, path, recs
+}
+
+// consoleServerCounting is consoleServer, and counts the GET /v1/verify
+// requests.
+func consoleServerCounting(t *testing.T) (string, string, []audit.Record, *atomic.Int32) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "decisions.db")
 	st, err := sqlstore.OpenSQLite(context.Background(), path)
@@ -85,18 +93,22 @@ func consoleServer(t *testing.T) (string, string, []audit.Record) {
 		t.Fatal(err)
 	}
 	ruleSet := func() (string, []string) { return "5d1c2a9e7b30f4c8", consoleRules }
+	verify, verifies := VerifyHandler(st, nil, time.Now), &atomic.Int32{}
 	h := Handler(Options{
 		Rules: func() rules.Status { return rules.Status{Version: "5d1c2a9e7b30f4c8", Rules: len(consoleRules)} },
 		Extra: map[string]http.Handler{
 			"GET /v1/decisions": DecisionsHandler(st, time.Now),
 			"GET /v1/stats":     StatsHandler(st, ruleSet, time.Now),
-			"GET /v1/verify":    VerifyHandler(st, nil, time.Now),
-			"GET /ui/":          UIHandler(),
+			"GET /v1/verify": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				verifies.Add(1)
+				verify.ServeHTTP(w, r)
+			}),
+			"GET /ui/": UIHandler(),
 		},
 	})
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return srv.URL, path, recs
+	return srv.URL, path, recs, verifies
 }
 
 // browser starts a headless chromium of its own (a temporary profile) and
@@ -176,7 +188,7 @@ func want(recs []audit.Record, f func(*audit.Record) bool) []string {
 // wildcard typed in the form and a deny reason clicked in its list filter
 // them, each step a URL that back returns to.
 func TestConsoleFilters(t *testing.T) {
-	base, _, recs := consoleServer(t)
+	base, _, recs, verifies := consoleServerCounting(t)
 	ctx := browser(t)
 	do(t, ctx, chromedp.Navigate(base+"/ui/"), loaded("ready"))
 	total, hosts := get(t, ctx, chromedp.Text(chromedp.ID("status"))), get(t, ctx, column(5))
@@ -212,6 +224,11 @@ func TestConsoleFilters(t *testing.T) {
 	if strings.Join(hosts, " ") != strings.Join(wantHosts, " ") || field != "*.GoogleAPIs.com" {
 		t.Errorf("back: rows %v, host field %q; want the wildcard's rows and field", hosts, field)
 	}
+	// Verifying reads the whole log: the page did it once, on load, not
+	// on every search (the window never changed).
+	if n := verifies.Load(); n != 1 {
+		t.Errorf("%d GET /v1/verify for one load and four searches in one window, want 1", n)
+	}
 	screenshot(t, ctx, "filters.png")
 }
 
@@ -235,6 +252,20 @@ func TestConsoleFollowsURL(t *testing.T) {
 	for _, tm := range times {
 		if _, err := time.Parse("2006-01-02 15:04:05.000", tm); err != nil {
 			t.Errorf("time %q is not shown to the millisecond", tm)
+		}
+	}
+
+	// At 1024 px no host or principal wraps: every row is one line high.
+	do(t, ctx, chromedp.EmulateViewport(1024, 768), chromedp.Navigate(base+"/ui/"), loaded("ready"))
+	heights := get(t, ctx, chromedp.Evaluate[[]float64](`[...document.querySelectorAll("#rows tr")].map(tr => tr.getBoundingClientRect().height)`))
+	line := get(t, ctx, chromedp.Evaluate[float64](`parseFloat(getComputedStyle(document.querySelector("#rows td.tok")).fontSize) * 2.2`))
+	if len(heights) != 60 {
+		t.Fatalf("%d rows at 1024 px, want 60", len(heights))
+	}
+	for i, h := range heights {
+		if h > line {
+			t.Errorf("row %d is %.0f px high at 1024 px: a cell wraps (one line is under %.0f px)", i, h, line)
+			break
 		}
 	}
 

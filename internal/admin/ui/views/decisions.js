@@ -345,7 +345,7 @@
       const n = Object.keys(rep.writers || {}).length;
       if (rep.ok) {
         ui.verify.className = "ok";
-        ui.verify.append("Chains intact: " + rep.records + " records in " + n + (n === 1 ? " chain." : " chains."));
+        ui.verify.append("Chains intact: " + plural(rep.records, "record") + " in " + plural(n, "chain") + ".");
       } else {
         ui.verify.className = "broken";
         const ul = el("ul", {});
@@ -357,7 +357,7 @@
           const text = b.kind + ": writer " + b.writer + ", record " + b.seq + (b.time ? " at " + time(b.time) : "") + ": " + b.problem;
           ul.append(el("li", {}, p ? el("a", { href: "?" + p.toString(), class: "break", onclick: e => { e.preventDefault(); navigate(p); } }, text) : text));
         }
-        ui.verify.append(el("strong", {}, "Chain BROKEN: " + rep.count + (rep.count === 1 ? " break" : " breaks") + " in " + rep.records + " records"), ul);
+        ui.verify.append(el("strong", {}, "Chain BROKEN: " + plural(rep.count, "break") + " in " + plural(rep.records, "record")), ul);
       }
       if (rep.unchecked.length) ui.verify.append(el("details", {}, el("summary", {}, "Not checked"), ...rep.unchecked.map(u => el("p", {}, u))));
       markBroken();
@@ -369,6 +369,8 @@
       markBroken();
     }
   }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
 
   function markBroken() {
     for (const tr of ui.rows.children) {
