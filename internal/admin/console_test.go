@@ -137,10 +137,10 @@ func browser(t *testing.T) context.Context {
 	return bctx
 }
 
-// loaded waits until the page has answered its latest query: state is
-// ready or error.
+// loaded waits until the page has answered the query of its URL: state
+// is ready or error.
 func loaded(state string) chromedp.Action[chromedp.Void] {
-	return chromedp.Poll[chromedp.Void](`(() => { const s = document.querySelector("#status"); return s && s.dataset.state === "`+state+`"; })()`, chromedp.WithPollingTimeout(20*time.Second))
+	return chromedp.Poll[chromedp.Void](`(() => { const s = document.querySelector("#status"); return s && s.dataset.state === "`+state+`" && s.dataset.for === location.search; })()`, chromedp.WithPollingTimeout(20*time.Second))
 }
 
 // column is the title (the whole value) or text of column i of every row.

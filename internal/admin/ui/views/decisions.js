@@ -95,7 +95,7 @@
     drawChips(f, params);
     const key = f.toString();
     if (key !== loaded) load(f);
-    else showDetail(params.get("rec"));
+    else { showDetail(params.get("rec")); ui.status.dataset.for = location.search; }
     const vkey = (f.get("since") || "") + "|" + (f.get("until") || "");
     if (verifiedFor !== vkey) verify(false);
   }
@@ -122,6 +122,7 @@
   function setStatus(text, cls) {
     ui.status.textContent = text;
     ui.status.dataset.state = cls || "ready"; // loading, ready or error
+    ui.status.dataset.for = cls === "loading" ? "" : location.search; // the URL it answers
     ui.status.className = cls || "";
     ui.status.setAttribute("role", cls === "error" ? "alert" : "status");
   }
