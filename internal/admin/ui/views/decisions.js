@@ -79,7 +79,7 @@
       detail: el("aside", { id: "detail", hidden: true }),
     };
     ui.table = el("table", { id: "records" },
-      el("thead", {}, el("tr", {}, ...["time (UTC)", "decision", "reason", "rule", "principal", "host", "method", "path", "request"].map(h => el("th", {}, h)))),
+      el("thead", {}, el("tr", {}, ...["time (UTC)", "decision", "reason", "rule", "principal", "host", "method", "path", "request"].map(h => el("th", { class: "c-" + h.split(" ")[0] }, h)))),
       ui.rows);
     root.append(form, ui.chips, ui.verify, ui.status,
       el("section", { class: "overview" }, el("h2", {}, "Decisions over time"), ui.chart), ui.tops,
@@ -196,14 +196,14 @@
       const tr = el("tr", { "data-key": key, tabindex: "0", onclick: () => open(key),
         onkeydown: e => { if (e.key === "Enter") open(key); } },
         el("td", { class: "time" }, time(r.time)),
-        el("td", { class: r.enforced ? r.decision : "dry" }, r.decision + (r.enforced ? "" : " (dry-run)")),
+        el("td", { class: r.enforced ? r.decision : "dry", title: r.enforced ? "" : "a dry-run rule's would-be outcome" }, r.decision),
         el("td", {}, filterLink("reason", r.reason)),
         el("td", {}, r.rule ? filterLink("rule", r.rule) : "–"),
         token("principal", short(r.principal), r.principal, r.principal),
         token("host", r.host + (r.port ? ":" + r.port : ""), r.host),
         el("td", {}, r.method || "–"),
-        token(null, r.path || "–"),
-        token("request_id", r.request_id));
+        el("td", { class: "tok c-path", title: r.path || "" }, r.path || "–"),
+        token("request_id", r.request_id, null, null, "c-request"));
       ui.rows.append(tr);
     }
     markBroken();
@@ -214,8 +214,8 @@
   function short(id) { return (id || "").replace(/^spiffe:\/\/[^/]+\//, ""); }
 
   // token is a cell that does not wrap: an ellipsis, the whole in its title.
-  function token(filter, text, value, title) {
-    const td = el("td", { class: "tok", title: title || text });
+  function token(filter, text, value, title, cls) {
+    const td = el("td", { class: "tok" + (cls ? " " + cls : ""), title: title || text });
     td.append(filter ? filterLink(filter, value || text, text) : text);
     return td;
   }
@@ -253,11 +253,11 @@
       dl.append(el("tr", {}, el("th", {}, k), el("td", { class: "mono" }, shown)));
     }
     const b = broken.get(key);
-    ui.detail.append(close, el("h2", {}, "Record " + r.writer + " · " + r.seq),
+    ui.detail.append(...[close, el("h2", {}, "Record " + r.writer + " · " + r.seq),
       b ? el("p", { class: "broken-note" }, "Chain break (" + b.kind + "): " + b.problem) : null,
       dl,
       r.ruleset ? el("p", {}, el("a", { href: "/v1/rulesets/" + encodeURIComponent(r.ruleset), target: "_blank", rel: "noopener" },
-        "The rule set as it was (version " + r.ruleset + ")")) : null);
+        "The rule set as it was (version " + r.ruleset + ")")) : null].filter(Boolean));
   }
 
   function drawChart(stats) {
