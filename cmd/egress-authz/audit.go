@@ -150,6 +150,9 @@ func (s *server) adminExtras() map[string]http.Handler {
 	}
 	if s.archive != nil {
 		extras["GET /v1/rulesets/{version}"] = admin.RuleSetHandler(s.archive.RuleSet)
+		if s.store != nil {
+			extras["GET /v1/processing"] = admin.ProcessingHandler(s.store, func() *rules.Set { return s.live.Table().Set() }, s.archive, time.Now)
+		}
 	}
 	return extras
 }

@@ -121,6 +121,25 @@ func TestReportProcessing(t *testing.T) {
 			}
 		}
 	})
+	t.Run("processing_endpoint", func(t *testing.T) {
+		resp, body := httpGet(t, "http://"+srv.adminAddr+"/v1/processing?since=1h", nil)
+		var rep compliance.ProcessingReport
+		if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &rep) != nil {
+			t.Fatalf("/v1/processing: %d %s", resp.StatusCode, body)
+		}
+		counts := map[string]int{}
+		for _, p := range rep.Processors {
+			counts[p.ID] = p.Requests
+		}
+		if rep.Decisions != 15 || counts["stripe"] != 6 || counts["mailer"] != 2 || len(rep.Findings) != 3 {
+			t.Errorf("/v1/processing: %d decisions, requests %v, %d findings; want 15, stripe 6 and mailer 2, 3", rep.Decisions, counts, len(rep.Findings))
+		}
+		for _, q := range []string{"?sinse=1h", "?since=1h&since=2h", "?since=yesterday"} {
+			if resp, body := httpGet(t, "http://"+srv.adminAddr+"/v1/processing"+q, nil); resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("/v1/processing%s: %d, want 400\n%s", q, resp.StatusCode, body)
+			}
+		}
+	})
 	if code, _ := srv.terminate(20 * time.Second); code != 0 {
 		t.Fatalf("exit %d after SIGTERM", code)
 	}

@@ -174,6 +174,9 @@ func (a *Archiver) Keep(ctx context.Context, rs RuleSet) error {
 	return nil
 }
 
+// PutRuleSet implements RuleSetArchive, as Keep.
+func (a *Archiver) PutRuleSet(ctx context.Context, rs RuleSet) error { return a.Keep(ctx, rs) }
+
 // Resume queues every version of the local directory that a store may
 // not have yet (a store down at the last stop, or added since).
 func (a *Archiver) Resume(ctx context.Context) error {
