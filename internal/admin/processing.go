@@ -52,7 +52,9 @@ func ProcessingHandler(s audit.Store, current func() *rules.Set, archive audit.R
 			return
 		}
 		if archive != nil {
-			opts.RuleSet = func(ctx context.Context, v string) (*rules.Set, error) { return compliance.ArchivedSet(ctx, archive, v) }
+			opts.RuleSet = func(ctx context.Context, v string) (*rules.Set, error) {
+				return compliance.ArchivedSet(ctx, archive, v)
+			}
 		}
 		rep, err := compliance.Processing(r.Context(), s, opts)
 		if err != nil {
