@@ -15,6 +15,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/egress-authz/egress-authz/authz/authztest"
+	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
 )
@@ -200,11 +201,31 @@ func TestAdminHTTP(t *testing.T) {
 		}
 	})
 
+	t.Run("stats", func(t *testing.T) {
+		resp, body := httpGet(t, base+"/v1/stats?since=5m", nil)
+		var st admin.Stats
+		if resp.StatusCode != http.StatusOK || json.Unmarshal([]byte(body), &st) != nil {
+			t.Fatalf("GET /v1/stats: %s\n%s", resp.Status, body)
+		}
+		if st.Counts != (admin.Counts{Total: 3, Allow: 2, Deny: 1}) || st.RuleSet != getRulesStatus(t, srv).Version || len(st.Unused)+len(st.Rules) != 6 {
+			t.Errorf("GET /v1/stats: %+v, rule set %q, %d rules used and %d unused; want the three decisions and the 6 rules of the served set", st.Counts, st.RuleSet, len(st.Rules), len(st.Unused))
+		}
+		if resp, body := httpGet(t, base+"/v1/stats?cursor=x", nil); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET /v1/stats?cursor=x: %s %s, want 400", resp.Status, body)
+		}
+	})
+
 	t.Run("ui", func(t *testing.T) {
 		resp, body := httpGet(t, base+"/ui/", nil)
 		if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
-			!strings.Contains(body, `fetch("/v1/decisions?"`) || !strings.Contains(body, `fetch("/v1/verify"`) {
-			t.Errorf("GET /ui/: %s %s; want the auditors' page querying /v1/decisions and /v1/verify", resp.Status, resp.Header.Get("Content-Type"))
+			!strings.Contains(body, `src="views/decisions.js"`) {
+			t.Errorf("GET /ui/: %s %s; want the auditors' console\n%s", resp.Status, resp.Header.Get("Content-Type"), body)
+		}
+		_, js := httpGet(t, base+"/ui/views/decisions.js", nil)
+		for _, api := range []string{`"/v1/stats"`, `"/v1/decisions"`, `"/v1/verify"`} {
+			if !strings.Contains(js, api) {
+				t.Errorf("the console's decisions view does not query %s", api)
+			}
 		}
 		if resp, _ := httpGet(t, base+"/ui/other", nil); resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET /ui/other: %s, want 404", resp.Status)

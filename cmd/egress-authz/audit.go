@@ -141,11 +141,22 @@ func (s *server) storedHeads() map[string]uint64 {
 	return map[string]uint64{s.auditWriter.ID(): n}
 }
 
+// ruleIDs is the served rule set's version and rule ids, for /v1/stats.
+func (s *server) ruleIDs() (string, []string) {
+	t := s.live.Table()
+	ids := make([]string, 0, len(t.Set().Rules))
+	for _, r := range t.Set().Rules {
+		ids = append(ids, r.ID)
+	}
+	return t.Version(), ids
+}
+
 func (s *server) adminExtras() map[string]http.Handler {
 	extras := map[string]http.Handler{"GET /v1/explain": admin.ExplainHandler(s.live.Table, time.Now)}
 	if s.store != nil {
 		extras["GET /v1/decisions"] = admin.DecisionsHandler(s.store, time.Now)
 		extras["GET /v1/verify"] = admin.VerifyHandler(s.store, s.storedHeads, time.Now)
+		extras["GET /v1/stats"] = admin.StatsHandler(s.store, s.ruleIDs, time.Now)
 		extras["GET /ui/"] = admin.UIHandler()
 	}
 	if s.archive != nil {
@@ -164,6 +175,8 @@ const auditUsage = `Usage:
                            [--enforced true|false] [--dry-run] [--limit N] [--cursor C]
                            [--format table|json|ndjson|csv]
   egress-authz audit verify [--audit DSN] [--format text|json]
+  egress-authz audit export --since T [filters of query] [--audit DSN] --out DIR|FILE.zip
+  egress-authz audit export --check DIR|FILE.zip
 
 DSN: parquet:DIR (default ` + defaultAuditDSN + `), sqlite:PATH, postgres://... or s3://BUCKET/PREFIX
 `
@@ -178,6 +191,8 @@ func auditCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return auditQueryCmd(ctx, args[1:], stdout, stderr)
 	case "verify":
 		return auditVerifyCmd(ctx, args[1:], stdout, stderr)
+	case "export":
+		return auditExportCmd(ctx, args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, auditUsage)
 		return exitOK

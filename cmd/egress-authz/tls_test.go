@@ -619,6 +619,9 @@ func TestAdminTokenGuardsDecisionsAndMetrics(t *testing.T) {
 				{"/v1/verify", good, http.StatusOK},
 				{"/healthz", nil, http.StatusOK},
 				{"/ui/", nil, http.StatusOK}, // the static page; its data requests carry the token
+				{"/ui/views/decisions.js", nil, http.StatusOK},
+				{"/v1/stats", nil, http.StatusUnauthorized},
+				{"/v1/stats", good, http.StatusOK},
 				{"/readyz", nil, http.StatusOK},
 			} {
 				code, h, body := adminGet(t, nil, base+tc.path, tc.header)
@@ -708,7 +711,9 @@ func TestAdminMTLSRequiresAClientCertificate(t *testing.T) {
 			{"/healthz", http.StatusOK},
 			{"/readyz", http.StatusOK},
 			{"/ui/", http.StatusOK},
+			{"/ui/app.js", http.StatusOK},
 			{"/v1/decisions", http.StatusForbidden},
+			{"/v1/stats", http.StatusForbidden},
 			{"/v1/verify", http.StatusForbidden},
 			{"/v1/rules", http.StatusForbidden},
 			{"/metrics", http.StatusForbidden},

@@ -114,9 +114,10 @@ func (s *server) adminGuard(h http.Handler) (http.Handler, *tls.Config, error) {
 }
 
 // openAdminPath reports whether path is served without credentials: the
-// kubelet's probes and the static auditors' page.
+// kubelet's probes and the static files of the auditors' console (a
+// browser loads its scripts with no token; they hold no data).
 func openAdminPath(path string) bool {
-	return path == "/healthz" || path == "/readyz" || path == "/ui/"
+	return path == "/healthz" || path == "/readyz" || strings.HasPrefix(path, "/ui/")
 }
 
 // optionalClientCert returns the admin listener's TLS configuration: the

@@ -1,6 +1,6 @@
 // Package admin is the server's admin HTTP surface: health, readiness, the
 // served rule set, explanations, the decision log for auditors
-// (GET /v1/decisions, /v1/verify and the auditors' page, with the output
+// (GET /v1/decisions, /v1/stats, /v1/verify and the auditors' page, with the output
 // encoders audit query shares), and the handlers other packages contribute
 // (metrics).
 package admin

@@ -4,6 +4,7 @@ import (
 	"context"
 	"embed"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/http"
 	"net/url"
@@ -17,24 +18,30 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
-//go:embed ui/index.html
+//go:embed ui
 var uiFiles embed.FS
 
-// UIHandler serves the auditors' page at /ui/: a static page that queries
-// /v1/decisions and /v1/verify from the browser. The page holds no data,
-// so it may be served without the admin token; its requests carry the
-// token the auditor types in.
+// UplotVersion is the version of uPlot vendored in ui/vendor/uplot (from
+// its npm package's dist/, with its licence).
+const UplotVersion = "1.6.32"
+
+// UIHandler serves the auditors' console at /ui/: static files (ui/, no
+// build step) that query /v1/stats, /v1/decisions and /v1/verify from the
+// browser. The page holds no data, so it may be served without the admin
+// token; its requests carry the token the auditor types in. Scripts and
+// styles come from /ui/ only.
 func UIHandler() http.Handler {
+	sub, _ := fs.Sub(uiFiles, "ui")
+	files := http.StripPrefix("/ui/", http.FileServerFS(sub))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/ui/" {
+		if !strings.HasPrefix(r.URL.Path, "/ui/") || strings.HasSuffix(r.URL.Path, "/") && r.URL.Path != "/ui/" {
 			http.NotFound(w, r)
 			return
 		}
-		b, _ := uiFiles.ReadFile("ui/index.html")
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'")
+		w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		_, _ = w.Write(b)
+		w.Header().Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
 	})
 }
 
