@@ -317,6 +317,14 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 		Matched bool   `json:"matched"`
 		Role    string `json:"role,omitempty"`
 		Misses  []Miss `json:"misses,omitempty"`
+		// The rule's metadata as this rule set writes it (an archived
+		// version's, with rules explain --version).
+		Owner          string    `json:"owner,omitempty"`
+		Ticket         string    `json:"ticket,omitempty"`
+		Expires        time.Time `json:"expires,omitzero"`
+		Processor      string    `json:"processor,omitempty"`
+		Purposes       []string  `json:"purposes,omitempty"`
+		DataCategories []string  `json:"data_categories,omitempty"`
 	}
 	type jsonDryRun struct {
 		Rule     string `json:"rule"`
@@ -344,7 +352,9 @@ func (e Explanation) MarshalJSON() ([]byte, error) {
 	}
 	for _, rc := range e.Rules {
 		v.Rules = append(v.Rules, jsonRule{ID: rc.Rule.ID, Pos: rc.Rule.Pos.String(), Action: rc.Rule.Action,
-			Mode: rc.Rule.Mode, Matched: rc.Matched, Role: rc.Role, Misses: rc.Misses})
+			Mode: rc.Rule.Mode, Matched: rc.Matched, Role: rc.Role, Misses: rc.Misses,
+			Owner: rc.Rule.Owner, Ticket: rc.Rule.Ticket, Expires: rc.Rule.Expires,
+			Processor: rc.Rule.Processor, Purposes: rc.Rule.Purposes, DataCategories: rc.Rule.DataCategories})
 	}
 	return json.Marshal(v)
 }

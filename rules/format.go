@@ -182,6 +182,9 @@ type Set struct {
 	// Version identifies the content: the SHA-256 of the files' names and
 	// bytes. Two replicas with the same files report the same version.
 	Version string
+	// Sources are the files as read, kept so that the rule set that
+	// decided can be archived beside the decision log as it was.
+	Sources []Source
 
 	// patterns holds the compiled patterns of Rules, by index, as the
 	// parser made them (see patternsOf).
@@ -229,6 +232,7 @@ func Parse(srcs ...Source) (*Set, error) {
 		return nil, p.list()
 	}
 	p.set.Version = Version(srcs...)
+	p.set.Sources = slices.Clone(srcs)
 	sort.Strings(p.set.TrustDomains)
 	return p.set, nil
 }

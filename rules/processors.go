@@ -20,14 +20,14 @@ type Role string
 
 // The roles a processor may have.
 const (
-	RoleProcessor      Role = "processor"
-	RoleSubProcessor   Role = "sub-processor"
-	RoleController     Role = "controller"
-	RoleJointControler Role = "joint-controller"
+	RoleProcessor       Role = "processor"
+	RoleSubProcessor    Role = "sub-processor"
+	RoleController      Role = "controller"
+	RoleJointController Role = "joint-controller"
 )
 
 // Roles lists every Role, in the order the format reference names them.
-var Roles = []Role{RoleProcessor, RoleSubProcessor, RoleController, RoleJointControler}
+var Roles = []Role{RoleProcessor, RoleSubProcessor, RoleController, RoleJointController}
 
 // Transfer is the legal ground of a transfer of personal data to a
 // processor (GDPR chapter V).
@@ -63,6 +63,16 @@ type Processor struct {
 	Pos Pos // where its entry starts
 
 	transferAt Pos // where its transfer is written, for lint's errors
+}
+
+// Rule returns the rule of the set with that id, or nil.
+func (s *Set) Rule(id string) *Rule {
+	for _, r := range s.Rules {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
 }
 
 // Processor returns the processor of the set with that id, or nil.

@@ -101,6 +101,11 @@ type ReloaderOptions struct {
 	// OnReload, when set, is called after every reload attempt that found
 	// changed files, with its error (nil when the new set was swapped in).
 	OnReload func(err error)
+	// BeforeSwap, when set, is called with a new table before it serves
+	// (the server archives its rule set beside the decision log). Its
+	// error fails the reload: the last good set keeps serving, and the
+	// next reload tries again.
+	BeforeSwap func(ctx context.Context, t *Table) error
 }
 
 // Reloader keeps a Live in step with the rule files at a path. A new set is
@@ -315,6 +320,12 @@ func (r *Reloader) reload(ctx context.Context) (swapped, changed bool, err error
 		var set *Set
 		if set, err = Parse(srcs...); err == nil {
 			t, err = Compile(set)
+		}
+	}
+	if err == nil && r.opts.BeforeSwap != nil {
+		if err = r.opts.BeforeSwap(ctx, t); err != nil {
+			err = fmt.Errorf("rule set %s: %w", t.Version(), err)
+			version = "" // not the files' fault: tried again at the next reload
 		}
 	}
 	r.history.reloads++

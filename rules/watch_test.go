@@ -599,3 +599,38 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestReloaderBeforeSwap: a new set serves only once BeforeSwap took it;
+// its error keeps the last good set serving, and the same files are tried
+// again at the next reload.
+func TestReloaderBeforeSwap(t *testing.T) {
+	dir := t.TempDir()
+	path := writeFile(t, dir, "rules.yaml", ruleSet("v1", "allow"))
+	var kept []string
+	fail := true
+	live, r, _ := newReloader(t, path, ReloaderOptions{BeforeSwap: func(_ context.Context, tab *Table) error {
+		if fail {
+			return errors.New("archive full")
+		}
+		if len(tab.Set().Sources) != 1 || string(tab.Set().Sources[0].Data) != ruleSet("v2", "deny") {
+			t.Errorf("BeforeSwap: the table's sources are %q, want the file as read", tab.Set().Sources)
+		}
+		kept = append(kept, tab.Version())
+		return nil
+	}})
+	writeRenamed(t, path, ruleSet("v2", "deny"))
+	swapped, err := r.Reload()
+	if swapped || err == nil || !strings.Contains(err.Error(), "archive full") {
+		t.Fatalf("Reload with BeforeSwap failing = %v, %v; want no swap and its error", swapped, err)
+	}
+	if live.Table().Set().Rules[0].ID != "v1" {
+		t.Fatalf("serving %s after BeforeSwap failed, want v1", live.Table().Set().Rules[0].ID)
+	}
+	fail = false
+	if swapped, err := r.Reload(); !swapped || err != nil {
+		t.Fatalf("Reload of the same files once BeforeSwap takes them = %v, %v; want a swap", swapped, err)
+	}
+	if len(kept) != 1 || kept[0] != live.Table().Version() || r.Status().LastError != "" {
+		t.Errorf("kept %v, serving %s, last error %q", kept, live.Table().Version(), r.Status().LastError)
+	}
+}

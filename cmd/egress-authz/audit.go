@@ -16,7 +16,9 @@ import (
 	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/stores"
+	"github.com/egress-authz/egress-authz/internal/compliance"
 	"github.com/egress-authz/egress-authz/internal/when"
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 const defaultAuditDSN = "parquet:./data/decisions"
@@ -75,12 +77,55 @@ func (s *server) openAudit() (authz.Recorder, error) {
 		return nil, err
 	}
 	s.auditWriter = w
+	if err := s.openArchive(ctx, sinks); err != nil {
+		w.Close(ctx)
+		if query != nil {
+			query.Close()
+		}
+		return nil, err
+	}
 	s.closers = append(s.closers, w.Close)
 	if query != nil {
 		s.store = query
 		s.closers = append(s.closers, func(context.Context) error { return query.Close() })
 	}
 	return w, nil
+}
+
+// openArchive keeps the rule set served, and every later one before it
+// serves, in DATA/rulesets and in each sink that keeps an archive (a
+// store down is retried in the background; the local copy comes first).
+func (s *server) openArchive(ctx context.Context, sinks []audit.Sink) error {
+	var stores []audit.RuleSetArchive
+	for _, sk := range sinks {
+		if a, ok := sk.(audit.RuleSetArchive); ok {
+			stores = append(stores, a)
+		}
+	}
+	a := audit.NewArchiver(filepath.Join(s.cfg.DataDir, "rulesets"), stores, s.log)
+	if err := a.Resume(ctx); err != nil {
+		return fmt.Errorf("rule-set archive: %w", err)
+	}
+	if err := a.Keep(ctx, compliance.ArchiveOf(s.live.Table().Set())); err != nil {
+		return fmt.Errorf("rule-set archive: %w", err)
+	}
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(runCtx, 10*time.Second); close(done) }()
+	// Stopped before the sinks close: a version a store has not taken yet
+	// is taken at the next start (Resume).
+	s.closers = append(s.closers, func(context.Context) error { stop(); <-done; return nil })
+	s.archive = a
+	return nil
+}
+
+// keepRuleSet is the Reloader's BeforeSwap: a rule set serves only once
+// it is archived.
+func (s *server) keepRuleSet(ctx context.Context, t *rules.Table) error {
+	if s.archive == nil {
+		return nil
+	}
+	return s.archive.Keep(ctx, compliance.ArchiveOf(t.Set()))
 }
 
 // storedHeads says how far this server's writer has stored its chain in
@@ -113,6 +158,12 @@ func (s *server) adminExtras() map[string]http.Handler {
 		extras["GET /v1/verify"] = admin.VerifyHandler(s.store, s.storedHeads, time.Now)
 		extras["GET /v1/stats"] = admin.StatsHandler(s.store, s.ruleIDs, time.Now)
 		extras["GET /ui/"] = admin.UIHandler()
+	}
+	if s.archive != nil {
+		extras["GET /v1/rulesets/{version}"] = admin.RuleSetHandler(s.archive.RuleSet)
+		if s.store != nil {
+			extras["GET /v1/processing"] = admin.ProcessingHandler(s.store, func() *rules.Set { return s.live.Table().Set() }, s.archive, time.Now)
+		}
 	}
 	return extras
 }

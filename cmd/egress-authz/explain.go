@@ -9,9 +9,13 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/egress-authz/egress-authz/internal/admin"
+	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/checkreq"
+	"github.com/egress-authz/egress-authz/internal/compliance"
 	"github.com/egress-authz/egress-authz/rules"
 )
 
@@ -24,16 +28,22 @@ func explainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) in
 	port := fs.Uint("port", 443, "destination `PORT` of an --sni connection")
 	at := fs.String("at", "", "decide as of this `TIME` (YYYY-MM-DD or RFC 3339; default now)")
 	all := fs.Bool("all", false, "list every rule, not only the matching ones and the nearest misses")
+	archived := fs.String("version", "", "explain with the rule-set `VERSION` kept in the decision log's archive (as a record names it: the rules as they were when they decided) instead of PATH")
+	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN` whose archive --version reads")
 	format := formatFlag(fs)
 	keys := addBundleKeys(fs, "rules explain", stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: egress-authz rules explain PATH --principal ID [-X METHOD] URL
        egress-authz rules explain PATH --principal ID --sni HOST [--port 443]
+       egress-authz rules explain --version V [--audit DSN] --principal ID [-X METHOD] URL
 
 Shows how the rule set PATH (rule files, or a bundle file) decides one
 request, exactly as the server would: the decision, the deciding rule, the
 other rules that matched, and for the rules that nearly matched, which
-field did not match and with which value.
+field did not match and with which value. With --version, the rule set is
+the version of that name in the decision log's rule-set archive: a
+record's ruleset, so that a decision is explained by the rules as they
+were when it was made.
 Nothing is sent anywhere. The running server answers the same question at
 GET /v1/explain?principal=ID&method=M&url=URL (or sni=HOST) on its admin port.
 
@@ -54,13 +64,17 @@ Flags:
 	if !checkFormat("rules explain", *format, stderr) {
 		return exitUsage
 	}
+	path := 1 // positional arguments before the URL
+	if *archived != "" {
+		path = 0
+	}
 	var req rules.Request
 	switch {
-	case fs.NArg() == 1 && *sni != "" && !methodSet && *port >= 1 && *port <= 65535:
+	case fs.NArg() == path && *sni != "" && !methodSet && *port >= 1 && *port <= 65535:
 		req = checkreq.SNIRequest(*principal, *sni, uint32(*port))
-	case fs.NArg() == 2 && *sni == "" && !portSet: // a URL carries its port
+	case fs.NArg() == path+1 && *sni == "" && !portSet: // a URL carries its port
 		var err error
-		if req, err = (checkreq.HTTP{Principal: *principal, Method: *method, URL: fs.Arg(1)}).Request(); err != nil {
+		if req, err = (checkreq.HTTP{Principal: *principal, Method: *method, URL: fs.Arg(path)}).Request(); err != nil {
 			fmt.Fprintln(stderr, "egress-authz rules explain:", err)
 			return exitUsage
 		}
@@ -68,9 +82,23 @@ Flags:
 		fs.Usage()
 		return exitUsage
 	}
-	now, table, code := tableAt("rules explain", fs.Arg(0), *at, *format, keys, stdout, stderr)
-	if table == nil {
-		return code
+	var now time.Time
+	var table *rules.Table
+	if *archived != "" {
+		var err error
+		if now, err = parseAt(*at, time.Now().UTC()); err != nil {
+			fmt.Fprintln(stderr, "egress-authz rules explain: --at", err)
+			return exitUsage
+		}
+		if table, err = archivedTable(ctx, *dsn, *archived); err != nil {
+			fmt.Fprintln(stderr, "egress-authz rules explain:", err)
+			return exitFail
+		}
+	} else {
+		var code int
+		if now, table, code = tableAt("rules explain", fs.Arg(0), *at, *format, keys, stdout, stderr); table == nil {
+			return code
+		}
 	}
 	near := admin.NearMisses
 	if *all {
@@ -84,7 +112,7 @@ Flags:
 	if *format == "json" {
 		printJSON(stdout, e)
 	} else {
-		what := fmt.Sprintf("%s %s", req.Method, fs.Arg(1))
+		what := fmt.Sprintf("%s %s", req.Method, fs.Arg(path))
 		if req.SNI {
 			what = fmt.Sprintf("TLS passthrough to %s port %d", req.Host, req.Port)
 		}
@@ -180,4 +208,26 @@ func printExplanation(w io.Writer, what string, e *rules.Explanation, all bool, 
 	if rest := nRules - len(matching) - len(misses); rest > 0 {
 		fmt.Fprintf(w, "  ... and %s that miss on as many fields or more (--all lists them)\n", plural(rest, "more rule"))
 	}
+}
+
+// archivedTable compiles the rule-set version kept in the archive of the
+// decision log dsn.
+func archivedTable(ctx context.Context, dsn, version string) (*rules.Table, error) {
+	if !audit.ValidVersion(version) {
+		return nil, fmt.Errorf("--version %q: a rule-set version is 16 hex digits, as a record's ruleset shows it", version)
+	}
+	st, err := stores.OpenExisting(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	a, ok := st.(audit.RuleSetArchive)
+	if !ok {
+		return nil, fmt.Errorf("the decision log %s keeps no rule-set archive", stores.Key(dsn))
+	}
+	set, err := compliance.ArchivedSet(ctx, a, version)
+	if err != nil {
+		return nil, err
+	}
+	return rules.Compile(set)
 }

@@ -27,7 +27,7 @@ Usage:
                                                  send one Check; exit 0 allow, 3 deny
   egress-authz rules lint PATH...                validate rule files
   egress-authz rules test PATH --cases FILE      run expected-decision cases
-  egress-authz rules explain PATH --principal ID [-X METHOD] URL
+  egress-authz rules explain PATH|--version V --principal ID [-X METHOD] URL
   egress-authz rules diff OLD NEW [--against DSN]
   egress-authz rules suggest --from DSN --namespace NS [--since 7d]
   egress-authz rules bundle build|sign|verify|keygen
@@ -37,6 +37,8 @@ Usage:
   egress-authz rules export istio PATH           a rule set to AuthorizationPolicy
   egress-authz audit query [--audit DSN] [filters]
   egress-authz audit verify [--audit DSN]
+  egress-authz report processing [--audit DSN] [--since 90d] [--format json|md|html|csv|fides]
+                                                 the GDPR register of processors, as observed
 
 Run "egress-authz COMMAND -h" for a command's flags.
 `
@@ -72,6 +74,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return rulesCmd(ctx, args[1:], stdout, stderr)
 	case "audit":
 		return auditCmd(ctx, args[1:], stdout, stderr)
+	case "report":
+		return reportCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return exitOK

@@ -181,6 +181,13 @@ func TestFleetBucket(t *testing.T) {
 	if len(segs) < 3 {
 		t.Fatalf("want at least 3 segments of %s in the bucket, got %d", clusters[0], len(segs))
 	}
+	t.Run("the_readme_queries", func(t *testing.T) {
+		allowed := map[string]int{}
+		for i, c := range clusters {
+			allowed[c] = len(loads[i].allowed)
+		}
+		checkFleetQueries(t, s3.ObjectPath(bucket, "decisions"), segs[0].path, allowed)
+	})
 	mid := segs[1]
 	t.Run("an_edited_row_is_named", func(t *testing.T) {
 		// As someone with write access to the bucket would: the object

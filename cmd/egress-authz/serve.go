@@ -93,9 +93,10 @@ type server struct {
 	httpLn   net.Listener
 	closers  []func(context.Context) error // run in order at shutdown, after gRPC stopped
 
-	auditWriter *audit.Writer // nil with --audit none
-	store       audit.Store   // the first queryable decision log, opened apart from its sink, for /v1/decisions
-	storeSink   string        // the name (audit.Sink.Name) of the sink that writes store, for /v1/verify
+	auditWriter *audit.Writer   // nil with --audit none
+	archive     *audit.Archiver // the rule-set archive; nil with --audit none
+	store       audit.Store     // the first queryable decision log, opened apart from its sink, for /v1/decisions
+	storeSink   string          // the name (audit.Sink.Name) of the sink that writes store, for /v1/verify
 	metrics     *telemetry.Metrics
 	tls         *spiffetls.Source // nil with --plaintext
 }
@@ -117,7 +118,7 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		}
 		s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
 		s.reloader = rules.NewFetchReloader(cfg.Rules, remote, first, s.live,
-			rules.ReloaderOptions{Logger: log, Poll: cfg.RulesPoll, OnReload: reloaded})
+			rules.ReloaderOptions{Logger: log, Poll: cfg.RulesPoll, OnReload: reloaded, BeforeSwap: s.keepRuleSet})
 	} else {
 		rd := rules.Reader{MaxFileSize: int64(cfg.RulesMaxFileSize), Warn: func(d rules.Diagnostic) {
 			log.Warn("rule directory entry skipped", "file", d.Pos.File, "reason", d.Msg)
@@ -131,7 +132,7 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 			return nil, fmt.Errorf("load rules: %w", err)
 		}
 		s.live = rules.NewLive(table, rules.LiveOptions{CacheSize: cfg.CacheSize})
-		s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, Reader: rd, OnReload: reloaded})
+		s.reloader = rules.NewReloader(cfg.Rules, s.live, rules.ReloaderOptions{Logger: log, Reader: rd, OnReload: reloaded, BeforeSwap: s.keepRuleSet})
 	}
 	// Parsing a large rule set leaves hundreds of MB of garbage (the YAML
 	// node tree); give it back to the OS now rather than when the

@@ -196,3 +196,14 @@ func (s *Sink) maybePrune(ctx context.Context) {
 		s.opts.Logger.Info("decision-log retention removed whole days", "bucket", s.bucket.String(), "writer", s.writer, "days", removed)
 	}
 }
+
+// PutRuleSet implements audit.RuleSetArchive: an object beside the
+// clusters' segments, shared by the fleet (a version names its content).
+func (s *Sink) PutRuleSet(ctx context.Context, rs audit.RuleSet) error {
+	return parquetlog.PutRuleSet(ctx, s.bucket, rs)
+}
+
+// RuleSet implements audit.RuleSetArchive.
+func (s *Sink) RuleSet(ctx context.Context, version string) (audit.RuleSet, error) {
+	return parquetlog.GetRuleSet(ctx, s.bucket, version)
+}

@@ -116,6 +116,12 @@ var pgMigrations = []string{
 	// 11 and later), so no partition is locked for long.
 	`ALTER TABLE decisions ADD COLUMN cluster text NOT NULL DEFAULT '';
 	ALTER TABLE decisions ADD COLUMN processor text NOT NULL DEFAULT '';`,
+	// 3: the rule-set archive (audit.RuleSetArchive).
+	`CREATE TABLE rulesets (
+		version  text PRIMARY KEY,
+		content  text NOT NULL,
+		archived timestamptz NOT NULL
+	);`,
 }
 
 // pgCopyColumns are the columns COPY fills: the partition key ts, then

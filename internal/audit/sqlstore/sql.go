@@ -10,6 +10,8 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -308,4 +310,39 @@ func (s *sqlStore) writeTx(ctx context.Context, full *sql.Stmt, recs []audit.Rec
 		}
 	}
 	return tx.Commit()
+}
+
+// PutRuleSet implements audit.RuleSetArchive: a row of the rulesets table.
+func (s *sqlStore) PutRuleSet(ctx context.Context, rs audit.RuleSet) error {
+	if !audit.ValidVersion(rs.Version) {
+		return fmt.Errorf("archive rule set: version %q is not 16 hex digits", rs.Version)
+	}
+	data, err := json.Marshal(rs)
+	if err != nil {
+		return err
+	}
+	var archived any = time.Now().UTC()
+	if !s.d.partitioned { // SQLite: Unix nanoseconds, as ts_ns
+		archived = time.Now().UnixNano()
+	}
+	p := s.d.placeholder
+	_, err = s.db.ExecContext(ctx, `INSERT INTO rulesets (version, content, archived) VALUES (`+p(1)+`, `+p(2)+`, `+p(3)+`) ON CONFLICT (version) DO NOTHING`,
+		rs.Version, string(data), archived)
+	if err != nil {
+		return fmt.Errorf("archive rule set %s: %w", rs.Version, err)
+	}
+	return nil
+}
+
+// RuleSet implements audit.RuleSetArchive.
+func (s *sqlStore) RuleSet(ctx context.Context, version string) (audit.RuleSet, error) {
+	var content string
+	err := s.db.QueryRowContext(ctx, `SELECT content FROM rulesets WHERE version = `+s.d.placeholder(1), version).Scan(&content)
+	if errors.Is(err, sql.ErrNoRows) {
+		return audit.RuleSet{}, fmt.Errorf("rule set %s: %w", version, audit.ErrRuleSetNotFound)
+	}
+	if err != nil {
+		return audit.RuleSet{}, fmt.Errorf("rule set %s: %w", version, err)
+	}
+	return audit.DecodeRuleSet(version, []byte(content))
 }

@@ -61,6 +61,12 @@ var sqliteMigrations = []string{
 	// before them have both empty, and hash as they did).
 	`ALTER TABLE decisions ADD COLUMN cluster TEXT NOT NULL DEFAULT '';
 	ALTER TABLE decisions ADD COLUMN processor TEXT NOT NULL DEFAULT '';`,
+	// 3: the rule-set archive (audit.RuleSetArchive).
+	`CREATE TABLE rulesets (
+		version  TEXT PRIMARY KEY,
+		content  TEXT NOT NULL,
+		archived INTEGER NOT NULL
+	);`,
 }
 
 var sqliteDialect = dialect{

@@ -1,0 +1,38 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/egress-authz/egress-authz/internal/audit"
+)
+
+// RuleSetHandler serves GET /v1/rulesets/{version}: a rule-set version
+// from the archive, its files as they were when it decided, as JSON
+// ({"version", "files": [{"name", "content"}]}). A version not kept is a
+// 404; one not written as versions are, or any query parameter, a 400.
+func RuleSetHandler(get func(ctx context.Context, version string) (audit.RuleSet, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := r.PathValue("version")
+		if len(r.URL.Query()) > 0 {
+			http.Error(w, "/v1/rulesets/{version} takes no query parameters", http.StatusBadRequest)
+			return
+		}
+		if !audit.ValidVersion(v) {
+			http.Error(w, "version "+strconv.Quote(v)+": a rule-set version is 16 hex digits, as /v1/rules and the decision records show it", http.StatusBadRequest)
+			return
+		}
+		rs, err := get(r.Context(), v)
+		if errors.Is(err, audit.ErrRuleSetNotFound) {
+			http.Error(w, "rule set "+v+" is not in the archive", http.StatusNotFound)
+			return
+		}
+		if err != nil {
+			http.Error(w, "rule set "+v+": "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		WriteJSON(w, http.StatusOK, rs)
+	})
+}
