@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/admin"
+	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/evidence"
 )
@@ -24,7 +25,8 @@ records.parquet), the query (query.json), the rule-set versions the records
 name (rulesets.json), the verification of the log for the range
 (verify.json), and manifest.json with the SHA-256 of each file. --check
 re-verifies a pack offline: the files against the manifest, the record
-counts, and the records' hash chain where the pack holds it. Exit status 0
+counts, the records' hash chain where the pack holds it, and each rule
+set against its version. Exit status 0
 only if the pack is intact.
 
 Flags:
@@ -108,12 +110,23 @@ func auditExportCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	if wal := filepath.Join(*dataDir, "wal"); dirExists(wal) {
 		opts.Logs = []string{wal}
 	}
+	if a, ok := st.(audit.RuleSetArchive); ok {
+		opts.Archives = append(opts.Archives, a)
+	}
+	if dir := filepath.Join(*dataDir, "rulesets"); dirExists(dir) {
+		opts.Archives = append(opts.Archives, audit.DirArchive(dir))
+	}
 	m, err := evidence.Write(ctx, *out, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit export:", err)
 		return exitFail
 	}
 	fmt.Fprintf(stdout, "wrote %s: %s, %d files\n", *out, plural(m.Records, "record"), len(m.Files)+1)
+	if len(m.Missing) > 0 {
+		for _, ms := range m.Missing {
+			fmt.Fprintf(stderr, "egress-authz audit export: rule set %s is not in the pack: %s\n", ms.Version, ms.Why)
+		}
+	}
 	for _, file := range m.Files {
 		fmt.Fprintf(stdout, "  %-16s %10d bytes  sha256 %s\n", file.Name, file.Bytes, file.SHA256)
 	}
@@ -133,8 +146,8 @@ func exportCheck(path string, stdout, stderr io.Writer) int {
 		}
 		return exitFail
 	}
-	fmt.Fprintf(stdout, "OK: %s: %d files as the manifest says; %s, each giving its hash; %s checked\n",
-		path, len(c.Manifest.Files)+1, plural(c.Records, "record"), plural(c.Links, "link"))
+	fmt.Fprintf(stdout, "OK: %s: %d files as the manifest says; %s, each giving its hash; %s checked; %s, each hashing to its version\n",
+		path, len(c.Manifest.Files)+1, plural(c.Records, "record"), plural(c.Links, "link"), plural(c.RuleSets, "rule set"))
 	if c.Verify.OK {
 		fmt.Fprintf(stdout, "The log's chains were intact when the pack was made (%s).\n", plural(c.Verify.Records, "record"))
 	} else {

@@ -3,6 +3,8 @@ package main
 import (
 	"archive/zip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -53,18 +55,18 @@ func TestAuditExport(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "5 records") {
 		t.Fatalf("audit export: want exit 0 and 5 records\n%s", r)
 	}
-	for _, name := range []string{evidence.RecordsCSV, evidence.RecordsParquet, evidence.QueryFile, evidence.RuleSetsFile, evidence.VerifyFile, evidence.ManifestFile} {
+	for _, name := range []string{evidence.RecordsCSV, evidence.RecordsParquet, evidence.QueryFile, evidence.RuleSetsFile, evidence.RuleSetFile(served), evidence.VerifyFile, evidence.ManifestFile} {
 		if _, err := os.Stat(filepath.Join(packDir, name)); err != nil {
 			t.Errorf("the pack lacks %s", name)
 		}
 	}
 	var rs evidence.RuleSets
-	if b, err := os.ReadFile(filepath.Join(packDir, evidence.RuleSetsFile)); err != nil || json.Unmarshal(b, &rs) != nil || len(rs.Versions) != 1 || rs.Versions[0] != served || rs.Archived {
-		t.Errorf("rulesets.json: %+v, want the one served version %s", rs, served)
+	if b, err := os.ReadFile(filepath.Join(packDir, evidence.RuleSetsFile)); err != nil || json.Unmarshal(b, &rs) != nil || len(rs.Versions) != 1 || rs.Versions[0] != served || len(rs.Included) != 1 || len(rs.Missing) != 0 {
+		t.Errorf("rulesets.json: %+v, want the one served version %s, included", rs, served)
 	}
 	r = runCLI(t, dir, "audit", "export", "--check", packDir)
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "OK: ") || !strings.Contains(r.stdout, "5 records") || !strings.Contains(r.stdout, "4 links") {
-		t.Errorf("audit export --check of a fresh pack: want OK, 5 records, 4 links\n%s", r)
+	if r.code != 0 || !strings.HasPrefix(r.stdout, "OK: ") || !strings.Contains(r.stdout, "5 records") || !strings.Contains(r.stdout, "4 links") || !strings.Contains(r.stdout, "1 rule set,") {
+		t.Errorf("audit export --check of a fresh pack: want OK, 5 records, 4 links, 1 rule set\n%s", r)
 	}
 
 	// A filtered pack, zipped.
@@ -77,8 +79,8 @@ func TestAuditExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(zr.File) != 6 {
-		t.Errorf("the zip holds %d files, want 6", len(zr.File))
+	if len(zr.File) != 7 {
+		t.Errorf("the zip holds %d files, want 7", len(zr.File))
 	}
 	zr.Close()
 	c, err := evidence.Check(zipPath)
@@ -105,6 +107,21 @@ func TestAuditExport(t *testing.T) {
 	if r.code == 0 || !strings.HasPrefix(r.stdout, "ALTERED") || !strings.Contains(r.stdout, "records.csv: altered") || strings.Contains(r.stdout, "records.parquet") {
 		t.Errorf("audit export --check after one byte of records.csv changed: want a failure naming records.csv alone\n%s", r)
 	}
+	// The rule set edited, its manifest entry made to match: its files
+	// no longer hash to its version.
+	rsPath := filepath.Join(packDir, evidence.RuleSetFile(served))
+	rsb, err := os.ReadFile(rsPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsb = []byte(strings.Replace(string(rsb), "api.stripe.com", "api.strip3.com", 1))
+	if err := os.WriteFile(rsPath, rsb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rehash(t, packDir, evidence.RuleSetFile(served))
+	if r = runCLI(t, dir, "audit", "export", "--check", packDir); r.code == 0 || !strings.Contains(r.stdout, evidence.RuleSetFile(served)+": its files hash to") {
+		t.Errorf("audit export --check with the rule set edited: want it named\n%s", r)
+	}
 	// A file slipped in.
 	if err := os.WriteFile(filepath.Join(packDir, "extra.txt"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)
@@ -125,5 +142,36 @@ func TestAuditExport(t *testing.T) {
 	}
 	if r := runCLI(t, dir, "audit", "export", "--audit", dsn, "--since", "1h", "--out", packDir); r.code == 0 || !strings.Contains(r.stderr, "not empty") {
 		t.Errorf("audit export into a full directory: want a refusal\n%s", r)
+	}
+}
+
+// rehash sets name's SHA-256 and size in the pack's manifest to its
+// content, as a forger would.
+func rehash(t *testing.T, pack, name string) {
+	t.Helper()
+	mp := filepath.Join(pack, evidence.ManifestFile)
+	mb, err := os.ReadFile(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m evidence.Manifest
+	if err := json.Unmarshal(mb, &m); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(pack, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	for i := range m.Files {
+		if m.Files[i].Name == name {
+			m.Files[i].SHA256, m.Files[i].Bytes = hex.EncodeToString(sum[:]), int64(len(b))
+		}
+	}
+	if mb, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(mp, mb, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

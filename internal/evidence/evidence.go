@@ -1,6 +1,6 @@
 // Package evidence writes and checks evidence packs: the decision records
-// a query selects, as CSV and as Parquet, with the query, the rule-set
-// versions the records name, the verification of the log for the range,
+// a query selects, as CSV and as Parquet, with the query, the rule sets
+// the records name (from the archive), the verification of the log for the range,
 // and a manifest of every file's SHA-256, in a directory or a zip file.
 // A pack is checked offline, with no access to the log it came from.
 package evidence
@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/parquetlog"
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // The files of a pack.
@@ -44,6 +46,8 @@ type Manifest struct {
 	Created time.Time `json:"created"`
 	Records int       `json:"records"`
 	Files   []File    `json:"files"` // every file but the manifest, by name
+
+	Missing []MissingRuleSet `json:"-"` // the rule sets the pack lacks, as rulesets.json says
 }
 
 // File is one file of a pack and its SHA-256.
@@ -61,14 +65,23 @@ type Query struct {
 	Until   time.Time         `json:"until,omitzero"`
 }
 
-// RuleSets is rulesets.json: the rule-set versions the records name.
+// RuleSets is rulesets.json: the rule-set versions the records name, and
+// which of them the pack holds (as rulesets/VERSION.json, the files that
+// made the version, from the rule-set archive).
 type RuleSets struct {
-	Versions []string `json:"versions"`
-	// Archived is false: there is no rule-set archive to copy the rule
-	// sets themselves from yet, so the pack names them only.
-	Archived bool   `json:"archived"`
-	Note     string `json:"note"`
+	Versions []string         `json:"versions"`
+	Included []string         `json:"included"`
+	Missing  []MissingRuleSet `json:"missing"`
 }
+
+// MissingRuleSet is a version the pack could not include, and why.
+type MissingRuleSet struct {
+	Version string `json:"version"`
+	Why     string `json:"why"`
+}
+
+// RuleSetFile is where a pack holds an archived rule-set version.
+func RuleSetFile(version string) string { return "rulesets/" + version + ".json" }
 
 // Options say what Write packs.
 type Options struct {
@@ -77,7 +90,10 @@ type Options struct {
 	Filters map[string]string // the filters as given, for query.json
 	Source  string
 	Logs    []string // write-ahead logs that vouch for the chains' ends (audit.VerifyOptions)
-	Now     time.Time
+	// Archives are where the rule sets the records name are looked up, in
+	// order (the store itself, the server's DATA/rulesets).
+	Archives []audit.RuleSetArchive
+	Now      time.Time
 }
 
 // Write writes a pack of the records opts selects to out: a directory
@@ -128,6 +144,9 @@ func emptyDir(dir string) error {
 func writeDir(ctx context.Context, dir string, opts Options) (*Manifest, error) {
 	m := &Manifest{Format: 1, Created: opts.Now.UTC()}
 	add := func(name string, write func(io.Writer) error) error {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o750); err != nil {
+			return err
+		}
 		f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o640)
 		if err != nil {
 			return err
@@ -200,16 +219,22 @@ func writeDir(ctx context.Context, dir string, opts Options) (*Manifest, error) 
 	if err := add(QueryFile, jsonOf(q)); err != nil {
 		return nil, err
 	}
-	rs := RuleSets{Versions: slices.Sorted(func(yield func(string) bool) {
-		for v := range versions {
-			if !yield(v) {
-				return
-			}
+	rs := RuleSets{Versions: slices.Sorted(maps.Keys(versions)), Included: []string{}, Missing: []MissingRuleSet{}}
+	for _, v := range rs.Versions {
+		set, why := archived(ctx, opts.Archives, v)
+		if why != "" {
+			rs.Missing = append(rs.Missing, MissingRuleSet{v, why})
+			continue
 		}
-	}), Note: "the versions the records name; the rule sets themselves are not in the pack (no rule-set archive to copy them from)"}
+		if err := add(RuleSetFile(v), jsonOf(set)); err != nil {
+			return nil, err
+		}
+		rs.Included = append(rs.Included, v)
+	}
 	if rs.Versions == nil {
 		rs.Versions = []string{}
 	}
+	m.Missing = rs.Missing
 	if err := add(RuleSetsFile, jsonOf(rs)); err != nil {
 		return nil, err
 	}
@@ -231,6 +256,34 @@ func writeDir(ctx context.Context, dir string, opts Options) (*Manifest, error) 
 		return nil, err
 	}
 	return m, nil
+}
+
+// archived looks version up in archives, in order, and returns the first
+// copy whose files hash to it; else why there is none.
+func archived(ctx context.Context, archives []audit.RuleSetArchive, version string) (audit.RuleSet, string) {
+	why := "no rule-set archive to read it from"
+	for _, a := range archives {
+		rs, err := a.RuleSet(ctx, version)
+		if err != nil {
+			why = err.Error()
+			continue
+		}
+		if got := ruleSetVersion(rs); got != version {
+			why = "the archived copy was altered: its files hash to " + got
+			continue
+		}
+		return rs, ""
+	}
+	return audit.RuleSet{}, why
+}
+
+// ruleSetVersion is the version rs's files hash to.
+func ruleSetVersion(rs audit.RuleSet) string {
+	srcs := make([]rules.Source, 0, len(rs.Files))
+	for _, f := range rs.Files {
+		srcs = append(srcs, rules.Source{Name: f.Name, Data: []byte(f.Content)})
+	}
+	return rules.Version(srcs...)
 }
 
 func jsonOf(v any) func(io.Writer) error {
@@ -302,9 +355,10 @@ func (p Problem) String() string { return p.File + ": " + p.Problem }
 // Checked is the result of Check.
 type Checked struct {
 	Manifest Manifest  `json:"manifest"`
-	Records  int       `json:"records"` // in records.parquet
-	Hashes   int       `json:"hashes"`  // records whose content gives their hash
-	Links    int       `json:"links"`   // records checked against the one before them in their chain
+	Records  int       `json:"records"`  // in records.parquet
+	Hashes   int       `json:"hashes"`   // records whose content gives their hash
+	Links    int       `json:"links"`    // records checked against the one before them in their chain
+	RuleSets int       `json:"rulesets"` // rule sets whose files hash to their version
 	Problems []Problem `json:"problems"`
 	// Verify is the pack's verify.json: what the log's verification said
 	// when the pack was made.
@@ -316,8 +370,9 @@ func (c *Checked) OK() bool { return len(c.Problems) == 0 }
 
 // Check re-verifies the pack at path (a directory or a .zip) offline:
 // every file's SHA-256 against the manifest, no file left out of it, the
-// record count of both record files, and the records' hashes, and the
-// links between records of a chain where the pack holds consecutive ones.
+// record count of both record files, the records' hashes and the links
+// between records of a chain where the pack holds consecutive ones, and
+// that each rule set's files hash to its version.
 // An error is a pack that cannot be read at all; what is wrong with a
 // readable one is in Problems.
 func Check(path string) (*Checked, error) {
@@ -391,6 +446,24 @@ func Check(path string) (*Checked, error) {
 		case len(rows)-1 != c.Manifest.Records:
 			c.Problems = append(c.Problems, Problem{RecordsCSV, fmt.Sprintf("%d records, the manifest says %d", len(rows)-1, c.Manifest.Records)})
 		}
+	}
+	for _, file := range c.Manifest.Files {
+		v, ok := strings.CutPrefix(file.Name, "rulesets/")
+		v, ok2 := strings.CutSuffix(v, ".json")
+		b, read := files[file.Name]
+		if !ok || !ok2 || !read {
+			continue
+		}
+		rs, err := audit.DecodeRuleSet(v, b)
+		if err != nil {
+			c.Problems = append(c.Problems, Problem{file.Name, err.Error()})
+			continue
+		}
+		if got := ruleSetVersion(rs); got != v {
+			c.Problems = append(c.Problems, Problem{file.Name, "its files hash to " + got + ", not to its version"})
+			continue
+		}
+		c.RuleSets++
 	}
 	if b, ok := files[VerifyFile]; ok {
 		if err := json.Unmarshal(b, &c.Verify); err != nil {
