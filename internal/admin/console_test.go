@@ -32,7 +32,7 @@ var consoleRules = []string{"stripe-charges", "gcs-read", "bq-query", "github-re
 // consoleRecords returns 60 chained records of one writer, two minutes
 // apart and ending a minute before now: four workloads calling Stripe,
 // Google APIs and GitHub, with denies and dry-run outcomes.
-func consoleRecords(now time.Time) []audit.Record {
+func consoleRecords(now time.Time, ruleSet string) []audit.Record {
 	type tmpl struct {
 		sa, ns, method, host, path, decision, rule, reason string
 		enforced                                           bool
@@ -58,7 +58,7 @@ func consoleRecords(now time.Time) []audit.Record {
 			TraceID:   fmt.Sprintf("4bf92f3577b34da6a3ce929d0e0e%04x", i), Cluster: "eu-west-1",
 			Principal: "spiffe://cluster.local/ns/" + t.ns + "/sa/" + t.sa, TrustDomain: "cluster.local", Namespace: t.ns, ServiceAccount: t.sa,
 			Host: t.host, Port: 443, Method: t.method, Path: t.path, Decision: t.decision, Enforced: t.enforced, Rule: t.rule,
-			Reason: t.reason, RuleSet: "5d1c2a9e7b30f4c8", Latency: time.Duration(30+i%7*11) * time.Microsecond,
+			Reason: t.reason, RuleSet: ruleSet, Latency: time.Duration(30+i%7*11) * time.Microsecond,
 			Writer: "egress-authz-7d9f-0", Seq: uint64(i + 1), PrevHash: prev}
 		if t.rule != "" {
 			r.Owner, r.Ticket = "team-"+t.ns, fmt.Sprintf("SEC-%d", 1200+i%6)
@@ -88,14 +88,21 @@ func consoleServerCounting(t *testing.T) (string, string, []audit.Record, *atomi
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	recs := consoleRecords(time.Now())
+	// The rule set the records name, in an archive GET /v1/rulesets serves.
+	src := rules.Source{Name: "rules.yaml", Data: []byte("apiVersion: egress-authz/v1\nrules: []\n")}
+	version := rules.Version(src)
+	archive := audit.DirArchive(filepath.Join(t.TempDir(), "rulesets"))
+	if err := archive.PutRuleSet(context.Background(), audit.RuleSet{Version: version, Files: []audit.RuleSetFile{{Name: src.Name, Content: string(src.Data)}}}); err != nil {
+		t.Fatal(err)
+	}
+	recs := consoleRecords(time.Now(), version)
 	if err := st.Write(context.Background(), recs); err != nil {
 		t.Fatal(err)
 	}
-	ruleSet := func() (string, []string) { return "5d1c2a9e7b30f4c8", consoleRules }
+	ruleSet := func() (string, []string) { return version, consoleRules }
 	verify, verifies := VerifyHandler(st, nil, time.Now), &atomic.Int32{}
 	h := Handler(Options{
-		Rules: func() rules.Status { return rules.Status{Version: "5d1c2a9e7b30f4c8", Rules: len(consoleRules)} },
+		Rules: func() rules.Status { return rules.Status{Version: version, Rules: len(consoleRules)} },
 		Extra: map[string]http.Handler{
 			"GET /v1/decisions": DecisionsHandler(st, time.Now),
 			"GET /v1/stats":     StatsHandler(st, ruleSet, time.Now),
@@ -103,7 +110,8 @@ func consoleServerCounting(t *testing.T) (string, string, []audit.Record, *atomi
 				verifies.Add(1)
 				verify.ServeHTTP(w, r)
 			}),
-			"GET /ui/": UIHandler(),
+			"GET /ui/":                   UIHandler(),
+			"GET /v1/rulesets/{version}": RuleSetHandler(archive.RuleSet),
 		},
 	})
 	srv := httptest.NewServer(h)
@@ -310,6 +318,11 @@ func TestConsoleShowsTamperedRecord(t *testing.T) {
 	}
 	if !strings.Contains(url, "request_id="+recs[13].RequestID) {
 		t.Errorf("the break's link went to %s, want its request id", url)
+	}
+	// The rule set as it was: the link answers the archived version.
+	got := get(t, ctx, chromedp.Evaluate[string](`fetch(document.querySelector("#detail a[href^='/v1/rulesets/']").href).then(r => r.json()).then(j => j.version)`, chromedp.EvalAwaitPromise))
+	if got != recs[13].RuleSet {
+		t.Errorf("the record's rule-set link answers version %q, want %s", got, recs[13].RuleSet)
 	}
 
 	// The README's picture: the last two hours at 1280 x 800.
