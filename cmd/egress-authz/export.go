@@ -106,7 +106,7 @@ func auditExportCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	for k := range vals {
 		given[k] = vals.Get(k)
 	}
-	opts := evidence.Options{Store: st, Filter: f, Filters: given, Source: *dsn, Now: now}
+	opts := evidence.Options{Store: st, Filter: f, Filters: given, Source: stores.Key(*dsn), Now: now}
 	if wal := filepath.Join(*dataDir, "wal"); dirExists(wal) {
 		opts.Logs = []string{wal}
 	}

@@ -88,7 +88,7 @@ func TestAuditExport(t *testing.T) {
 		t.Errorf("check of the zip: %+v %v; want intact, only the denies", c, err)
 	}
 	var q evidence.Query
-	if b, err := os.ReadFile(filepath.Join(packDir, evidence.QueryFile)); err != nil || json.Unmarshal(b, &q) != nil || q.Filters["since"] != "1h" || q.Since.IsZero() {
+	if b, err := os.ReadFile(filepath.Join(packDir, evidence.QueryFile)); err != nil || json.Unmarshal(b, &q) != nil || q.Filters["since"] != "1h" || q.Since.IsZero() || q.Source != dsn {
 		t.Errorf("query.json: %+v", q)
 	}
 

@@ -60,7 +60,7 @@ type File struct {
 // Query is query.json: the filters the records were selected with.
 type Query struct {
 	Filters map[string]string `json:"filters"` // as GET /v1/decisions takes them
-	Source  string            `json:"source"`  // the decision log, as --audit named it
+	Source  string            `json:"source"`  // the decision log, as --audit named it, without credentials
 	Since   time.Time         `json:"since,omitzero"`
 	Until   time.Time         `json:"until,omitzero"`
 }
