@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	neturl "net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -232,10 +233,28 @@ func TestConsoleFilters(t *testing.T) {
 	if strings.Join(hosts, " ") != strings.Join(wantHosts, " ") || field != "*.GoogleAPIs.com" {
 		t.Errorf("back: rows %v, host field %q; want the wildcard's rows and field", hosts, field)
 	}
+	// A click on the chart narrows the window to its bucket.
+	do(t, ctx, chromedp.Navigate(base+"/ui/?since=3h"), loaded("ready"), chromedp.Click(chromedp.CSS(`#chart .u-over`)), loaded("ready"))
+	url = get(t, ctx, chromedp.Location())
+	times := get(t, ctx, column(0))
+	q := url[strings.Index(url, "?")+1:]
+	vals, _ := neturl.ParseQuery(q)
+	since, err1 := time.Parse(time.RFC3339Nano, vals.Get("since"))
+	until, err2 := time.Parse(time.RFC3339Nano, vals.Get("until"))
+	if err1 != nil || err2 != nil || until.Sub(since) != 5*time.Minute || len(times) == 0 {
+		t.Fatalf("after a click on the chart: %s with %d rows; want a 5 min bucket's window and its decisions", url, len(times))
+	}
+	for _, tm := range times {
+		at, _ := time.Parse("2006-01-02 15:04:05.000", tm)
+		if at.Before(since) || !at.Before(until) {
+			t.Errorf("row at %s outside the clicked bucket %s to %s", tm, since, until)
+		}
+	}
+
 	// Verifying reads the whole log: the page did it once, on load, not
 	// on every search (the window never changed).
-	if n := verifies.Load(); n != 1 {
-		t.Errorf("%d GET /v1/verify for one load and four searches in one window, want 1", n)
+	if n := verifies.Load(); n != 3 {
+		t.Errorf("%d GET /v1/verify for two loads, four searches in one window and one in another, want 3", n)
 	}
 	screenshot(t, ctx, "filters.png")
 }

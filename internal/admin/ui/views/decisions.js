@@ -287,9 +287,9 @@
     };
     chart = new uPlot(opts, [xs, total, denyUp, dry], ui.chart);
     chart.over.title = "click a bar for its " + stats.bucket;
-    chart.over.addEventListener("click", () => {
-      const i = chart.cursor.idx;
-      if (i === null || i === undefined) return;
+    chart.over.addEventListener("click", e => {
+      const i = chart.posToIdx(e.offsetX);
+      if (i === null || i === undefined || i < 0 || i >= xs.length) return;
       const start = new Date(xs[i] * 1000), end = new Date(xs[i] * 1000 + stats.bucket_ms);
       navigate(withFilter("since", start.toISOString(), { until: end.toISOString() }));
     });
