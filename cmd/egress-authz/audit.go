@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -205,29 +204,12 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs := flag.NewFlagSet("audit query", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN`")
-	params := map[string]*string{}
-	for _, p := range admin.FilterParams {
-		if p.Name == "dry_run" {
-			continue // --dry-run, a bool flag
-		}
-		params[p.Name] = fs.String(strings.ReplaceAll(p.Name, "_", "-"), "", p.Help)
-	}
-	dryRun := fs.Bool("dry-run", false, "only dry-run rules' would-be outcomes")
+	filters := filterFlags(fs)
 	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(admin.Formats, ", "))
 	if code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
-	vals := url.Values{}
-	fs.Visit(func(fl *flag.Flag) {
-		name := strings.ReplaceAll(fl.Name, "-", "_")
-		if p, ok := params[name]; ok {
-			vals.Set(name, *p)
-		}
-	})
-	if *dryRun {
-		vals.Set("dry_run", "true")
-	}
-	f, err := admin.ParseFilter(vals, time.Now())
+	f, err := admin.ParseFilter(filters(), time.Now())
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit query: --"+strings.ReplaceAll(err.Error(), "_", "-"))
 		return exitUsage

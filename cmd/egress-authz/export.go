@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,13 +33,13 @@ only if the pack is intact.
 Flags:
 `
 
-// filterFlags defines the flags of every filter of admin.FilterParams on
-// fs (--dry-run as a bool), and returns what reads them, as query
-// parameters, once fs is parsed.
-func filterFlags(fs *flag.FlagSet) func() url.Values {
+// filterFlags defines the flags of the filters of admin.FilterParams on
+// fs (--dry-run as a bool), but those named in skip, and returns what
+// reads them, as query parameters, once fs is parsed.
+func filterFlags(fs *flag.FlagSet, skip ...string) func() url.Values {
 	params := map[string]*string{}
 	for _, p := range admin.FilterParams {
-		if p.Name == "dry_run" || p.Name == "cursor" {
+		if p.Name == "dry_run" || slices.Contains(skip, p.Name) {
 			continue
 		}
 		params[p.Name] = fs.String(strings.ReplaceAll(p.Name, "_", "-"), "", p.Help)
@@ -66,7 +67,7 @@ func auditExportCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	out := fs.String("out", "", "write the pack to this new or empty `DIR`, or to FILE.zip")
 	check := fs.String("check", "", "check the pack at `DIR|FILE.zip` instead")
 	dataDir := fs.String("data-dir", "./data", "the server's data `DIR`: its write-ahead log (DIR/wal), when there, vouches for the newest records of its chain")
-	filters := filterFlags(fs)
+	filters := filterFlags(fs, "cursor")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, exportUsage)
 		fs.PrintDefaults()

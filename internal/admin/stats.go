@@ -51,17 +51,17 @@ type Top struct {
 // Stats is the answer of GET /v1/stats: the decisions a filter selects,
 // counted on the server.
 type Stats struct {
-	Since    time.Time `json:"since"` // the window; Since is the oldest record's time when not given
-	Until    time.Time `json:"until"`
-	Bucket   string    `json:"bucket"` // width of each bucket, as bucket= takes it
-	BucketMS int64     `json:"bucket_ms"`
-	Counts   Counts    `json:"counts"`
-	Series   []Bucket  `json:"series"`    // every bucket of the window, oldest first, empty ones too
-	Top      int       `json:"top"`       // how many keys each list below holds at most
-	Workload []Top     `json:"workloads"` // by principal
-	Hosts    []Top     `json:"hosts"`     // by host name, lower case
-	Rules    []Top     `json:"rules"`     // by deciding rule; decisions no rule made are left out
-	Reasons  []Top     `json:"deny_reasons"`
+	Since     time.Time `json:"since"` // the window; Since is the oldest record's time when not given
+	Until     time.Time `json:"until"`
+	Bucket    string    `json:"bucket"` // width of each bucket, as bucket= takes it
+	BucketMS  int64     `json:"bucket_ms"`
+	Counts    Counts    `json:"counts"`
+	Series    []Bucket  `json:"series"`    // every bucket of the window, oldest first, empty ones too
+	Top       int       `json:"top"`       // how many keys each list below holds at most
+	Workloads []Top     `json:"workloads"` // by principal
+	Hosts     []Top     `json:"hosts"`     // by host name, lower case
+	Rules     []Top     `json:"rules"`     // by deciding rule; decisions no rule made are left out
+	Reasons   []Top     `json:"deny_reasons"`
 	// Unused are the rules of the served rule set that decided none of
 	// the selected decisions: clean-up candidates when the window is long.
 	Unused  []string `json:"unused_rules"`
@@ -122,7 +122,7 @@ func StatsHandler(s audit.Store, ruleSet RuleSetIDs, now func() time.Time) http.
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		st, err := ComputeStats(r.Context(), s, f, t, width, top, ruleSet)
+		st, err := computeStats(r.Context(), s, f, t, width, top, ruleSet)
 		if err != nil {
 			var pe *ParamError
 			if errors.As(err, &pe) {
@@ -144,9 +144,9 @@ type point struct {
 	kind uint8 // 0 allow, 1 deny, 2 dry run
 }
 
-// ComputeStats reads the records f selects from s and counts them; see
+// computeStats reads the records f selects from s and counts them; see
 // StatsHandler. width 0 chooses one from the window.
-func ComputeStats(ctx context.Context, s audit.Store, f audit.Filter, now time.Time, width time.Duration, top int, ruleSet RuleSetIDs) (*Stats, error) {
+func computeStats(ctx context.Context, s audit.Store, f audit.Filter, now time.Time, width time.Duration, top int, ruleSet RuleSetIDs) (*Stats, error) {
 	st := &Stats{Since: f.Since, Until: f.Until, Top: top}
 	if st.Until.IsZero() {
 		st.Until = now
@@ -230,7 +230,7 @@ func ComputeStats(ctx context.Context, s audit.Store, f audit.Filter, now time.T
 			b.DryRun++
 		}
 	}
-	st.Workload, st.Hosts, st.Rules, st.Reasons = topOf(principals, top), topOf(hosts, top), topOf(ruleCounts, top), topOf(reasons, top)
+	st.Workloads, st.Hosts, st.Rules, st.Reasons = topOf(principals, top), topOf(hosts, top), topOf(ruleCounts, top), topOf(reasons, top)
 	st.Unused = []string{}
 	if ruleSet != nil {
 		var ids []string

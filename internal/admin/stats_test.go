@@ -122,7 +122,7 @@ func TestStatsCounts(t *testing.T) {
 	if got := keys(st.Hosts); !slices.Equal(got, []string{"api.stripe.com=27", "storage.googleapis.com=13"}) {
 		t.Errorf("hosts %v", got)
 	}
-	if got := keys(st.Workload); !slices.Equal(got, []string{"spiffe://cluster.local/ns/payments/sa/checkout=20", "spiffe://cluster.local/ns/search/sa/indexer=20"}) {
+	if got := keys(st.Workloads); !slices.Equal(got, []string{"spiffe://cluster.local/ns/payments/sa/checkout=20", "spiffe://cluster.local/ns/search/sa/indexer=20"}) {
 		t.Errorf("workloads %v", got)
 	}
 	if got := keys(st.Rules); !slices.Equal(got, []string{"stripe=32"}) {
@@ -149,7 +149,7 @@ func TestStatsFiltersAndWindow(t *testing.T) {
 	if want := (Counts{Total: 3, Deny: 3}); st.Counts != want {
 		t.Errorf("counts %+v, want %+v", st.Counts, want)
 	}
-	if got := keys(st.Workload); len(got) != 1 || got[0] != "spiffe://cluster.local/ns/search/sa/indexer=2" {
+	if got := keys(st.Workloads); len(got) != 1 || got[0] != "spiffe://cluster.local/ns/search/sa/indexer=2" {
 		t.Errorf("top=1 workloads %v", got)
 	}
 	// Only record 12 of those has a rule: stripe.

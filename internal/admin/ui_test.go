@@ -6,6 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +16,7 @@ import (
 	"time"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/rules"
 )
 
 // chainStore is a decision log of one intact record whose Chains calls
@@ -135,6 +139,27 @@ func TestUIServesItsFiles(t *testing.T) {
 		if resp.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: %s, want 404", path, resp.Status)
 		}
+	}
+}
+
+// TestUIKnowsEveryReason: the page's reason menu lists every reason a
+// decision has, and no other, so that a new reason cannot go unsearchable.
+func TestUIKnowsEveryReason(t *testing.T) {
+	js, err := uiFiles.ReadFile("ui/views/decisions.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := string(js)[strings.Index(string(js), `["reason", "reason", [`):]
+	line = line[:strings.Index(line, "]]")]
+	want := []string{`""`, `"dry-run"`}
+	for _, r := range rules.Reasons() {
+		want = append(want, strconv.Quote(string(r)))
+	}
+	got := regexp.MustCompile(`"[a-z-]*"`).FindAllString(line[strings.Index(line, "[\""+"\""):], -1)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("the page's reasons %v, want %v (rules.Reasons and dry-run)", got, want)
 	}
 }
 

@@ -16,7 +16,9 @@
     ["port", "port", ""],
     ["method", "method", "GET"],
     ["decision", "decision", ["", "allow", "deny"]],
-    ["reason", "reason", ["", "allowed-by-rule", "denied-by-rule", "no-matching-rule", "dry-run", "audit-unavailable", "bad-request"]],
+    // rules.Reasons and dry-run (TestUIKnowsEveryReason keeps them equal).
+    ["reason", "reason", ["", "allowed-by-rule", "denied-by-rule", "no-matching-rule", "dry-run", "audit-unavailable",
+      "no-identity", "invalid-identity", "untrusted-trust-domain", "no-host", "invalid-host", "invalid-request", "unsafe-path"]],
     ["enforced", "enforced", ["", "true", "false"]],
     ["rule", "rule", ""],
     ["request_id", "request id", ""],
