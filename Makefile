@@ -21,6 +21,7 @@ run: build ## serve the example rules on :9191 (admin on 127.0.0.1:9192)
 test: ## the whole suite of both modules, with the race detector (installs PostgreSQL and NGINX for their tests if missing)
 	./scripts/ensure-postgres
 	./scripts/ensure-nginx
+	./scripts/ensure-prometheus
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
 	cd deploy && CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
 
