@@ -113,14 +113,20 @@ func newChartStack(t *testing.T, v chartVariant, set ...string) *stack {
 	t.Helper()
 	s := newStack(t, istioDir)
 	s.dir = "helm " + v.name
-	s.objs = append(renderChart(t, v.values, set), s.objs...)
+	// The Namespace as an object, as the overlays ship it.
+	s.objs = append(renderChart(t, v.values, append([]string{"namespace.create=true"}, set...)), s.objs...)
 	return s
 }
 
 func TestChartRendersStrictly(t *testing.T) {
+	for _, o := range renderChart(t, nil, nil) {
+		if o.Kind == "Namespace" {
+			t.Errorf("%s rendered by default: helm install -n needs it before, with the Secrets in it", o)
+		}
+	}
 	for _, v := range chartVariants {
 		t.Run(v.name, func(t *testing.T) {
-			objs := renderChart(t, v.values, nil)
+			objs := renderChart(t, v.values, []string{"namespace.create=true"})
 			if len(objs) < 7 {
 				t.Fatalf("only %d objects", len(objs))
 			}
