@@ -20,6 +20,8 @@ import (
 	"helm.sh/helm/v4/pkg/chart/common"
 	chartutil "helm.sh/helm/v4/pkg/chart/common/util"
 	helmchart "helm.sh/helm/v4/pkg/chart/v2"
+	"helm.sh/helm/v4/pkg/chart/v2/lint"
+	"helm.sh/helm/v4/pkg/chart/v2/lint/support"
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/cli/values"
 	"helm.sh/helm/v4/pkg/engine"
@@ -435,6 +437,31 @@ func TestChartComparisonCatchesOneSidedChanges(t *testing.T) {
 				t.Fatal("no difference noticed")
 			}
 			t.Log(found[0])
+		})
+	}
+}
+
+// helm lint, for each variant, with the monitoring objects on: no warning
+// and no error.
+func TestChartLints(t *testing.T) {
+	for _, v := range chartVariants {
+		t.Run(v.name, func(t *testing.T) {
+			vals, err := (&values.Options{ValueFiles: v.values, Values: monitoringValues}).MergeValues(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kube, err := common.ParseKubeVersion("v1.30.0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			l := lint.RunAll(chartDir, vals, chartNamespace, lint.WithKubeVersion(kube))
+			for _, m := range l.Messages {
+				if m.Severity >= support.WarningSev {
+					t.Error(m)
+				} else {
+					t.Log(m)
+				}
+			}
 		})
 	}
 }
