@@ -8,6 +8,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path"
@@ -74,7 +75,7 @@ func renderChartYAML(files, set []string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	out, err := engine.Engine{Strict: true}.Render(loadedChart, vals)
+	out, err := engine.Engine{Strict: true}.RenderWithContext(context.Background(), loadedChart, vals)
 	if err != nil {
 		return nil, err
 	}
