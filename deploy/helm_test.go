@@ -26,6 +26,7 @@ import (
 	"helm.sh/helm/v4/pkg/chart/v2/loader"
 	"helm.sh/helm/v4/pkg/cli/values"
 	"helm.sh/helm/v4/pkg/engine"
+	networking "istio.io/api/networking/v1alpha3"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
@@ -465,4 +466,50 @@ func TestChartLints(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The values that pick the rule source and the decision-log sinks.
+func TestChartValuesSelectSources(t *testing.T) {
+	p := &problems{}
+	t.Run("existing rules ConfigMap", func(t *testing.T) {
+		s := newChartStack(t, chartVariants[0], "rules.configMap.existing=team-rules")
+		if o := s.find("ConfigMap", chartNamespace, "egress-authz-rules"); o != nil {
+			t.Errorf("%s rendered beside an existing ConfigMap", o)
+		}
+		if got := mVolume(s, "rules").ConfigMap.Name; got != "team-rules" {
+			t.Errorf("rules volume mounts ConfigMap %s, want team-rules", got)
+		}
+	})
+	t.Run("more sinks", func(t *testing.T) {
+		s := newChartStack(t, chartVariants[0], "decisionLog.extraSinks={otlp,parquet:/var/lib/egress-authz/parquet}")
+		var audit []string
+		for _, a := range s.container(p).Args {
+			if v, ok := strings.CutPrefix(a, "--audit="); ok {
+				audit = append(audit, v)
+			}
+		}
+		if want := []string{"$(EGRESS_AUTHZ_AUDIT_DSN)", "otlp", "parquet:/var/lib/egress-authz/parquet"}; !slices.Equal(audit, want) {
+			t.Errorf("--audit %v, want %v", audit, want)
+		}
+		for _, c := range checks {
+			for _, msg := range runCheck(c, s) {
+				t.Errorf("%s: %s", c.name, msg)
+			}
+		}
+	})
+	t.Run("https bundle", func(t *testing.T) {
+		s := newChartStack(t, chartVariants[2], "rules.bundle.url=https://rules.example.org/egress/bundle.tar.gz")
+		se := s.find("ServiceEntry", chartNamespace, "rules-registry")
+		if se == nil {
+			t.Fatal("no ServiceEntry for the bundle's host")
+		}
+		if hosts := se.Spec.(*networking.ServiceEntry).Hosts; !slices.Equal(hosts, []string{"rules.example.org"}) {
+			t.Errorf("ServiceEntry hosts %v, want [rules.example.org]", hosts)
+		}
+		for _, c := range checks {
+			for _, msg := range runCheck(c, s) {
+				t.Errorf("%s: %s", c.name, msg)
+			}
+		}
+	})
 }
