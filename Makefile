@@ -22,6 +22,7 @@ test: ## the whole suite of both modules, with the race detector (installs Postg
 	./scripts/ensure-postgres
 	./scripts/ensure-nginx
 	./scripts/ensure-chromium
+	./scripts/ensure-prometheus
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
 	cd deploy && CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
 
