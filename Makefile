@@ -18,10 +18,11 @@ run: build ## serve the example rules on :9191 (admin on 127.0.0.1:9192)
 # deploy/ is a module of its own, so that Kubernetes, Istio and kustomize
 # (its tests' dependencies) stay out of the server's go.mod: test and lint
 # run in it too.
-test: ## the whole suite of both modules, with the race detector (installs PostgreSQL, NGINX and Chromium for their tests if missing)
+test: ## the whole suite of both modules, with the race detector (installs PostgreSQL, NGINX, Chromium and promtool for their tests if missing)
 	./scripts/ensure-postgres
 	./scripts/ensure-nginx
 	./scripts/ensure-chromium
+	./scripts/ensure-prometheus
 	CGO_ENABLED=1 $(GO) test -race -timeout 15m $(PKGS)
 	cd deploy && CGO_ENABLED=1 $(GO) test -race -timeout 15m ./...
 

@@ -512,6 +512,8 @@ func TestREADMEMatchesManifests(t *testing.T) {
 		"deploy/kubernetes/overlays/fleet",
 		meshValues, meshOperator,
 		"nginx/egress-proxy.conf", "egress-authz-http",
+		"helm install egress-authz deploy/helm/egress-authz", "docs/runbooks.md",
+		"kubectl apply -k deploy/kubernetes/monitoring",
 	} {
 		if !strings.Contains(readme, s) {
 			t.Errorf("deploy/README.md does not mention %s", s)

@@ -16,7 +16,7 @@ func TestServerModuleLeavesOutTheManifestLibraries(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, mod := range requires(string(server)) {
-		for _, prefix := range []string{"k8s.io/", "istio.io/", "sigs.k8s.io/kustomize/"} {
+		for _, prefix := range []string{"k8s.io/", "istio.io/", "sigs.k8s.io/kustomize/", "helm.sh/", "github.com/prometheus/prometheus", "github.com/prometheus-operator/"} {
 			if strings.HasPrefix(mod, prefix) {
 				t.Errorf("../go.mod requires %s: it belongs in deploy/go.mod", mod)
 			}

@@ -152,6 +152,11 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		s.close(context.Background())
 		return nil, err
 	}
+	if s.tls != nil {
+		s.metrics.WatchServingCertificate(s.tls.CertificateExpiry)
+	} else {
+		s.metrics.WatchServingCertificate(nil)
+	}
 	opts := []grpc.ServerOption{
 		authz.ServerCodec(),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),

@@ -280,7 +280,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 	for _, v := range order {
 		if vu := versions[v]; !vu.archived {
 			rep.Findings = append(rep.Findings, Finding{Kind: FindingUnarchivedRuleSet, RuleSet: v, Requests: vu.records, FirstSeen: vu.first, LastSeen: vu.last,
-				Detail: fmt.Sprintf("%d decisions by rule-set version %q, which the archive does not keep: their rules are reported as the current rule set writes them", vu.records, v)})
+				Detail: fmt.Sprintf("%s by rule-set version %q, which the archive does not keep: their rules are reported as the current rule set writes them", count(vu.records, "decision"), v)})
 		}
 	}
 	if register != nil {
@@ -340,8 +340,8 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 	for k, rc := range unregistered {
 		rep.Findings = append(rep.Findings, Finding{Kind: FindingUnregisteredRecipient, Rule: k.rule, RuleSet: k.version, Host: k.host,
 			Requests: rc.requests, Workloads: len(rc.workloads), FirstSeen: rc.first, LastSeen: rc.last,
-			Detail: fmt.Sprintf("rule %s allowed %d requests from %d workloads to %s, outside the company, and names no processor",
-				k.rule, rc.requests, len(rc.workloads), k.host)})
+			Detail: fmt.Sprintf("rule %s allowed %s from %s to %s, outside the company, and names no processor",
+				k.rule, count(rc.requests, "request"), count(len(rc.workloads), "workload"), k.host)})
 	}
 	for k, rc := range expired {
 		exp := ""
@@ -351,7 +351,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 			}
 		}
 		rep.Findings = append(rep.Findings, Finding{Kind: FindingExpiredRuleUsed, Rule: k.rule, RuleSet: k.version, Requests: rc.requests, FirstSeen: rc.first, LastSeen: rc.last,
-			Detail: fmt.Sprintf("rule %s of version %s, expired %s, decided %d requests from %s to %s", k.rule, k.version, exp, rc.requests,
+			Detail: fmt.Sprintf("rule %s of version %s, expired %s, decided %s from %s to %s", k.rule, k.version, exp, count(rc.requests, "request"),
 				rc.first.UTC().Format(time.RFC3339), rc.last.UTC().Format(time.RFC3339))})
 	}
 	slices.SortFunc(rep.Findings, func(a, b Finding) int {
@@ -424,4 +424,12 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return slices.Clone(s)
+}
+
+// count writes n things, in the plural unless n is 1.
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

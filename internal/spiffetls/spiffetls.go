@@ -46,6 +46,7 @@ type Source struct {
 	close   func() error
 	bundles x509bundle.Source // the trust bundle callers are verified against
 	now     func() time.Time
+	expiry  func() time.Time // the serving certificate's NotAfter
 }
 
 // ServerConfig returns the mutual-TLS server configuration.
@@ -67,6 +68,10 @@ func (s *Source) VerifyX509SVID(chain []*x509.Certificate) (spiffeid.ID, error) 
 	}
 	return id, nil
 }
+
+// CertificateExpiry is when the certificate the server presents now
+// expires (zero if it cannot be read). It is safe for concurrent use.
+func (s *Source) CertificateExpiry() time.Time { return s.expiry() }
 
 // Close releases the source.
 func (s *Source) Close() error { return s.close() }
@@ -91,7 +96,14 @@ func Open(ctx context.Context, opts Options) (*Source, error) {
 		cfg := tlsconfig.MTLSServerConfig(src, src, authorizer)
 		cfg.MinVersion = tls.VersionTLS12
 		cfg.VerifyPeerCertificate = counted(cfg.VerifyPeerCertificate, opts.OnRefused)
-		return &Source{config: cfg, close: src.Close, bundles: src, now: now}, nil
+		expiry := func() time.Time {
+			svid, err := src.GetX509SVID()
+			if err != nil || len(svid.Certificates) == 0 {
+				return time.Time{}
+			}
+			return svid.Certificates[0].NotAfter
+		}
+		return &Source{config: cfg, close: src.Close, bundles: src, now: now, expiry: expiry}, nil
 	}
 	fs, err := newFileSource(opts)
 	if err != nil {
@@ -103,7 +115,7 @@ func Open(ctx context.Context, opts Options) (*Source, error) {
 		GetCertificate:        fs.certificate,
 		VerifyPeerCertificate: counted(tlsconfig.VerifyPeerCertificate(fs, authorizer), opts.OnRefused),
 	}
-	return &Source{config: cfg, close: func() error { return nil }, bundles: fs, now: now}, nil
+	return &Source{config: cfg, close: func() error { return nil }, bundles: fs, now: now, expiry: fs.notAfter}, nil
 }
 
 var errNotAllowed = errors.New("not an allowed client")
@@ -245,6 +257,23 @@ func ParseCAs(pemBytes []byte) ([]*x509.Certificate, error) {
 		return nil, errors.New("no certificates")
 	}
 	return cas, nil
+}
+
+// notAfter is the served certificate's expiry, after reloading rotated
+// files.
+func (fs *fileSource) notAfter() time.Time {
+	fs.maybeReload()
+	fs.mu.Lock()
+	cert := fs.cert
+	fs.mu.Unlock()
+	leaf := cert.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return time.Time{}
+		}
+	}
+	return leaf.NotAfter
 }
 
 func (fs *fileSource) maybeReload() {

@@ -255,8 +255,16 @@ func TestFilesRotatedWithoutRestart(t *testing.T) {
 	var clk clock
 	opts := p.options(gatewayID)
 	opts.Now = clk.now
-	addr := listen(t, open(t, opts).ServerConfig())
+	src := open(t, opts)
+	addr := listen(t, src.ServerConfig())
 	gateway := p.ca.SVID(t, gatewayID)
+	expiry := func(want *spiffetest.Cert) {
+		t.Helper()
+		if got := src.CertificateExpiry(); !got.Equal(want.Cert.NotAfter) {
+			t.Errorf("CertificateExpiry %v, want the served certificate's %v", got, want.Cert.NotAfter)
+		}
+	}
+	expiry(p.server)
 
 	serial := func() string {
 		t.Helper()
@@ -277,6 +285,7 @@ func TestFilesRotatedWithoutRestart(t *testing.T) {
 	if got, want := serial(), next.Cert.SerialNumber.String(); got != want {
 		t.Fatalf("after rotation: serial %s, want the new %s", got, want)
 	}
+	expiry(next)
 
 	// A half-written certificate file does not take the server down: the
 	// last good pair is served until the file parses again.
@@ -363,6 +372,9 @@ func TestWorkloadAPIServesAndRotatesTheSVID(t *testing.T) {
 	second := ca.ServerSVID(t, serverID)
 	wl.SetX509SVID(t, second, ca)
 	waitSerial(t, addr, gateway, second, ca)
+	if got := src.CertificateExpiry(); !got.Equal(second.Cert.NotAfter) {
+		t.Errorf("CertificateExpiry %v, want the rotated SVID's %v", got, second.Cert.NotAfter)
+	}
 
 	// The agent rotates the trust domain's CA: callers with SVIDs from the
 	// new CA are accepted, those from the old one no longer.

@@ -208,6 +208,20 @@ func (m *Metrics) WatchRules(status func() rules.Status) {
 		})
 }
 
+// WatchServingCertificate exports when the serving certificate expires,
+// read at scrape time; nil (plaintext) exports 0.
+func (m *Metrics) WatchServingCertificate(expiry func() time.Time) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "egress_authz_serving_certificate_expiry_timestamp_seconds",
+		Help: "When the certificate of the gRPC and HTTP authorization listeners expires (0: plaintext).",
+	}, func() float64 {
+		if expiry == nil {
+			return 0
+		}
+		return unix(expiry())
+	}))
+}
+
 func unix(t time.Time) float64 {
 	if t.IsZero() {
 		return 0

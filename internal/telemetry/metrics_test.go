@@ -277,3 +277,25 @@ func BenchmarkCheckedDryRun(b *testing.B) {
 		}
 	})
 }
+
+func TestMetricsExportTheServingCertificatesExpiry(t *testing.T) {
+	plain := telemetry.NewMetrics()
+	plain.WatchServingCertificate(nil)
+	fams, _ := scrape(t, plain)
+	if v := value(t, fams, "egress_authz_serving_certificate_expiry_timestamp_seconds"); v != 0 {
+		t.Errorf("plaintext: %v, want 0", v)
+	}
+
+	notAfter := time.Date(2027, 3, 1, 12, 0, 0, 0, time.UTC)
+	m := telemetry.NewMetrics()
+	m.WatchServingCertificate(func() time.Time { return notAfter })
+	fams, _ = scrape(t, m)
+	if v := value(t, fams, "egress_authz_serving_certificate_expiry_timestamp_seconds"); v != float64(notAfter.Unix()) {
+		t.Errorf("got %v, want %d", v, notAfter.Unix())
+	}
+	notAfter = notAfter.AddDate(0, 1, 0) // rotated: read at scrape time
+	fams, _ = scrape(t, m)
+	if v := value(t, fams, "egress_authz_serving_certificate_expiry_timestamp_seconds"); v != float64(notAfter.Unix()) {
+		t.Errorf("after rotation: got %v, want %d", v, notAfter.Unix())
+	}
+}
