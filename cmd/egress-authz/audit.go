@@ -170,7 +170,7 @@ func (s *server) adminExtras() map[string]http.Handler {
 const auditUsage = `Usage:
   egress-authz audit query [--audit DSN] [--since 24h] [--until T] [--request-id ID] [--cluster NAME]
                            [--principal ID] [--namespace NS] [--host HOST|*.DOMAIN[:PORT]] [--port N]
-                           [--method M] [--decision allow|deny] [--reason R] [--rule ID]
+                           [--method M] [--decision allow|deny] [--reason R] [--rule ID] [--processor P]
                            [--enforced true|false] [--dry-run] [--limit N] [--cursor C]
                            [--format table|json|ndjson|csv]
   egress-authz audit verify [--audit DSN] [--format text|json]

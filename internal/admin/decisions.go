@@ -68,6 +68,7 @@ var FilterParams = []Param{
 		return nil
 	}},
 	{"rule", "only decisions by this rule `ID`", func(f *audit.Filter, v string, _ time.Time) error { f.Rule = v; return nil }},
+	{"processor", "only decisions by rules of this GDPR `PROCESSOR` (as the register names it)", func(f *audit.Filter, v string, _ time.Time) error { f.Processor = v; return nil }},
 	{"enforced", "only enforced decisions (`true`) or only dry-run outcomes (false)", func(f *audit.Filter, v string, _ time.Time) error {
 		b, err := strconv.ParseBool(v)
 		if err != nil {

@@ -62,6 +62,9 @@ func decisionsServer(t *testing.T) (*httptest.Server, []audit.Record) {
 		if i%4 == 0 {
 			r.Cluster = "eu-west"
 		}
+		if i%6 == 0 {
+			r.Processor = "stripe"
+		}
 		recs = append(recs, r)
 	}
 	srv := httptest.NewServer(DecisionsHandler(&memStore{recs: recs}, func() time.Time { return t0.Add(24 * time.Hour) }))
@@ -112,6 +115,7 @@ func TestDecisionsFilters(t *testing.T) {
 		{"enforced=false", func(r *audit.Record) bool { return !r.Enforced }},
 		{"enforced=true", func(r *audit.Record) bool { return r.Enforced == yes }},
 		{"cluster=eu-west", func(r *audit.Record) bool { return r.Cluster == "eu-west" }},
+		{"processor=stripe", func(r *audit.Record) bool { return r.Processor == "stripe" }},
 		{"host=API.STRIPE.COM", func(r *audit.Record) bool { return r.Host == "api.stripe.com" }},
 		{"host=api.stripe.com:443", func(r *audit.Record) bool { return r.Host == "api.stripe.com" && r.Port == 443 }},
 		{"host=%2A.googleapis.com", func(r *audit.Record) bool { return strings.HasSuffix(r.Host, ".googleapis.com") }},

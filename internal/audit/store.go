@@ -22,6 +22,7 @@ type Filter struct {
 	Port         int // 0: any
 	Method       string
 	Rule         string
+	Processor    string // the deciding rule's GDPR processor
 	Decision     string // Allow or Deny
 	Reason       string
 	Enforced     *bool  // nil: both; false: only dry-run outcomes
@@ -43,6 +44,7 @@ func (f *Filter) Match(r *Record) bool {
 	case f.Port != 0 && r.Port != f.Port:
 	case f.Method != "" && r.Method != f.Method:
 	case f.Rule != "" && r.Rule != f.Rule:
+	case f.Processor != "" && r.Processor != f.Processor:
 	case f.Decision != "" && r.Decision != f.Decision:
 	case f.Reason != "" && r.Reason != f.Reason:
 	case f.Enforced != nil && r.Enforced != *f.Enforced:

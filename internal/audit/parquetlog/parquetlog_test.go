@@ -67,6 +67,9 @@ func chain(writer string, from uint64, prev string, n int, start time.Time, step
 		if seq%7 == 0 {
 			r.Cluster = "eu-west"
 		}
+		if seq%9 == 0 {
+			r.Processor = "stripe"
+		}
 		r.Hash = audit.ComputeHash(&r)
 		prev = r.Hash
 		out[i] = r
@@ -157,6 +160,7 @@ func TestQueryFiltersAndOrder(t *testing.T) {
 		{Host: audit.HostPattern{Suffix: ".example.com", Port: 8443}},
 		{RequestID: "ea-abc-7d"},
 		{Cluster: "eu-west"},
+		{Processor: "stripe"},
 		{Port: 8443},
 		{Method: "GET"},
 		{Reason: "no-matching-rule"},

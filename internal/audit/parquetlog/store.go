@@ -300,7 +300,7 @@ func filterColumns(f *audit.Filter) columnSet {
 	}{
 		{f.RequestID != "", colRequestID}, {f.RequestID != "", colRequestUUID}, {f.Cluster != "", colCluster},
 		{f.Principal != "", colPrincipal}, {f.Namespace != "", colNamespace}, {!f.Host.IsZero(), colHost},
-		{f.Host.Port != 0 || f.Port != 0, colPort}, {f.Method != "", colMethod}, {f.Rule != "", colRule},
+		{f.Host.Port != 0 || f.Port != 0, colPort}, {f.Method != "", colMethod}, {f.Rule != "", colRule}, {f.Processor != "", colProcessor},
 		{f.Decision != "", colDecision}, {f.Reason != "", colReason}, {f.DryRun || f.Enforced != nil, colEnforced},
 	} {
 		if c.set {

@@ -161,7 +161,7 @@ func (s *sqlStore) Query(ctx context.Context, f audit.Filter, fn func(*audit.Rec
 	}
 	for _, c := range []struct{ col, v string }{
 		{"request_id", f.RequestID}, {"cluster", f.Cluster}, {"principal", f.Principal}, {"namespace", f.Namespace},
-		{"method", f.Method}, {"rule", f.Rule}, {"decision", f.Decision}, {"reason", f.Reason},
+		{"method", f.Method}, {"rule", f.Rule}, {"processor", f.Processor}, {"decision", f.Decision}, {"reason", f.Reason},
 	} {
 		if c.v != "" {
 			add(c.col+" = ?", c.v)

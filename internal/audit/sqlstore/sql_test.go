@@ -197,6 +197,9 @@ func filterSample(i int) audit.Record {
 	if i%5 == 0 {
 		r.Cluster = "eu-west"
 	}
+	if i%6 == 0 {
+		r.Processor = "stripe"
+	}
 	switch {
 	case i%8 == 0:
 		r.Host = "x.my_api.svc.example.com"
@@ -261,6 +264,7 @@ func testQueryFilters(t *testing.T, kind string) {
 		{"host_wildcard_underscore_is_a_letter", audit.Filter{Host: host("*.my_api.svc.example.com")}, func(r *audit.Record) bool { return r.Host == "x.my_api.svc.example.com" }},
 		{"request_id", audit.Filter{RequestID: "req-7"}, func(r *audit.Record) bool { return r.RequestID == "req-7" }},
 		{"cluster", audit.Filter{Cluster: "eu-west"}, func(r *audit.Record) bool { return r.Cluster == "eu-west" }},
+		{"processor", audit.Filter{Processor: "stripe"}, func(r *audit.Record) bool { return r.Processor == "stripe" }},
 		{"port", audit.Filter{Port: 8443}, func(r *audit.Record) bool { return r.Port == 8443 }},
 		{"method", audit.Filter{Method: "GET"}, func(r *audit.Record) bool { return r.Method == "GET" }},
 		{"reason", audit.Filter{Reason: "denied-by-rule"}, func(r *audit.Record) bool { return r.Reason == "denied-by-rule" }},

@@ -21,6 +21,7 @@
       "no-identity", "invalid-identity", "untrusted-trust-domain", "no-host", "invalid-host", "invalid-request", "unsafe-path"]],
     ["enforced", "enforced", ["", "true", "false"]],
     ["rule", "rule", ""],
+    ["processor", "processor", "GDPR processor"],
     ["request_id", "request id", ""],
     ["cluster", "cluster", ""],
     ["limit", "per page", "100"],
