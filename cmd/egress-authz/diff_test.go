@@ -126,7 +126,7 @@ func testDiffReplay(t *testing.T, log *decisionLog) {
 	}
 	for _, want := range []string{
 		"Rules, " + exampleRules + " -> " + newPath + ": 1 added, 0 removed, 4 changed, 2 unchanged\n",
-		"  ~ changed  notify-sendgrid  (" + newPath + ":65:5)\n             methods: any -> POST\n",
+		"  ~ changed  notify-sendgrid  (" + newPath + ":" + positionOf(t, newPath, "id: notify-sendgrid") + ")\n             methods: any -> POST\n",
 		"  + " + refundsSA + " -> api.stripe.com POST /v1/refunds  (allow rule payments-stripe-refunds)\n",
 		"  - " + mailerSA + " -> api.sendgrid.com (any method and path, and TLS passthrough)  (allow rule notify-sendgrid removed or narrowed)\n",
 		fmt.Sprintf("Real traffic: %d recorded decisions in %s", log.counts["week"], log.dsn),
@@ -199,4 +199,20 @@ func TestComplianceDiffWithoutChanges(t *testing.T) {
 	if _, err := os.Stat(missing); err == nil {
 		t.Error("diff --against created a decision log")
 	}
+}
+
+// positionOf is where text first starts in the file at path, as LINE:COL.
+func positionOf(t *testing.T, path, text string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n, line := range strings.Split(string(data), "\n") {
+		if i := strings.Index(line, text); i >= 0 {
+			return fmt.Sprintf("%d:%d", n+1, i+1)
+		}
+	}
+	t.Fatalf("%s lacks %q", path, text)
+	return ""
 }
