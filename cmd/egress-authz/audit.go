@@ -113,8 +113,22 @@ func (s *server) openArchive(ctx context.Context, sinks []audit.Sink) error {
 	go func() { a.Run(runCtx, 10*time.Second); close(done) }()
 	// Stopped before the sinks close: a version a store has not taken yet
 	// is taken at the next start (Resume).
-	s.closers = append(s.closers, func(context.Context) error { stop(); <-done; return nil })
+	s.closers = append(s.closers, func(ctx context.Context) error {
+		stop()
+		<-done
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if missing := a.Drain(dctx); len(missing) > 0 {
+			// The local copies stay in DATA/rulesets: the next start on
+			// this data directory puts them (Resume); on a data directory
+			// that does not survive the pod, they are lost to the store.
+			s.log.Error("rule-set archive: versions not in every store at shutdown", "versions", missing,
+				"kept_in", filepath.Join(s.cfg.DataDir, "rulesets"))
+		}
+		return nil
+	})
 	s.archive = a
+	s.metrics.WatchArchive(a.Pending)
 	return nil
 }
 
@@ -159,7 +173,7 @@ func (s *server) adminExtras() map[string]http.Handler {
 		extras["GET /ui/"] = admin.UIHandler()
 	}
 	if s.archive != nil {
-		extras["GET /v1/rulesets/{version}"] = admin.RuleSetHandler(s.archive.RuleSet)
+		extras["GET /v1/rulesets/{version}"] = admin.RuleSetHandler(s.archive)
 		if s.store != nil {
 			extras["GET /v1/processing"] = admin.ProcessingHandler(s.store, func() *rules.Set { return s.live.Table().Set() }, s.archive, time.Now)
 		}

@@ -121,6 +121,25 @@ func TestReportProcessing(t *testing.T) {
 			}
 		}
 	})
+	t.Run("an_edited_archive_copy_is_refused", func(t *testing.T) {
+		// The server's own copy edited on disk: never served as the rule
+		// set that decided.
+		path := filepath.Join(dir, "data", "rulesets", v1+".json")
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited := strings.Replace(string(data), "checkout-stripe", "checkout-stripe-x", 1)
+		if edited == string(data) {
+			t.Fatal("nothing to edit")
+		}
+		writeFile(t, path, edited)
+		defer writeFile(t, path, string(data))
+		resp, body := httpGet(t, "http://"+srv.adminAddr+"/v1/rulesets/"+v1, nil)
+		if resp.StatusCode != http.StatusInternalServerError || !strings.Contains(body, "altered") || strings.Contains(body, "checkout-stripe-x") {
+			t.Errorf("/v1/rulesets/%s after its copy was edited: %d %s; want a 500 saying it was altered, without the edit", v1, resp.StatusCode, body)
+		}
+	})
 	t.Run("processing_endpoint", func(t *testing.T) {
 		resp, body := httpGet(t, "http://"+srv.adminAddr+"/v1/processing?since=1h", nil)
 		var rep compliance.ProcessingReport

@@ -112,7 +112,7 @@ func consoleServerCounting(t *testing.T) (string, string, []audit.Record, *atomi
 				verify.ServeHTTP(w, r)
 			}),
 			"GET /ui/":                   UIHandler(),
-			"GET /v1/rulesets/{version}": RuleSetHandler(archive.RuleSet),
+			"GET /v1/rulesets/{version}": RuleSetHandler(archive),
 		},
 	})
 	srv := httptest.NewServer(h)

@@ -88,7 +88,7 @@ func processingServer(t *testing.T) string {
 			"GET /v1/stats":              StatsHandler(st, ruleSet, time.Now),
 			"GET /v1/verify":             VerifyHandler(st, nil, time.Now),
 			"GET /v1/processing":         ProcessingHandler(st, func() *rules.Set { return set }, st, time.Now),
-			"GET /v1/rulesets/{version}": RuleSetHandler(st.RuleSet),
+			"GET /v1/rulesets/{version}": RuleSetHandler(st),
 			"GET /ui/":                   UIHandler(),
 		},
 	})
@@ -155,6 +155,15 @@ func TestConsoleProcessors(t *testing.T) {
 	if strings.Join(workloads, ", ") != "spiffe://cluster.local/ns/payments/sa/checkout 3/0, spiffe://cluster.local/ns/billing/sa/billing 1/1" {
 		t.Errorf("stripe's workloads: %q", workloads)
 	}
+	// The rule set as it was, through the page's API call (a token
+	// would go with it), in a dialog.
+	do(t, ctx, chromedp.Click(chromedp.CSS(`#processors tr[data-id=stripe] + tr.processor-detail table.rules a.ruleset`)),
+		chromedp.Poll[chromedp.Void](`(() => { const d = document.querySelector("#ruleset-dialog"); return d && d.open && d.querySelector("pre"); })()`,
+			chromedp.WithPollingTimeout(10*time.Second)))
+	if files := get(t, ctx, chromedp.Evaluate[string](`document.querySelector("#ruleset-dialog pre").textContent`)); files != processingRules {
+		t.Errorf("the rule-set dialog shows %q, want the archived file", files)
+	}
+	do(t, ctx, chromedp.Click(chromedp.CSS(`#ruleset-dialog .close`)))
 	screenshot(t, ctx, "processors.png")
 	do(t, ctx, chromedp.Click(chromedp.CSS(`#processors tr[data-id=stripe] + tr.processor-detail table.workloads a.filter`)), loaded("ready"))
 	url, hosts := get(t, ctx, chromedp.Location()), get(t, ctx, column(5))

@@ -238,6 +238,29 @@ func (a *Archiver) Run(ctx context.Context, retry time.Duration) {
 	}
 }
 
+// Drain tries once more, until ctx is done, to put every pending version
+// into the stores (at shutdown, before they close), and returns the
+// versions still missing from one.
+func (a *Archiver) Drain(ctx context.Context) []string {
+	a.mu.Lock()
+	todo := make([]RuleSet, 0, len(a.pending))
+	for _, rs := range a.pending {
+		todo = append(todo, rs)
+	}
+	a.mu.Unlock()
+	var missing []string
+	for _, rs := range todo {
+		if err := a.putAll(ctx, rs); err != nil {
+			missing = append(missing, rs.Version)
+			continue
+		}
+		a.mu.Lock()
+		delete(a.pending, rs.Version)
+		a.mu.Unlock()
+	}
+	return missing
+}
+
 // Pending is the number of versions not yet in every store.
 func (a *Archiver) Pending() int {
 	a.mu.Lock()

@@ -107,8 +107,13 @@ func Fides(rep *ProcessingReport) FidesManifest {
 		if r, ok := fidesResponsibility[p.Role]; ok {
 			sys.Responsibility = []string{r}
 		}
-		if basis, ok := fidesTransfer[p.Transfer]; ok && !rules.InEEA(p.Country) {
-			sys.DoesInternationalTransfers, sys.LegalBasisForTransfers = true, []string{basis}
+		if p.Country != "" && !rules.InEEA(p.Country) {
+			// Outside the EEA it is a transfer, whatever the register says
+			// of its ground; the basis only where one is declared.
+			sys.DoesInternationalTransfers = true
+			if basis, ok := fidesTransfer[p.Transfer]; ok {
+				sys.LegalBasisForTransfers = []string{basis}
+			}
 		}
 		uses := map[string][]string{} // data use -> categories, from the rules as they decided
 		for _, u := range p.Rules {

@@ -130,11 +130,24 @@ type versionUse struct {
 	last     time.Time
 	records  int
 	archived bool
+	err      error // why the archive's copy could not be used, if it could not
 }
 
 type ruleKey struct{ version, rule string }
 
+// noSet stands in for the rule set of a version no one knows: only
+// Kubernetes service names are the company's.
+var noSet = &rules.Set{}
+
+// unsafeKey is a processor as one version declares it.
+type unsafeKey struct{ processor, version string }
+
 type hostKey struct{ rule, version, host string }
+
+type unsafeUse struct {
+	processor *rules.Processor
+	requests  int
+}
 
 type recipient struct {
 	requests    int
@@ -152,6 +165,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 	workloads := map[string]map[string]*WorkloadUse{} // processor -> principal -> use
 	unregistered := map[hostKey]*recipient{}
 	expired := map[ruleKey]*recipient{}
+	unsafe := map[unsafeKey]*unsafeUse{} // allowed traffic to a processor whose version's transfer has no safeguard
 	var order []string
 
 	version := func(v string) (*versionUse, error) {
@@ -168,8 +182,11 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 			switch {
 			case err == nil:
 				vu.set, vu.archived = set, true
-			case !errors.Is(err, audit.ErrRuleSetNotFound):
-				return nil, err
+			case errors.Is(err, audit.ErrRuleSetNotFound):
+			case ctx.Err() != nil:
+				return nil, ctx.Err()
+			default:
+				vu.err = err // altered, or unparsable by this build: reported, not fatal
 			}
 		}
 		if set := cmp.Or(vu.set, opts.Current); set != nil {
@@ -217,7 +234,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 			}
 		}
 		if id == "" {
-			if r.Decision == audit.Allow && r.Rule != "" && (set == nil || !set.Internal(r.Host)) {
+			if r.Decision == audit.Allow && r.Rule != "" && !cmp.Or(set, noSet).Internal(r.Host) {
 				recipient := note(unregistered, hostKey{r.Rule, r.RuleSet, r.Host}, r)
 				recipient.workloads[r.Principal] = true
 			}
@@ -227,6 +244,14 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 		p.Requests++
 		if r.Decision == audit.Deny {
 			p.Denied++
+		} else if set != nil {
+			if pr := set.Processor(id); pr != nil && pr.Safeguard() != "" {
+				k := unsafeKey{id, set.Version}
+				if unsafe[k] == nil {
+					unsafe[k] = &unsafeUse{processor: pr}
+				}
+				unsafe[k].requests++
+			}
 		}
 		if set != nil && r.Time.After(p.lastSeen) {
 			if pr := set.Processor(id); pr != nil {
@@ -278,10 +303,20 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 		}
 	}
 	for _, v := range order {
-		if vu := versions[v]; !vu.archived {
-			rep.Findings = append(rep.Findings, Finding{Kind: FindingUnarchivedRuleSet, RuleSet: v, Requests: vu.records, FirstSeen: vu.first, LastSeen: vu.last,
-				Detail: fmt.Sprintf("%s by rule-set version %q, which the archive does not keep: their rules are reported as the current rule set writes them", count(vu.records, "decision"), v)})
+		vu := versions[v]
+		if vu.archived {
+			continue
 		}
+		why := "which the archive does not keep"
+		if vu.err != nil {
+			why = "whose archived copy cannot be used (" + vu.err.Error() + ")"
+		}
+		how := "the rule set given with --rules (the one served, on the admin API) writes them"
+		if opts.Current == nil {
+			how = "no rule set known here writes them: rules, purposes and whether a host is the company's are unknown"
+		}
+		rep.Findings = append(rep.Findings, Finding{Kind: FindingUnarchivedRuleSet, RuleSet: v, Requests: vu.records, FirstSeen: vu.first, LastSeen: vu.last,
+			Detail: fmt.Sprintf("%s by rule-set version %q, %s: their rules are reported as %s", count(vu.records, "decision"), v, why, how)})
 	}
 	if register != nil {
 		for _, pr := range register.Processors {
@@ -302,9 +337,11 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 		if pr := p.processor; pr != nil {
 			p.LegalName, p.Role, p.Country, p.Transfer, p.TransferReference, p.DPA = pr.LegalName, string(pr.Role), pr.Country, string(pr.Transfer), pr.TransferReference, pr.DPA
 			p.Purposes, p.DataCategories, p.DataSubjects = nonNil(pr.Purposes), nonNil(pr.DataCategories), nonNil(pr.DataSubjects)
-			if why := pr.Safeguard(); why != "" {
-				rep.Findings = append(rep.Findings, Finding{Kind: FindingTransferWithoutSafeguard, Processor: id, RuleSet: p.RuleSet, Requests: p.Requests - p.Denied,
-					Detail: fmt.Sprintf("processor %s (%s, %s): %s", id, pr.LegalName, pr.Country, why)})
+			// Declared so now, with no traffic under that version: the
+			// register is wrong before any data moved.
+			if why := pr.Safeguard(); why != "" && unsafe[unsafeKey{id, p.RuleSet}] == nil {
+				rep.Findings = append(rep.Findings, Finding{Kind: FindingTransferWithoutSafeguard, Processor: id, RuleSet: p.RuleSet,
+					Detail: fmt.Sprintf("processor %s (%s, %s), as version %s declares it: %s", id, pr.LegalName, pr.Country, p.RuleSet, why)})
 			}
 		} else {
 			p.Purposes, p.DataCategories, p.DataSubjects = []string{}, []string{}, []string{}
@@ -337,6 +374,12 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 		rep.Processors = append(rep.Processors, *p)
 	}
 
+	for k, u := range unsafe {
+		pr := u.processor
+		rep.Findings = append(rep.Findings, Finding{Kind: FindingTransferWithoutSafeguard, Processor: k.processor, RuleSet: k.version, Requests: u.requests,
+			Detail: fmt.Sprintf("processor %s (%s, %s) received %s under version %s, which declares: %s", k.processor, pr.LegalName, pr.Country,
+				count(u.requests, "allowed request"), k.version, pr.Safeguard())})
+	}
 	for k, rc := range unregistered {
 		rep.Findings = append(rep.Findings, Finding{Kind: FindingUnregisteredRecipient, Rule: k.rule, RuleSet: k.version, Host: k.host,
 			Requests: rc.requests, Workloads: len(rc.workloads), FirstSeen: rc.first, LastSeen: rc.last,
@@ -344,7 +387,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 				k.rule, count(rc.requests, "request"), count(len(rc.workloads), "workload"), k.host)})
 	}
 	for k, rc := range expired {
-		exp := ""
+		exp := "on a day the archive does not say"
 		if s := versions[k.version].set; s != nil {
 			if r := s.Rule(k.rule); r != nil {
 				exp = r.Expires.UTC().Format(time.DateOnly)

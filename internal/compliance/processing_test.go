@@ -108,3 +108,40 @@ func TestProcessingFindingsAcrossVersions(t *testing.T) {
 		t.Errorf("ArchivedSet of a version not kept: %v", err)
 	}
 }
+
+// TestProcessingUnsafeTransferFixedLater: data sent to a US processor
+// under a version without a safeguard is a finding, though a later
+// version names one.
+func TestProcessingUnsafeTransferFixedLater(t *testing.T) {
+	ctx := context.Background()
+	v1 := header + `  - {id: mail, action: allow, processor: mailer, from: {namespaces: [notify]}, to: {hosts: [api.mailer.example]}}
+processors:
+  - {id: mailer, legalName: Mailer Inc., role: processor, country: US, transfer: none-needed, dpa: D-9}
+`
+	v2 := strings.Replace(v1, "transfer: none-needed", "transfer: dpf", 1)
+	archive := audit.DirArchive(t.TempDir())
+	var versions []string
+	for _, src := range []string{v1, v2} {
+		set := parseYAML(t, src)
+		if err := archive.PutRuleSet(ctx, ArchiveOf(set)); err != nil {
+			t.Fatal(err)
+		}
+		versions = append(versions, set.Version)
+	}
+	var recs []audit.Record
+	for i, v := range []string{versions[0], versions[0], versions[1]} {
+		recs = append(recs, audit.Record{Time: testNow.Add(time.Duration(i) * time.Minute), RuleSet: v, Principal: "spiffe://cluster.local/ns/notify/sa/mailer",
+			Namespace: "notify", Host: "api.mailer.example", Decision: audit.Allow, Enforced: true, Rule: "mail", Processor: "mailer"})
+	}
+	rep, err := Processing(ctx, &memStore{recs: recs}, ProcessingOptions{Since: testNow.Add(-time.Hour), Until: testNow.Add(time.Hour),
+		RuleSet: func(ctx context.Context, v string) (*rules.Set, error) { return ArchivedSet(ctx, archive, v) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Findings) != 1 || rep.Findings[0].Kind != FindingTransferWithoutSafeguard || rep.Findings[0].RuleSet != versions[0] || rep.Findings[0].Requests != 2 {
+		t.Errorf("findings %+v; want one transfer-without-safeguard, version %s, 2 requests", rep.Findings, versions[0])
+	}
+	if p := rep.Processors[0]; p.Transfer != "dpf" || p.RuleSet != versions[1] {
+		t.Errorf("the register's entry: %s from %s; want dpf, from the newest version %s", p.Transfer, p.RuleSet, versions[1])
+	}
+}

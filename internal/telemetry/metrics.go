@@ -183,6 +183,7 @@ func (m *Metrics) WatchRules(status func() rules.Status) {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
 			func() float64 { return v(status()) }))
 	}
+	m.reg.MustRegister(rulesInfo{status})
 	g("egress_authz_rules_generation", "Generation of the served rule set: 1 at start, +1 per successful reload.",
 		func(s rules.Status) float64 { return float64(s.Generation) })
 	g("egress_authz_rules", "Rules in the served rule set.", func(s rules.Status) float64 { return float64(s.Rules) })
@@ -206,6 +207,27 @@ func (m *Metrics) WatchRules(status func() rules.Status) {
 			}
 			return 0
 		})
+}
+
+// rulesInfo exports the served rule set's version as a label of a
+// constant 1, the Prometheus way of exporting a string.
+type rulesInfo struct{ status func() rules.Status }
+
+var rulesInfoDesc = prometheus.NewDesc("egress_authz_rules_info", "1, labelled with the served rule set's version (the ruleset of its decision records).", []string{"version"}, nil)
+
+func (c rulesInfo) Describe(ch chan<- *prometheus.Desc) { ch <- rulesInfoDesc }
+func (c rulesInfo) Collect(ch chan<- prometheus.Metric) {
+	if v := c.status().Version; v != "" {
+		ch <- prometheus.MustNewConstMetric(rulesInfoDesc, prometheus.GaugeValue, 1, v)
+	}
+}
+
+// WatchArchive exports how many rule-set versions are not yet in every
+// store that keeps the archive, read at scrape time.
+func (m *Metrics) WatchArchive(pending func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "egress_authz_ruleset_archive_pending",
+		Help: "Rule-set versions served but not yet archived in every decision-log store (kept in DATA/rulesets meanwhile)."},
+		func() float64 { return float64(pending()) }))
 }
 
 // WatchServingCertificate exports when the serving certificate expires,

@@ -168,6 +168,8 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 		Failing: map[string]bool{"sqlite:a.db": true, "sqlite:b.db": false}}
 	m.WatchRules(func() rules.Status { return status })
 	m.WatchAudit(func() audit.Stats { return stats })
+	pending := 3
+	m.WatchArchive(func() int { return pending })
 
 	fams, _ := scrape(t, m)
 	for _, tc := range []struct {
@@ -176,6 +178,8 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 		want   float64
 	}{
 		{"egress_authz_rules_generation", nil, 1},
+		{"egress_authz_rules_info", []string{"version", "v1"}, 1},
+		{"egress_authz_ruleset_archive_pending", nil, 3},
 		{"egress_authz_rules", nil, 7},
 		{"egress_authz_rules_loaded_timestamp_seconds", nil, 1777636800.5},
 		{"egress_authz_rules_next_expiry_timestamp_seconds", nil, 0},
@@ -201,6 +205,14 @@ func TestMetricsReadRulesAndAuditStateAtScrapeTime(t *testing.T) {
 	fams, _ = scrape(t, m)
 	if got := value(t, fams, "egress_authz_rules_generation"); got != 2 {
 		t.Errorf("generation %v, want 2", got)
+	}
+	status.Version, pending = "v2", 0
+	fams, _ = scrape(t, m)
+	if got := value(t, fams, "egress_authz_rules_info", "version", "v2"); got != 1 || len(fams["egress_authz_rules_info"].GetMetric()) != 1 {
+		t.Errorf("rules_info after a reload: %v", fams["egress_authz_rules_info"])
+	}
+	if got := value(t, fams, "egress_authz_ruleset_archive_pending"); got != 0 {
+		t.Errorf("archive pending %v, want 0", got)
 	}
 	if got := value(t, fams, "egress_authz_rules_last_reload_failed"); got != 1 {
 		t.Errorf("last_reload_failed %v, want 1", got)

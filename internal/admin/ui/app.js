@@ -113,6 +113,34 @@ const Console = (() => {
 
   function onToken(fn) { listeners.push(fn); }
 
+  // ruleSetLink links to an archived rule set. A click reads it through
+  // api (with the token, which a plain link would not send) and shows
+  // its files in a dialog.
+  function ruleSetLink(version, text) {
+    return el("a", { href: "/v1/rulesets/" + encodeURIComponent(version), class: "ruleset", title: "the rule set as it was",
+      onclick: async e => {
+        e.preventDefault();
+        let dlg = document.getElementById("ruleset-dialog");
+        if (!dlg) {
+          dlg = el("dialog", { id: "ruleset-dialog" });
+          document.body.append(dlg);
+        }
+        dlg.textContent = "";
+        const body = el("div", { class: "files" }, "loading…");
+        dlg.append(el("form", { method: "dialog" }, el("button", { class: "secondary close" }, "Close")),
+          el("h2", {}, "Rule set " + version), body);
+        if (!dlg.open) dlg.showModal();
+        try {
+          const rs = await (await api("/v1/rulesets/" + encodeURIComponent(version))).json();
+          body.textContent = "";
+          for (const f of rs.files) body.append(el("h3", {}, f.name), el("pre", {}, f.content));
+        } catch (err) {
+          body.textContent = "";
+          body.append(el("p", { class: "error", role: "alert" }, err.message));
+        }
+      } }, text || version);
+  }
+
   function start() {
     const input = document.getElementById("token");
     input.value = token();
@@ -127,5 +155,5 @@ const Console = (() => {
     render();
   }
 
-  return { register, navigate, api, time, el, onToken, start, current };
+  return { register, navigate, api, time, el, onToken, start, current, ruleSetLink };
 })();

@@ -52,6 +52,15 @@ docs/runbooks.md.
         summary: '{{`{{ $labels.pod }}`}} refused a rule change; the previous rule set still serves'
         description: The last reload failed (an invalid rule file, or a bundle that failed verification). /v1/rules shows the error.
         runbook_url: {{ $rb }}#egressauthzrulereloadfailing
+    - alert: EgressAuthzRuleSetArchivePending
+      expr: max by (namespace, pod) (egress_authz_ruleset_archive_pending) > 0
+      for: 15m
+      labels:
+        severity: warning
+      annotations:
+        summary: '{{`{{ $labels.pod }}`}} has {{`{{ $value }}`}} served rule-set versions not yet in its decision-log store'
+        description: The versions are kept in the pod's data directory and retried; if the pod goes first, reports and explain --version cannot show those rules as they were.
+        runbook_url: {{ $rb }}#egressauthzrulesetarchivepending
     - alert: EgressAuthzRuleExpiringSoon
       expr: min by (namespace) (egress_authz_rules_next_expiry_timestamp_seconds > 0) - time() < {{ $v.ruleExpiryDays }} * 86400
       for: 1h

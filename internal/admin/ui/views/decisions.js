@@ -259,8 +259,7 @@
     ui.detail.append(...[close, el("h2", {}, "Record " + r.writer + " · " + r.seq),
       b ? el("p", { class: "broken-note" }, "Chain break (" + b.kind + "): " + b.problem) : null,
       dl,
-      r.ruleset ? el("p", {}, el("a", { href: "/v1/rulesets/" + encodeURIComponent(r.ruleset), target: "_blank", rel: "noopener" },
-        "The rule set as it was (version " + r.ruleset + ")")) : null].filter(Boolean));
+      r.ruleset ? el("p", {}, Console.ruleSetLink(r.ruleset, "The rule set as it was (version " + r.ruleset + ")")) : null].filter(Boolean));
   }
 
   function drawChart(stats) {

@@ -94,7 +94,7 @@
       const rb = el("tbody", {});
       for (const u of p.rules) {
         rb.append(el("tr", {}, el("td", { class: "tok", title: u.id }, decisions("rule", u.id, since, until)),
-          el("td", { class: "mono" }, el("a", { href: "/v1/rulesets/" + encodeURIComponent(u.ruleSet), title: "the rule set as it was" }, u.ruleSet)),
+          el("td", { class: "mono" }, Console.ruleSetLink(u.ruleSet)),
           cell(u.owner), cell(u.ticket), cell(u.hosts.join(", ")), cell(u.purposes.join(", ")), cell(u.dataCategories.join(", ")),
           el("td", { class: "n" }, String(u.requests))));
       }
