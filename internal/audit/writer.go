@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -155,6 +154,16 @@ type Writer struct {
 	closing   chan struct{} // closed by Close: feeders stop lingering
 	syncStop  chan struct{}
 	syncDone  chan struct{}
+
+	// A fork (fork.go) stops the feeders and the sync loop and starts
+	// them again; forkMu covers that, and forkLoop runs until Close.
+	forkMu   sync.Mutex
+	forkReq     chan forkAt
+	forkStop    chan struct{} // closed by Close once the sinks have everything
+	forkDone    chan struct{}
+	syncStopped bool // by Close; under forkMu
+	forks    atomic.Uint64
+	broken   atomic.Bool // a fork failed half-way: nothing is recorded
 }
 
 // Open opens (or creates) the write-ahead log in opts.Dir, recovers it after
@@ -207,9 +216,14 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	w := &Writer{opts: opts, room: make(chan struct{}), closing: make(chan struct{}),
-		syncStop: make(chan struct{}), syncDone: make(chan struct{})}
+		syncStop: make(chan struct{}), syncDone: make(chan struct{}),
+		forkReq: make(chan forkAt, 1), forkStop: make(chan struct{}), forkDone: make(chan struct{})}
 	var err error
 	if w.lock, err = lockDir(opts.Dir); err != nil {
+		return nil, err
+	}
+	if err := commitFork(opts.Dir); err != nil {
+		w.lock.Close()
 		return nil, err
 	}
 	if w.id, err = writerID(opts.Dir); err != nil {
@@ -237,11 +251,18 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 		go r.run()
 	}
 	go w.syncLoop()
+	go w.forkLoop()
 	return w, nil
 }
 
 // ID is the writer id that names this log's hash chain.
-func (w *Writer) ID() string { return w.id }
+// It changes when the writer finds another process writing its chain (a
+// fork).
+func (w *Writer) ID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.id
+}
 
 func lockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o640)
@@ -268,13 +289,7 @@ func writerID(dir string) (string, error) {
 			return id, nil
 		}
 	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "writer"
-	}
-	var r [4]byte
-	_, _ = rand.Read(r[:])
-	id := host + "-" + hex.EncodeToString(r[:])
+	id := newWriterID()
 	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
 		return "", fmt.Errorf("audit: %w", err)
 	}
@@ -346,6 +361,9 @@ func (w *Writer) admit(ctx context.Context, n uint64) error {
 	for {
 		if w.closed.Load() {
 			return fmt.Errorf("%w: closing", ErrUnavailable)
+		}
+		if w.broken.Load() {
+			return fmt.Errorf("%w: the write-ahead log could not be reopened after a fork", ErrUnavailable)
 		}
 		if w.taken.Add(n)-w.minStored() <= w.opts.Buffer {
 			return nil
@@ -468,6 +486,7 @@ type Stats struct {
 	Written   uint64           // last sequence number written to the log
 	Pending   uint64           // records written but not yet in every sink
 	Overflows uint64           // records refused (or timed out) because the buffer was full
+	Forks     uint64           // times another process was found writing this chain, and this writer became a new one
 	Sinks     map[string]int64 // per sink, by name: records behind the log
 	Failing   map[string]bool  // per sink, by name: last write failed
 }
@@ -476,7 +495,7 @@ type Stats struct {
 func (w *Writer) Stats() Stats {
 	w.mu.Lock()
 	s := Stats{Written: w.seq, Pending: w.seq - w.minStored(), Overflows: w.overflows.Load(),
-		Sinks: map[string]int64{}, Failing: map[string]bool{}}
+		Forks: w.forks.Load(), Sinks: map[string]int64{}, Failing: map[string]bool{}}
 	for _, r := range w.runners {
 		s.Sinks[r.sink.Name()] = int64(w.seq - r.stored.Load())
 		s.Failing[r.sink.Name()] = r.failing.Load()
@@ -532,18 +551,19 @@ func (w *Writer) Close(ctx context.Context) error {
 		return nil
 	}
 	w.closed.Store(true)
-	target := w.seq
 	w.mu.Unlock()
 	close(w.closing)
+	w.forkMu.Lock()
 	close(w.syncStop)
 	<-w.syncDone
+	w.syncStopped = true
 	// The sinks may take everything now.
 	err := w.log.sync()
-	for _, r := range w.runners {
-		if werr := w.waitStored(ctx, r, target); werr != nil {
-			err = errors.Join(err, werr)
-		}
-	}
+	w.forkMu.Unlock()
+	// A fork found meanwhile is resolved, and its chain stored, too.
+	err = errors.Join(err, w.waitStored(ctx))
+	close(w.forkStop)
+	<-w.forkDone
 	for _, r := range w.runners {
 		close(r.stop)
 		<-r.done
@@ -553,19 +573,30 @@ func (w *Writer) Close(ctx context.Context) error {
 	return errors.Join(err, w.lock.Close())
 }
 
-// waitStored waits until r's sink has stored record target or ctx is done.
-func (w *Writer) waitStored(ctx context.Context, r *runner, target uint64) error {
+// waitStored waits until every sink has stored every record or ctx is
+// done.
+func (w *Writer) waitStored(ctx context.Context) error {
 	for {
 		w.mu.Lock()
-		room := w.room
+		room, target := w.room, w.seq
 		w.mu.Unlock()
-		if r.stored.Load() >= target {
+		done := true
+		for _, r := range w.runners {
+			done = done && r.stored.Load() >= target
+		}
+		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("audit: %d records not yet in sink %s stay in the write-ahead log: %w",
-				target-r.stored.Load(), r.sink.Name(), ctx.Err())
+			var err error
+			for _, r := range w.runners {
+				if n := r.stored.Load(); n < target {
+					err = errors.Join(err, fmt.Errorf("audit: %d records not yet in sink %s stay in the write-ahead log: %w",
+						target-n, r.sink.Name(), ctx.Err()))
+				}
+			}
+			return err
 		case <-room:
 		}
 	}

@@ -209,6 +209,9 @@ func (p *Postgres) Write(ctx context.Context, recs []audit.Record) error {
 		return err
 	}
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
+		if err := pgCheckFork(ctx, tx, recs); err != nil {
+			return err
+		}
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS decisions_in (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
 			return err
 		}
@@ -227,6 +230,30 @@ func (p *Postgres) Write(ctx context.Context, recs []audit.Record) error {
 	}
 	p.maybePrune()
 	return nil
+}
+
+// pgCheckFork is sqlStore.checkFork in a pgx transaction.
+func pgCheckFork(ctx context.Context, tx pgx.Tx, recs []audit.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, hash FROM decisions WHERE writer = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq`,
+		recs[0].Writer, int64(recs[0].Seq), int64(recs[len(recs)-1].Seq))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var hash string
+		if err := rows.Scan(&seq, &hash); err != nil {
+			return err
+		}
+		if h, ok := hashAt(recs, uint64(seq)); ok && h != hash {
+			return &audit.ForkError{Writer: recs[0].Writer, Seq: uint64(seq)}
+		}
+	}
+	return rows.Err()
 }
 
 // maybePrune starts retention in the background when it is due. Its
