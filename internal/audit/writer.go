@@ -157,13 +157,13 @@ type Writer struct {
 
 	// A fork (fork.go) stops the feeders and the sync loop and starts
 	// them again; forkMu covers that, and forkLoop runs until Close.
-	forkMu   sync.Mutex
+	forkMu      sync.Mutex
 	forkReq     chan forkAt
 	forkStop    chan struct{} // closed by Close once the sinks have everything
 	forkDone    chan struct{}
 	syncStopped bool // by Close; under forkMu
-	forks    atomic.Uint64
-	broken   atomic.Bool // a fork failed half-way: nothing is recorded
+	forks       atomic.Uint64
+	broken      atomic.Bool // a fork failed half-way: nothing is recorded
 }
 
 // Open opens (or creates) the write-ahead log in opts.Dir, recovers it after
