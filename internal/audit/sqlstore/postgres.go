@@ -209,9 +209,6 @@ func (p *Postgres) Write(ctx context.Context, recs []audit.Record) error {
 		return err
 	}
 	err := pgx.BeginFunc(ctx, p.pool, func(tx pgx.Tx) error {
-		if err := pgCheckFork(ctx, tx, recs); err != nil {
-			return err
-		}
 		if _, err := tx.Exec(ctx, `CREATE TEMP TABLE IF NOT EXISTS decisions_in (LIKE decisions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS`); err != nil {
 			return err
 		}
@@ -222,8 +219,14 @@ func (p *Postgres) Write(ctx context.Context, recs []audit.Record) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decisions_in"}, pgCopyColumns, rows); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO decisions SELECT * FROM decisions_in ON CONFLICT DO NOTHING`)
-		return err
+		tag, err := tx.Exec(ctx, `INSERT INTO decisions SELECT * FROM decisions_in ON CONFLICT DO NOTHING`)
+		if err != nil || tag.RowsAffected() == int64(len(recs)) {
+			return err
+		}
+		// Some were there: replayed after a crash, or another process's
+		// records of the same chain, committed before this insert (which
+		// waited for them) and visible to the next statement.
+		return pgCheckFork(ctx, tx, recs)
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
