@@ -107,6 +107,7 @@ func (r *runner) run() {
 			if idle == nil {
 				idle = r.w.opts.After(idleCheck)
 			}
+			r.closeReleased()
 			var closing <-chan struct{}
 			if r.buffered != nil && !r.w.isClosed() {
 				closing = r.w.closing
@@ -353,6 +354,18 @@ func (r *runner) openAt(seq uint64) error {
 		r.segEnd = segs[idx+1]
 	}
 	return nil
+}
+
+// closeReleased closes the open segment if the log has released it (a
+// compacted head), so that its disk is freed.
+func (r *runner) closeReleased() {
+	if r.f == nil {
+		return
+	}
+	segs := r.w.log.segments()
+	if len(segs) == 0 || segs[0] > r.segFirst {
+		r.closeSegment()
+	}
 }
 
 func (r *runner) closeSegment() {

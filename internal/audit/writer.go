@@ -149,11 +149,13 @@ type Writer struct {
 	taken   atomic.Uint64 // records admitted: written, or in a group not yet written
 	written atomic.Uint64 // seq, for readers without mu
 
-	overflows atomic.Uint64
-	waiting   atomic.Int64  // Records waiting for room (OverflowBlock)
-	closing   chan struct{} // closed by Close: feeders stop lingering
-	syncStop  chan struct{}
-	syncDone  chan struct{}
+	overflows   atomic.Uint64
+	walFailures atomic.Uint64 // records refused because the log could not be written
+	walFailing  atomic.Bool   // since the last failed append; under mu
+	waiting     atomic.Int64  // Records waiting for room (OverflowBlock)
+	closing     chan struct{} // closed by Close: feeders stop lingering
+	syncStop    chan struct{}
+	syncDone    chan struct{}
 
 	// A fork (fork.go) stops the feeders and the sync loop and starts
 	// them again; forkMu covers that, and forkLoop runs until Close.
@@ -399,10 +401,10 @@ func (w *Writer) writeGroup(g *group) {
 	seq, prev := w.seq, w.prev
 	buf := w.buf[:0]
 	var scratch [512]byte
-	n := 0
+	n, lastOff := 0, 0
 	for m := range g.members {
 		mb := &g.members[m]
-		mSeq, mPrev, mStart := seq, prev, len(buf)
+		mSeq, mPrev, mStart, mLastOff := seq, prev, len(buf), 0
 		for i := range mb.recs {
 			r := &mb.recs[i]
 			mSeq++
@@ -417,6 +419,7 @@ func (w *Writer) writeGroup(g *group) {
 			sum := sha256.Sum256(payload)
 			r.Hash = hex.EncodeToString(sum[:])
 			mPrev = r.Hash
+			mLastOff = len(buf)
 			buf = appendFrame(buf, payload)
 		}
 		if mb.err != nil {
@@ -424,14 +427,19 @@ func (w *Writer) writeGroup(g *group) {
 			w.taken.Add(-uint64(len(mb.recs)))
 			continue
 		}
-		seq, prev = mSeq, mPrev
+		seq, prev, lastOff = mSeq, mPrev, mLastOff
 		n += len(mb.recs)
 	}
 	w.buf = buf
 	if n == 0 {
 		return
 	}
-	if err := w.log.append(buf, n, seq); err != nil {
+	if err := w.log.append(buf, n, seq, buf[lastOff:]); err != nil {
+		w.walFailures.Add(uint64(n))
+		if !w.walFailing.Swap(true) {
+			w.opts.Logger.Error("decision log: the write-ahead log cannot be written; decisions are denied until it can (a full disk?)",
+				"dir", w.opts.Dir, "error", err.Error(), "free_bytes", freeBytes(w.opts.Dir))
+		}
 		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
 		for m := range g.members {
 			if g.members[m].err == nil {
@@ -443,6 +451,19 @@ func (w *Writer) writeGroup(g *group) {
 	}
 	w.seq, w.prev = seq, prev
 	w.written.Store(seq)
+	if w.walFailing.Swap(false) {
+		w.opts.Logger.Info("decision log: the write-ahead log is written again", "dir", w.opts.Dir)
+	}
+}
+
+// freeBytes is the space left to an unprivileged user on dir's file
+// system, or -1 when it cannot be read.
+func freeBytes(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return -1
+	}
+	return int64(st.Bavail) * st.Bsize
 }
 
 func (w *Writer) isClosed() bool { return w.closed.Load() }
@@ -483,24 +504,30 @@ func (w *Writer) Stored(name string) (uint64, bool) {
 
 // Stats is a snapshot of the writer for metrics.
 type Stats struct {
-	Written   uint64           // last sequence number written to the log
-	Pending   uint64           // records written but not yet in every sink
-	Overflows uint64           // records refused (or timed out) because the buffer was full
-	Forks     uint64           // times another process was found writing this chain, and this writer became a new one
-	Sinks     map[string]int64 // per sink, by name: records behind the log
-	Failing   map[string]bool  // per sink, by name: last write failed
+	Written   uint64 // last sequence number written to the log
+	Pending   uint64 // records written but not yet in every sink
+	Overflows uint64 // records refused (or timed out) because the buffer was full
+	Forks     uint64 // times another process was found writing this chain, and this writer became a new one
+	// WALFailures counts records refused because the write-ahead log
+	// could not be written (a full disk), WALFreeBytes the space left on
+	// its file system (-1 when unknown).
+	WALFailures  uint64
+	WALFreeBytes int64
+	Sinks        map[string]int64 // per sink, by name: records behind the log
+	Failing      map[string]bool  // per sink, by name: last write failed
 }
 
 // Stats returns the writer's counters.
 func (w *Writer) Stats() Stats {
 	w.mu.Lock()
 	s := Stats{Written: w.seq, Pending: w.seq - w.minStored(), Overflows: w.overflows.Load(),
-		Forks: w.forks.Load(), Sinks: map[string]int64{}, Failing: map[string]bool{}}
+		Forks: w.forks.Load(), WALFailures: w.walFailures.Load(), Sinks: map[string]int64{}, Failing: map[string]bool{}}
 	for _, r := range w.runners {
 		s.Sinks[r.sink.Name()] = int64(w.seq - r.stored.Load())
 		s.Failing[r.sink.Name()] = r.failing.Load()
 	}
 	w.mu.Unlock()
+	s.WALFreeBytes = freeBytes(w.opts.Dir)
 	return s
 }
 
@@ -514,6 +541,7 @@ func (w *Writer) progressed() {
 	stored := w.minStored()
 	w.mu.Unlock()
 	w.log.release(stored)
+	w.log.compact()
 }
 
 // syncLoop fsyncs the log every SyncInterval, and at once after a
