@@ -20,11 +20,13 @@ import (
 // connection to --max-streams (the reader stops until one ends); on top
 // of that, a Check whose stream is already reset when it starts is not
 // decided (skipReset), and a connection that resets more than resetBudget
-// Checks within resetWindow is closed (resetGuard), so that the client
-// must connect again (a TLS handshake, with mTLS in production) to go on.
+// Checks within resetWindow is closed (resetGuard); its address (the IP)
+// may not connect again for resetPenalty, so that reconnecting does not
+// start the attack over.
 const (
-	resetBudget = 1000
-	resetWindow = 10 * time.Second
+	resetBudget  = 1000
+	resetWindow  = 10 * time.Second
+	resetPenalty = 10 * time.Second
 )
 
 // skipReset is a unary interceptor that answers a Check whose client has
@@ -44,6 +46,9 @@ type resetGuard struct {
 	log   *slog.Logger
 	now   func() time.Time
 	conns sync.Map // remote address -> *guardedConn
+
+	mu      sync.Mutex
+	penalty map[string]time.Time // remote IP -> refused until
 }
 
 type guardedConn struct {
@@ -69,16 +74,54 @@ func (g *resetGuard) wrap(ln net.Listener) net.Listener {
 	return g
 }
 
-// Accept implements net.Listener.
+// Accept implements net.Listener: a connection from an address in the
+// penalty box is closed at once.
 func (g *resetGuard) Accept() (net.Conn, error) {
-	c, err := g.Listener.Accept()
-	if err != nil {
-		return nil, err
+	for {
+		c, err := g.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if g.penalized(c.RemoteAddr()) {
+			_ = c.Close()
+			continue
+		}
+		return g.guard(c), nil
 	}
+}
+
+func ipOf(a net.Addr) string {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.IP.String()
+	}
+	return a.String()
+}
+
+func (g *resetGuard) penalized(a net.Addr) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, ok := g.penalty[ipOf(a)]
+	if ok && !g.now().Before(until) {
+		delete(g.penalty, ipOf(a))
+		return false
+	}
+	return ok
+}
+
+func (g *resetGuard) punish(a net.Addr) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.penalty == nil {
+		g.penalty = map[string]time.Time{}
+	}
+	g.penalty[ipOf(a)] = g.now().Add(resetPenalty)
+}
+
+func (g *resetGuard) guard(c net.Conn) net.Conn {
 	gc := &guardedConn{Conn: c, g: g}
 	gc.window.Store(g.now().UnixNano())
 	g.conns.Store(c.RemoteAddr().String(), gc)
-	return gc, nil
+	return gc
 }
 
 type connKey struct{}
@@ -116,8 +159,9 @@ func (g *resetGuard) HandleRPC(ctx context.Context, s stats.RPCStats) {
 		c.resets.Store(0)
 	}
 	if c.resets.Add(1) > resetBudget && !c.closing.Swap(true) {
-		g.log.Warn("grpc: closing a connection that reset too many Checks (HTTP/2 rapid reset)",
-			"remote", c.RemoteAddr().String(), "resets", c.resets.Load(), "window", resetWindow.String())
+		g.log.Warn("grpc: closing a connection that reset too many Checks (HTTP/2 rapid reset); its address may not connect again for a while",
+			"remote", c.RemoteAddr().String(), "resets", c.resets.Load(), "window", resetWindow.String(), "penalty", resetPenalty.String())
+		g.punish(c.RemoteAddr())
 		_ = c.Close()
 	}
 }

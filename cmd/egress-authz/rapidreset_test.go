@@ -19,8 +19,8 @@ import (
 
 // TestRapidResetClosesTheConnection: a client that opens Checks and
 // resets each at once (HTTP/2 rapid reset) has its connection closed once
-// it is over the reset budget, while another client's Checks are still
-// answered.
+// it is over the reset budget, and may not connect again at once, while
+// another client's Checks are still answered.
 func TestRapidResetClosesTheConnection(t *testing.T) {
 	srv := startServer(t, t.TempDir(), "--rules", examplesPath(t))
 	req, err := checkreq.HTTP{Principal: checkoutID, Method: "POST", URL: "https://api.stripe.com/v1/charges"}.Build()
@@ -34,7 +34,10 @@ func TestRapidResetClosesTheConnection(t *testing.T) {
 	body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
 	body = append(body, msg...)
 
-	conn, err := net.Dial("tcp", srv.grpcAddr)
+	// The attacker connects from another loopback address: its own goes
+	// into the penalty box.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	conn, err := d.Dial("tcp", srv.grpcAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,6 +107,16 @@ func TestRapidResetClosesTheConnection(t *testing.T) {
 		t.Logf("after %d reset streams the server ended the connection: %s", sent, how)
 	case <-time.After(time.Until(deadline)):
 		t.Fatalf("the connection was not ended after %d reset streams", sent)
+	}
+
+	again, err := d.Dial("tcp", srv.grpcAddr)
+	if err == nil {
+		_ = again.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, err = again.Read(make([]byte, 1))
+		again.Close()
+	}
+	if err == nil {
+		t.Error("the attacker's address could connect again at once")
 	}
 
 	client := authv3.NewAuthorizationClient(authztest.Dial(t, srv.grpcAddr))
