@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"sync"
@@ -9,8 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/stats"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 )
 
@@ -19,7 +19,7 @@ import (
 // client waits for none. grpc-go bounds the handlers running on one
 // connection to --max-streams (the reader stops until one ends); on top
 // of that, a Check whose stream is already reset when it starts is not
-// decided (skipReset), and a connection that resets more than resetBudget
+// decided, and a connection that resets more than resetBudget
 // Checks within resetWindow is closed (resetGuard); its address (the IP)
 // may not connect again for resetPenalty, so that reconnecting does not
 // start the attack over.
@@ -29,18 +29,10 @@ const (
 	resetPenalty = 10 * time.Second
 )
 
-// skipReset is a unary interceptor that answers a Check whose client has
-// gone (its stream reset) without deciding it.
-func skipReset(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, status.FromContextError(err).Err()
-	}
-	return handler(ctx, req)
-}
-
-// resetGuard counts, per connection, the Checks that end cancelled, and
-// closes a connection over its budget. It is the listener the gRPC server
-// serves (to find a connection by its address) and its stats handler.
+// resetGuard counts, per connection, the Checks that end with their
+// stream reset, and closes a connection over its budget. It is the
+// listener the gRPC server serves (to find a connection by its address)
+// and a unary interceptor.
 type resetGuard struct {
 	net.Listener
 	log   *slog.Logger
@@ -124,36 +116,33 @@ func (g *resetGuard) guard(c net.Conn) net.Conn {
 	return gc
 }
 
-type connKey struct{}
-
-// TagConn implements stats.Handler.
-func (g *resetGuard) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
-	if info.RemoteAddr == nil {
-		return ctx
+// intercept is a unary interceptor: a Check whose stream is already
+// reset when it starts is not decided, and a Check that ends with its
+// stream reset counts against its connection's budget.
+func (g *resetGuard) intercept(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := ctx.Err(); err != nil {
+		g.reset(ctx)
+		return nil, status.FromContextError(err).Err()
 	}
-	if c, ok := g.conns.Load(info.RemoteAddr.String()); ok {
-		return context.WithValue(ctx, connKey{}, c)
+	resp, err := handler(ctx, req)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		g.reset(ctx)
 	}
-	return ctx
+	return resp, err
 }
 
-// HandleConn implements stats.Handler.
-func (g *resetGuard) HandleConn(context.Context, stats.ConnStats) {}
-
-// TagRPC implements stats.Handler.
-func (g *resetGuard) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context { return ctx }
-
-// HandleRPC implements stats.Handler: it counts a Check that ended
-// cancelled against its connection's budget.
-func (g *resetGuard) HandleRPC(ctx context.Context, s stats.RPCStats) {
-	end, ok := s.(*stats.End)
-	if !ok || status.Code(end.Error) != codes.Canceled {
+// reset counts a reset Check against its connection, and closes a
+// connection over its budget.
+func (g *resetGuard) reset(ctx context.Context) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
 		return
 	}
-	c, ok := ctx.Value(connKey{}).(*guardedConn)
+	v, ok := g.conns.Load(p.Addr.String())
 	if !ok {
 		return
 	}
+	c := v.(*guardedConn)
 	now := g.now().UnixNano()
 	if start := c.window.Load(); now-start > int64(resetWindow) && c.window.CompareAndSwap(start, now) {
 		c.resets.Store(0)

@@ -158,10 +158,9 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.ChainUnaryInterceptor(skipReset, deadline(cfg.CheckTimeout)),
 	}
 	s.resets = newResetGuard(s.log)
-	opts = append(opts, grpc.StatsHandler(s.resets))
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.resets.intercept, deadline(cfg.CheckTimeout)))
 	if creds != nil {
 		opts = append(opts, creds)
 	}
