@@ -88,6 +88,7 @@ type server struct {
 	health   *health.Server
 	admin    *http.Server
 	grpcLn   net.Listener
+	resets   *resetGuard // the gRPC listener's (rapidreset.go)
 	adminLn  net.Listener
 	httpSrv  *http.Server // nil without --http-addr (httpauthz.go)
 	httpLn   net.Listener
@@ -163,8 +164,9 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.UnaryInterceptor(deadline(cfg.CheckTimeout)),
 	}
+	s.resets = newResetGuard(s.log)
+	opts = append(opts, grpc.ChainUnaryInterceptor(s.resets.intercept, deadline(cfg.CheckTimeout)))
 	if creds != nil {
 		opts = append(opts, creds)
 	}
@@ -211,7 +213,10 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		// closed, so that keep-alive connections cannot pile up.
 		IdleTimeout: 2 * time.Minute,
 	}
-	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+	if s.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr); err == nil {
+		s.grpcLn = s.resets.wrap(s.grpcLn)
+	}
+	if err != nil {
 		s.close(context.Background())
 		return nil, fmt.Errorf("--grpc-addr: %w", err)
 	}

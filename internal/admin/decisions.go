@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -173,7 +174,16 @@ func parseQuery(r *http.Request, now time.Time, extra ...string) (audit.Filter, 
 // read; the next page's cursor is the X-Next-Cursor trailer (and
 // next_cursor in JSON), never a line of the body. limit defaults to 1,000
 // for JSON.
+//
+// A reader that stops reading is cut off: each write of the response may
+// block for ChunkTimeout at most. The store is read a page of PageRecords
+// at a time, each page in a read of its own that ends before the page is
+// written, so that a slow reader holds no read transaction open (nor a
+// connection the verifier and the other pages need). At most MaxExports
+// responses of more than a page are written at once; another is a 503
+// with Retry-After.
 func DecisionsHandler(s audit.Store, now func() time.Time) http.Handler {
+	exports := make(chan struct{}, MaxExports)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, q, err := parseQuery(r, now(), "format")
 		if err != nil {
@@ -200,10 +210,20 @@ func DecisionsHandler(s audit.Store, now func() time.Time) http.Handler {
 		if f.Limit == 0 && format == "json" && q.Get("limit") == "" {
 			f.Limit = 1000
 		}
+		if f.Limit == 0 || f.Limit > PageRecords {
+			select {
+			case exports <- struct{}{}:
+				defer func() { <-exports }()
+			default:
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, fmt.Sprintf("%d exports are under way; retry later, or ask for a page (limit up to %d)", MaxExports, PageRecords), http.StatusServiceUnavailable)
+				return
+			}
+		}
 		w.Header().Set("Content-Type", ctype)
 		w.Header().Set("Trailer", "X-Next-Cursor")
-		enc, _ := NewEncoder(format, w)
-		next, err := s.Query(r.Context(), f, enc.Encode)
+		enc, _ := NewEncoder(format, &deadlineWriter{w: w, rc: http.NewResponseController(w)})
+		next, err := queryPaged(r.Context(), s, f, enc.Encode)
 		if err != nil {
 			if errors.Is(err, r.Context().Err()) {
 				return
@@ -215,4 +235,61 @@ func DecisionsHandler(s audit.Store, now func() time.Time) http.Handler {
 		_ = enc.Close(next)
 		w.Header().Set("X-Next-Cursor", next) // a trailer: the body is streamed
 	})
+}
+
+// The bounds of a response, for a reader that stops reading (see
+// DecisionsHandler). Variables, so that a test can make them small.
+var (
+	ChunkTimeout = 30 * time.Second
+	PageRecords  = 5000
+	MaxExports   = 4
+)
+
+// deadlineWriter gives each write of a response ChunkTimeout to complete.
+type deadlineWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	if err := d.rc.SetWriteDeadline(time.Now().Add(ChunkTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return 0, err
+	}
+	return d.w.Write(p)
+}
+
+// queryPaged is s.Query(f) read a page at a time, each page read whole
+// before fn sees its records.
+func queryPaged(ctx context.Context, s audit.Store, f audit.Filter, fn func(*audit.Record) error) (string, error) {
+	want := f.Limit // 0: all
+	page := make([]audit.Record, 0, min(PageRecords, max(want, 1)))
+	for {
+		g := f
+		g.Limit = PageRecords
+		if want > 0 {
+			g.Limit = min(PageRecords, want)
+		}
+		page = page[:0]
+		next, err := s.Query(ctx, g, func(r *audit.Record) error {
+			page = append(page, *r)
+			return nil
+		})
+		if err != nil {
+			return "", err
+		}
+		for i := range page {
+			if err := fn(&page[i]); err != nil {
+				return "", err
+			}
+		}
+		if want > 0 {
+			if want -= len(page); want <= 0 {
+				return next, nil
+			}
+		}
+		if next == "" {
+			return "", nil
+		}
+		f.Cursor = next
+	}
 }

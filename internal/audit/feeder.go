@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +36,20 @@ type runner struct {
 	segEnd   uint64 // first sequence number after the open segment (0: unknown, the head)
 }
 
+// restart readies a stopped runner to run again, after a fork.
+func (r *runner) restart() {
+	r.stop, r.done = make(chan struct{}), make(chan struct{})
+	r.failing.Store(false)
+}
+
+// forked reports a fork the sink found and asks the writer to resolve it,
+// which stops this runner.
+func (r *runner) forked(writer string, seq uint64) {
+	r.failing.Store(true)
+	r.w.requestFork(writer, seq)
+	<-r.stop
+}
+
 func newRunner(w *Writer, s Sink) *runner {
 	r := &runner{w: w, sink: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	r.buffered, _ = s.(Buffered)
@@ -51,8 +66,9 @@ func (r *runner) run() {
 	log := r.w.opts.Logger.With("sink", r.sink.Name())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	stop := r.stop // replaced when the runner restarts after a fork
 	go func() {
-		<-r.stop
+		<-stop
 		cancel()
 	}()
 	backoff := newBackoff(r.w.opts.After)
@@ -91,6 +107,7 @@ func (r *runner) run() {
 			if idle == nil {
 				idle = r.w.opts.After(idleCheck)
 			}
+			r.closeReleased()
 			var closing <-chan struct{}
 			if r.buffered != nil && !r.w.isClosed() {
 				closing = r.w.closing
@@ -132,6 +149,11 @@ func (r *runner) run() {
 			err := r.sink.Write(ctx, batch)
 			if err == nil {
 				break
+			}
+			if fe := (*ForkError)(nil); errors.As(err, &fe) {
+				log.Error("decision-log sink found another process writing this chain", "error", err.Error())
+				r.forked(r.w.id, fe.Seq)
+				return
 			}
 			if !r.failing.Swap(true) {
 				log.Warn("decision-log sink write failed; records wait in the write-ahead log and will be replayed",
@@ -181,6 +203,11 @@ func (r *runner) storedUpTo(handed uint64) {
 // write-ahead log. It reports false when the runner was stopped first.
 func (r *runner) flush(ctx context.Context, backoff *backoff, log *slog.Logger) bool {
 	if err := r.buffered.Flush(ctx); err != nil {
+		if fe := (*ForkError)(nil); errors.As(err, &fe) {
+			log.Error("decision-log sink found another process writing this chain", "error", err.Error())
+			r.forked(r.w.id, fe.Seq)
+			return false
+		}
 		if !r.failing.Swap(true) {
 			log.Warn("decision-log sink cannot make its records durable; they wait in the write-ahead log and will be replayed",
 				"error", err.Error(), "pending", r.handed-r.stored.Load())
@@ -227,13 +254,15 @@ func (r *runner) position(ctx context.Context, backoff *backoff, log *slog.Logge
 			log.Warn("decision-log sink unavailable; records wait in the write-ahead log", "error", err.Error())
 		} else {
 			// The store holds records of this chain that the log does not:
-			// the log's directory was replaced, or a disk lost what it had
+			// another process writes it from a copy of this log, or the
+			// log's directory was replaced, or a disk lost what it had
 			// fsynced. New records reuse those sequence numbers, and the
-			// store would drop them as already stored: none is written
-			// until a person decides. Records wait in the log, and once
-			// --audit-buffer is full, Checks are denied.
-			log.Error("decision-log sink is ahead of the write-ahead log: nothing is written to it, so that new records with reused sequence numbers are not dropped; move the write-ahead log directory aside to start a new chain",
+			// store would drop them as already stored: this writer becomes
+			// a new one, its records since it started chained under it.
+			log.Error("decision-log sink is ahead of the write-ahead log: another process writes this chain, or the log lost records; this writer continues as a new one",
 				"writer", r.w.id, "sink_seq", c, "log_seq", r.w.log.recovered, "dir", r.w.opts.Dir)
+			r.forked(r.w.id, r.w.log.recovered+1)
+			return 0, false
 		}
 		if !backoff.wait(r.stop) {
 			return 0, false
@@ -325,6 +354,18 @@ func (r *runner) openAt(seq uint64) error {
 		r.segEnd = segs[idx+1]
 	}
 	return nil
+}
+
+// closeReleased closes the open segment if the log has released it (a
+// compacted head), so that its disk is freed.
+func (r *runner) closeReleased() {
+	if r.f == nil {
+		return
+	}
+	segs := r.w.log.segments()
+	if len(segs) == 0 || segs[0] > r.segFirst {
+		r.closeSegment()
+	}
 }
 
 func (r *runner) closeSegment() {

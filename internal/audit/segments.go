@@ -41,6 +41,8 @@ type segmentLog struct {
 	headSize  int64      // bytes of whole frames in the head segment
 	segs      []uint64   // first sequence numbers of the segment files, oldest first
 	last      uint64     // the last sequence number written
+	stored    uint64     // how far every sink has stored, as release last heard
+	lastFrame []byte     // the frame of record last, for compact
 	sealed    []*os.File // closed-off segments still to be fsynced (then closed) by sync
 	created   uint64     // segment files created so far,
 	dirSynced uint64     // and as of the last fsync of the directory
@@ -67,6 +69,12 @@ func (l *segmentLog) recover(id string) (Record, error) {
 	if err != nil {
 		return last, fmt.Errorf("audit: %w", err)
 	}
+	// A new head compact was writing when the process died.
+	if tmps, _ := filepath.Glob(filepath.Join(l.dir, "*.wal.tmp")); len(tmps) > 0 {
+		for _, t := range tmps {
+			_ = os.Remove(t)
+		}
+	}
 	// Empty segments (made just before a crash, or left by a failed
 	// write) hold nothing; a reader looking for a record by segment name
 	// would stop in one of them.
@@ -80,7 +88,7 @@ func (l *segmentLog) recover(id string) (Record, error) {
 	}
 	segs = append([]uint64(nil), l.segs...)
 	for i := len(segs) - 1; i >= 0; i-- {
-		rec, n, err := recoverSegment(l.path(segs[i]))
+		rec, n, frame, err := recoverSegmentFrame(l.path(segs[i]))
 		if err != nil {
 			return last, fmt.Errorf("audit: recover write-ahead log: %w", err)
 		}
@@ -93,7 +101,7 @@ func (l *segmentLog) recover(id string) (Record, error) {
 		if rec.Writer != id {
 			return last, fmt.Errorf("audit: write-ahead log in %s belongs to writer %q, not %q", l.dir, rec.Writer, id)
 		}
-		last, l.last = rec, rec.Seq
+		last, l.last, l.lastFrame = rec, rec.Seq, frame
 		if i == len(segs)-1 && n < l.perSegment {
 			l.headLeft = l.perSegment - n
 			l.head, err = os.OpenFile(l.path(segs[i]), os.O_WRONLY|os.O_APPEND, 0)
@@ -150,13 +158,17 @@ func (l *segmentLog) syncPath(path string) error {
 // head segment with one write(2), after starting a new segment if the head
 // has no room for them. The caller serializes appends (the Writer holds
 // its chain lock), so frames reach the log in sequence order.
-func (l *segmentLog) append(frames []byte, n int, last uint64) error {
+func (l *segmentLog) append(frames []byte, n int, last uint64, lastFrame []byte) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.head == nil {
 		return errors.New("write-ahead log closed")
 	}
-	if l.headLeft < n {
+	// A head every sink has stored is rolled once it is big enough to
+	// matter, so that release can free its disk: a quiet log would
+	// otherwise keep up to a whole segment that no sink needs.
+	stale := l.stored >= l.last && l.headSize >= rollBytes
+	if l.headLeft < n || stale {
 		if err := l.rotateLocked(); err != nil {
 			return err
 		}
@@ -174,8 +186,13 @@ func (l *segmentLog) append(frames []byte, n int, last uint64) error {
 	l.last = last
 	l.headLeft -= n
 	l.headSize += int64(len(frames))
+	l.lastFrame = append(l.lastFrame[:0], lastFrame...)
 	return nil
 }
+
+// rollBytes is how big a head segment whose records every sink has
+// stored may grow before the next append starts a new one.
+const rollBytes = 1 << 20
 
 // rotateLocked starts a new head segment for the records after l.last. The
 // old head goes to sync, which the rotation asks for: fsyncing it here
@@ -273,13 +290,15 @@ func (l *segmentLog) oldest() uint64 {
 }
 
 // release removes the segments whose records are all at or below stored,
-// which every sink has; the head stays. The files are removed outside the
-// lock.
+// which every sink has; the head stays, and so does the segment holding
+// the newest record (while the head after it is empty), so that a restart
+// finds where the chain stands. The files are removed outside the lock.
 func (l *segmentLog) release(stored uint64) {
 	var done []uint64
 	l.mu.Lock()
+	l.stored = max(l.stored, stored)
 	// Segment i holds records segs[i] .. segs[i+1]-1.
-	for len(l.segs) > 1 && l.segs[1]-1 <= stored {
+	for len(l.segs) > 1 && l.segs[1]-1 <= stored && l.segs[1] <= l.last {
 		done = append(done, l.segs[0])
 		l.segs = l.segs[1:]
 	}
@@ -287,6 +306,69 @@ func (l *segmentLog) release(stored uint64) {
 	for _, first := range done {
 		_ = os.Remove(l.path(first))
 	}
+}
+
+// compact frees the disk of a head segment whose records every sink has
+// stored, when no append came to roll it: it starts a new head holding a
+// copy of the newest record alone (so that a restart finds where the
+// chain stands), written and fsynced outside the lock, and releases the
+// old head. A full disk needs room for that one small file only.
+func (l *segmentLog) compact() {
+	l.mu.Lock()
+	n := len(l.segs)
+	ok := l.head != nil && n > 0 && l.stored >= l.last && l.headSize >= rollBytes &&
+		l.segs[n-1] < l.last && len(l.lastFrame) > 0
+	last, frame := l.last, append([]byte(nil), l.lastFrame...)
+	l.mu.Unlock()
+	if !ok {
+		return
+	}
+	final := l.path(last)
+	tmp := final + ".tmp"
+	err := func() error {
+		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o640)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if _, err := f.Write(frame); err != nil {
+			return err
+		}
+		return l.fsync(f)
+	}()
+	if err != nil {
+		_ = os.Remove(tmp)
+		return // tried again after the next batch stored
+	}
+	l.mu.Lock()
+	if l.last != last || l.head == nil {
+		l.mu.Unlock()
+		_ = os.Remove(tmp) // an append came first, and rolls the head itself
+		return
+	}
+	head, err := os.OpenFile(tmp, os.O_WRONLY|os.O_APPEND, 0)
+	if err == nil {
+		err = os.Rename(tmp, final)
+	}
+	if err != nil {
+		l.mu.Unlock()
+		if head != nil {
+			head.Close()
+		}
+		_ = os.Remove(tmp)
+		return
+	}
+	l.sealed = append(l.sealed, l.head)
+	l.head, l.headLeft, l.headSize = head, l.perSegment-1, int64(len(frame))
+	l.segs = append(l.segs, last)
+	l.created++
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+	stored := l.stored
+	l.mu.Unlock()
+	l.release(stored)
 }
 
 // close fsyncs and closes the segment files; the log takes no more

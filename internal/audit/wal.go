@@ -106,40 +106,48 @@ func (fr *frameReader) next() ([]byte, error) {
 // recoverSegment reads a segment, returns its last record and the offset
 // after the last whole frame, and cuts off a torn tail.
 func recoverSegment(path string) (last Record, count int, err error) {
+	last, count, _, err = recoverSegmentFrame(path)
+	return last, count, err
+}
+
+// recoverSegmentFrame is recoverSegment, also returning the last record's
+// frame.
+func recoverSegmentFrame(path string) (last Record, count int, frame []byte, err error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return last, 0, err
+		return last, 0, nil, err
 	}
 	defer f.Close()
 	fr := &frameReader{r: bufio.NewReaderSize(f, 1<<16)}
 	for {
 		p, err := fr.next()
 		if err == io.EOF {
-			return last, count, nil
+			return last, count, frame, nil
 		}
 		if err != nil {
 			rest, rerr := readFrom(f, fr.off)
 			if rerr != nil {
-				return last, count, fmt.Errorf("read %s: %w", path, rerr)
+				return last, count, nil, fmt.Errorf("read %s: %w", path, rerr)
 			}
 			if !tornTail(rest) {
 				// Not what a crash leaves: cutting here would throw away
 				// the acknowledged records after the bad frame.
-				return last, count, fmt.Errorf("%s is corrupt at offset %d, after record %d, with %d bytes after it: keep a copy and move the write-ahead log directory aside to start a new chain",
+				return last, count, nil, fmt.Errorf("%s is corrupt at offset %d, after record %d, with %d bytes after it: keep a copy and move the write-ahead log directory aside to start a new chain",
 					path, fr.off, last.Seq, len(rest))
 			}
 			// A torn tail: the process died inside the write of a decision
 			// that was therefore never returned.
 			if terr := f.Truncate(fr.off); terr != nil {
-				return last, count, fmt.Errorf("truncate torn tail of %s: %w", path, terr)
+				return last, count, nil, fmt.Errorf("truncate torn tail of %s: %w", path, terr)
 			}
-			return last, count, nil
+			return last, count, frame, nil
 		}
 		rec, derr := decodeCanonical(p)
 		if derr != nil {
-			return last, count, fmt.Errorf("%s at offset %d: %w", filepath.Base(path), fr.off, derr)
+			return last, count, nil, fmt.Errorf("%s at offset %d: %w", filepath.Base(path), fr.off, derr)
 		}
 		last = rec
+		frame = appendFrame(frame[:0], p)
 		count++
 	}
 }

@@ -3,6 +3,7 @@ package audit_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,18 +93,19 @@ func TestRecordOverTheFrameLimitIsRefused(t *testing.T) {
 	}
 }
 
-// TestSinkAheadOfTheLogIsNotWritten: when the store holds records of this
-// chain that the write-ahead log lost (its directory replaced, say), new
-// records would reuse their sequence numbers and an idempotent store would
-// drop them as already stored. Nothing is written to that sink; the
-// records wait in the log, and the sink is reported failing.
-func TestSinkAheadOfTheLogIsNotWritten(t *testing.T) {
+// TestSinkAheadOfTheLogStartsANewChain: when the store holds records of
+// this chain that the write-ahead log lost (its directory replaced, say),
+// new records would reuse their sequence numbers and an idempotent store
+// would drop them as already stored. The writer becomes a new one, and
+// its records are chained under it: none is lost, and both chains verify.
+func TestSinkAheadOfTheLogStartsANewChain(t *testing.T) {
 	dir := t.TempDir()
 	dbPath, walDir := filepath.Join(dir, "d.db"), filepath.Join(dir, "wal")
 	w, err := audit.Open(audit.Options{Dir: walDir}, openSQLite(t, dbPath))
 	if err != nil {
 		t.Fatal(err)
 	}
+	old := w.ID()
 	for i := range 10 {
 		record(t, w, sample(i))
 	}
@@ -121,37 +123,30 @@ func TestSinkAheadOfTheLogIsNotWritten(t *testing.T) {
 	}
 
 	// More new records than the store holds: they catch up with its
-	// position, and must not then be taken for stored. On a fake clock,
-	// the feeder asks the sink again at each retry the test lets happen.
-	clk := audittest.NewClock(audittest.T0)
-	st := openSQLite(t, dbPath)
-	w2, err := audit.Open(audit.Options{Dir: walDir, Now: clk.Now, After: clk.After}, st)
+	// position, and must not then be taken for stored.
+	w2, err := audit.Open(audit.Options{Dir: walDir, Linger: -1}, openSQLite(t, dbPath))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i := range 15 {
 		record(t, w2, sample(100+i))
 	}
-	clk.WaitTimers(t, 2) // the sync loop, and the feeder's backoff
-	for range 4 {
-		if !w2.Stats().Failing[st.Name()] {
-			t.Fatalf("the sink is not reported failing: %+v", w2.Stats())
-		}
-		clk.Advance(10 * time.Second) // past the longest backoff and the sync interval
-		clk.WaitTimers(t, 2)          // the feeder asked again, and waits again
+	if err := w2.Close(ctx); err != nil {
+		t.Fatal(err)
 	}
-	if err := w2.Close(cancelled()); err == nil {
-		t.Error("Close reported every record stored in a sink that took none")
+	if w2.ID() == old || w2.Stats().Forks != 1 {
+		t.Errorf("writer %s (was %s), %d forks: want a new writer after one fork", w2.ID(), old, w2.Stats().Forks)
+	}
+	if id, _ := audit.LogWriter(walDir); id != w2.ID() {
+		t.Errorf("the log names writer %s, want %s", id, w2.ID())
 	}
 	r := openSQLite(t, dbPath)
 	defer r.Close()
-	got := queryAll(t, r, audit.Filter{})
-	if len(got) != 10 {
-		t.Fatalf("the store holds %d records, want the first run's 10", len(got))
+	if got := queryAll(t, r, audit.Filter{}); len(got) != 25 {
+		t.Fatalf("the store holds %d records, want both runs' 25", len(got))
 	}
-	left, _ := filepath.Glob(filepath.Join(walDir, "*.wal"))
-	if len(left) == 0 {
-		t.Error("the new records are no longer in the write-ahead log")
+	if v := verified(t, r); !v.OK() || v.Writers[old] != 10 || v.Writers[w2.ID()] != 15 {
+		t.Errorf("verify: %+v", v)
 	}
 }
 
@@ -214,6 +209,24 @@ func TestRecoveryRefusesToCutCorruptionInsideTheLog(t *testing.T) {
 			if got := w2.Stats().Written; got != uint64(tc.records) {
 				t.Errorf("the log holds records up to %d, want %d", got, tc.records)
 			}
+		})
+	}
+}
+
+// TestForkSQLite: two writers from one copied data directory into one
+// SQLite file lose nothing, and the fork is reported.
+func TestForkSQLite(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ahead=%v", ahead), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "d.db")
+			audittest.Fork(t, audittest.ForkStore{
+				Sink: func(t *testing.T, _ string) audit.Sink { return openSQLite(t, path) },
+				Reader: func(t *testing.T) audit.Store {
+					st := openSQLite(t, path)
+					t.Cleanup(func() { st.Close() })
+					return st
+				},
+			}, ahead)
 		})
 	}
 }

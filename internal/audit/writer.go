@@ -2,7 +2,6 @@ package audit
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -150,11 +149,23 @@ type Writer struct {
 	taken   atomic.Uint64 // records admitted: written, or in a group not yet written
 	written atomic.Uint64 // seq, for readers without mu
 
-	overflows atomic.Uint64
-	waiting   atomic.Int64  // Records waiting for room (OverflowBlock)
-	closing   chan struct{} // closed by Close: feeders stop lingering
-	syncStop  chan struct{}
-	syncDone  chan struct{}
+	overflows   atomic.Uint64
+	walFailures atomic.Uint64 // records refused because the log could not be written
+	walFailing  atomic.Bool   // since the last failed append; under mu
+	waiting     atomic.Int64  // Records waiting for room (OverflowBlock)
+	closing     chan struct{} // closed by Close: feeders stop lingering
+	syncStop    chan struct{}
+	syncDone    chan struct{}
+
+	// A fork (fork.go) stops the feeders and the sync loop and starts
+	// them again; forkMu covers that, and forkLoop runs until Close.
+	forkMu      sync.Mutex
+	forkReq     chan forkAt
+	forkStop    chan struct{} // closed by Close once the sinks have everything
+	forkDone    chan struct{}
+	syncStopped bool // by Close; under forkMu
+	forks       atomic.Uint64
+	broken      atomic.Bool // a fork failed half-way: nothing is recorded
 }
 
 // Open opens (or creates) the write-ahead log in opts.Dir, recovers it after
@@ -207,9 +218,14 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	w := &Writer{opts: opts, room: make(chan struct{}), closing: make(chan struct{}),
-		syncStop: make(chan struct{}), syncDone: make(chan struct{})}
+		syncStop: make(chan struct{}), syncDone: make(chan struct{}),
+		forkReq: make(chan forkAt, 1), forkStop: make(chan struct{}), forkDone: make(chan struct{})}
 	var err error
 	if w.lock, err = lockDir(opts.Dir); err != nil {
+		return nil, err
+	}
+	if err := commitFork(opts.Dir); err != nil {
+		w.lock.Close()
 		return nil, err
 	}
 	if w.id, err = writerID(opts.Dir); err != nil {
@@ -237,11 +253,18 @@ func Open(opts Options, sinks ...Sink) (*Writer, error) {
 		go r.run()
 	}
 	go w.syncLoop()
+	go w.forkLoop()
 	return w, nil
 }
 
 // ID is the writer id that names this log's hash chain.
-func (w *Writer) ID() string { return w.id }
+// It changes when the writer finds another process writing its chain (a
+// fork).
+func (w *Writer) ID() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.id
+}
 
 func lockDir(dir string) (*os.File, error) {
 	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o640)
@@ -268,13 +291,7 @@ func writerID(dir string) (string, error) {
 			return id, nil
 		}
 	}
-	host, _ := os.Hostname()
-	if host == "" {
-		host = "writer"
-	}
-	var r [4]byte
-	_, _ = rand.Read(r[:])
-	id := host + "-" + hex.EncodeToString(r[:])
+	id := newWriterID()
 	if err := os.WriteFile(path, []byte(id+"\n"), 0o640); err != nil {
 		return "", fmt.Errorf("audit: %w", err)
 	}
@@ -347,6 +364,9 @@ func (w *Writer) admit(ctx context.Context, n uint64) error {
 		if w.closed.Load() {
 			return fmt.Errorf("%w: closing", ErrUnavailable)
 		}
+		if w.broken.Load() {
+			return fmt.Errorf("%w: the write-ahead log could not be reopened after a fork", ErrUnavailable)
+		}
 		if w.taken.Add(n)-w.minStored() <= w.opts.Buffer {
 			return nil
 		}
@@ -381,10 +401,10 @@ func (w *Writer) writeGroup(g *group) {
 	seq, prev := w.seq, w.prev
 	buf := w.buf[:0]
 	var scratch [512]byte
-	n := 0
+	n, lastOff := 0, 0
 	for m := range g.members {
 		mb := &g.members[m]
-		mSeq, mPrev, mStart := seq, prev, len(buf)
+		mSeq, mPrev, mStart, mLastOff := seq, prev, len(buf), 0
 		for i := range mb.recs {
 			r := &mb.recs[i]
 			mSeq++
@@ -399,6 +419,7 @@ func (w *Writer) writeGroup(g *group) {
 			sum := sha256.Sum256(payload)
 			r.Hash = hex.EncodeToString(sum[:])
 			mPrev = r.Hash
+			mLastOff = len(buf)
 			buf = appendFrame(buf, payload)
 		}
 		if mb.err != nil {
@@ -406,14 +427,19 @@ func (w *Writer) writeGroup(g *group) {
 			w.taken.Add(-uint64(len(mb.recs)))
 			continue
 		}
-		seq, prev = mSeq, mPrev
+		seq, prev, lastOff = mSeq, mPrev, mLastOff
 		n += len(mb.recs)
 	}
 	w.buf = buf
 	if n == 0 {
 		return
 	}
-	if err := w.log.append(buf, n, seq); err != nil {
+	if err := w.log.append(buf, n, seq, buf[lastOff:]); err != nil {
+		w.walFailures.Add(uint64(n))
+		if !w.walFailing.Swap(true) {
+			w.opts.Logger.Error("decision log: the write-ahead log cannot be written; decisions are denied until it can (a full disk?)",
+				"dir", w.opts.Dir, "error", err.Error(), "free_bytes", freeBytes(w.opts.Dir))
+		}
 		err = fmt.Errorf("%w: %v", ErrUnavailable, err)
 		for m := range g.members {
 			if g.members[m].err == nil {
@@ -425,6 +451,19 @@ func (w *Writer) writeGroup(g *group) {
 	}
 	w.seq, w.prev = seq, prev
 	w.written.Store(seq)
+	if w.walFailing.Swap(false) {
+		w.opts.Logger.Info("decision log: the write-ahead log is written again", "dir", w.opts.Dir)
+	}
+}
+
+// freeBytes is the space left to an unprivileged user on dir's file
+// system, or -1 when it cannot be read.
+func freeBytes(dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		return -1
+	}
+	return int64(st.Bavail) * st.Bsize
 }
 
 func (w *Writer) isClosed() bool { return w.closed.Load() }
@@ -465,23 +504,30 @@ func (w *Writer) Stored(name string) (uint64, bool) {
 
 // Stats is a snapshot of the writer for metrics.
 type Stats struct {
-	Written   uint64           // last sequence number written to the log
-	Pending   uint64           // records written but not yet in every sink
-	Overflows uint64           // records refused (or timed out) because the buffer was full
-	Sinks     map[string]int64 // per sink, by name: records behind the log
-	Failing   map[string]bool  // per sink, by name: last write failed
+	Written   uint64 // last sequence number written to the log
+	Pending   uint64 // records written but not yet in every sink
+	Overflows uint64 // records refused (or timed out) because the buffer was full
+	Forks     uint64 // times another process was found writing this chain, and this writer became a new one
+	// WALFailures counts records refused because the write-ahead log
+	// could not be written (a full disk), WALFreeBytes the space left on
+	// its file system (-1 when unknown).
+	WALFailures  uint64
+	WALFreeBytes int64
+	Sinks        map[string]int64 // per sink, by name: records behind the log
+	Failing      map[string]bool  // per sink, by name: last write failed
 }
 
 // Stats returns the writer's counters.
 func (w *Writer) Stats() Stats {
 	w.mu.Lock()
 	s := Stats{Written: w.seq, Pending: w.seq - w.minStored(), Overflows: w.overflows.Load(),
-		Sinks: map[string]int64{}, Failing: map[string]bool{}}
+		Forks: w.forks.Load(), WALFailures: w.walFailures.Load(), Sinks: map[string]int64{}, Failing: map[string]bool{}}
 	for _, r := range w.runners {
 		s.Sinks[r.sink.Name()] = int64(w.seq - r.stored.Load())
 		s.Failing[r.sink.Name()] = r.failing.Load()
 	}
 	w.mu.Unlock()
+	s.WALFreeBytes = freeBytes(w.opts.Dir)
 	return s
 }
 
@@ -495,6 +541,7 @@ func (w *Writer) progressed() {
 	stored := w.minStored()
 	w.mu.Unlock()
 	w.log.release(stored)
+	w.log.compact()
 }
 
 // syncLoop fsyncs the log every SyncInterval, and at once after a
@@ -532,18 +579,19 @@ func (w *Writer) Close(ctx context.Context) error {
 		return nil
 	}
 	w.closed.Store(true)
-	target := w.seq
 	w.mu.Unlock()
 	close(w.closing)
+	w.forkMu.Lock()
 	close(w.syncStop)
 	<-w.syncDone
+	w.syncStopped = true
 	// The sinks may take everything now.
 	err := w.log.sync()
-	for _, r := range w.runners {
-		if werr := w.waitStored(ctx, r, target); werr != nil {
-			err = errors.Join(err, werr)
-		}
-	}
+	w.forkMu.Unlock()
+	// A fork found meanwhile is resolved, and its chain stored, too.
+	err = errors.Join(err, w.waitStored(ctx))
+	close(w.forkStop)
+	<-w.forkDone
 	for _, r := range w.runners {
 		close(r.stop)
 		<-r.done
@@ -553,19 +601,30 @@ func (w *Writer) Close(ctx context.Context) error {
 	return errors.Join(err, w.lock.Close())
 }
 
-// waitStored waits until r's sink has stored record target or ctx is done.
-func (w *Writer) waitStored(ctx context.Context, r *runner, target uint64) error {
+// waitStored waits until every sink has stored every record or ctx is
+// done.
+func (w *Writer) waitStored(ctx context.Context) error {
 	for {
 		w.mu.Lock()
-		room := w.room
+		room, target := w.room, w.seq
 		w.mu.Unlock()
-		if r.stored.Load() >= target {
+		done := true
+		for _, r := range w.runners {
+			done = done && r.stored.Load() >= target
+		}
+		if done {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("audit: %d records not yet in sink %s stay in the write-ahead log: %w",
-				target-r.stored.Load(), r.sink.Name(), ctx.Err())
+			var err error
+			for _, r := range w.runners {
+				if n := r.stored.Load(); n < target {
+					err = errors.Join(err, fmt.Errorf("audit: %d records not yet in sink %s stay in the write-ahead log: %w",
+						target-n, r.sink.Name(), ctx.Err()))
+				}
+			}
+			return err
 		case <-room:
 		}
 	}

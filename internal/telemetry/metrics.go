@@ -260,6 +260,9 @@ var (
 	auditWritten  = prometheus.NewDesc("egress_authz_audit_records_written_total", "Records written to the write-ahead log.", nil, nil)
 	auditPending  = prometheus.NewDesc("egress_authz_audit_pending_records", "Records in the write-ahead log not yet in every sink (queue depth and spill).", nil, nil)
 	auditOverflow = prometheus.NewDesc("egress_authz_audit_overflows_total", "Decisions refused or timed out because the decision-log buffer was full.", nil, nil)
+	auditForks    = prometheus.NewDesc("egress_authz_audit_forks_total", "Times another process was found writing this writer's chain (a copied data directory), and the writer became a new one.", nil, nil)
+	auditWALFail  = prometheus.NewDesc("egress_authz_audit_wal_write_failures_total", "Decision records refused because the write-ahead log could not be written (a full disk).", nil, nil)
+	auditWALFree  = prometheus.NewDesc("egress_authz_audit_wal_free_bytes", "Space left on the file system of the write-ahead log (--data-dir).", nil, nil)
 	auditBehind   = prometheus.NewDesc("egress_authz_audit_sink_behind_records", "Records a sink has not stored yet.", []string{"sink"}, nil)
 	auditFailing  = prometheus.NewDesc("egress_authz_audit_sink_failing", "1 while a sink's writes fail (records wait in the write-ahead log).", []string{"sink"}, nil)
 )
@@ -267,7 +270,7 @@ var (
 type auditCollector struct{ stats func() audit.Stats }
 
 func (c *auditCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{auditWritten, auditPending, auditOverflow, auditBehind, auditFailing} {
+	for _, d := range []*prometheus.Desc{auditWritten, auditPending, auditOverflow, auditForks, auditWALFail, auditWALFree, auditBehind, auditFailing} {
 		ch <- d
 	}
 }
@@ -277,6 +280,11 @@ func (c *auditCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(auditWritten, prometheus.CounterValue, float64(s.Written))
 	ch <- prometheus.MustNewConstMetric(auditPending, prometheus.GaugeValue, float64(s.Pending))
 	ch <- prometheus.MustNewConstMetric(auditOverflow, prometheus.CounterValue, float64(s.Overflows))
+	ch <- prometheus.MustNewConstMetric(auditForks, prometheus.CounterValue, float64(s.Forks))
+	ch <- prometheus.MustNewConstMetric(auditWALFail, prometheus.CounterValue, float64(s.WALFailures))
+	if s.WALFreeBytes >= 0 {
+		ch <- prometheus.MustNewConstMetric(auditWALFree, prometheus.GaugeValue, float64(s.WALFreeBytes))
+	}
 	for sink, behind := range s.Sinks {
 		ch <- prometheus.MustNewConstMetric(auditBehind, prometheus.GaugeValue, float64(behind), sink)
 		failing := 0.0

@@ -148,6 +148,13 @@ func (s *Log) Cursor(ctx context.Context, writer string) (uint64, error) {
 			last = max(last, sg.last)
 		}
 	}
+	if s.seg != nil && s.seg.meta.Writer != writer {
+		// The writer became a new one (a fork): what it gave as the old
+		// one is chained again under the new id.
+		s.seg.abort()
+		s.seg = nil
+		s.flushBy.Store(0)
+	}
 	if err := s.removeUnfinished(writer); err != nil {
 		return 0, err
 	}
@@ -230,6 +237,10 @@ func (s *Log) closeSegment() error {
 	seg := s.seg
 	s.seg = nil
 	s.flushBy.Store(0)
+	if err := CheckFork(context.Background(), Dir(s.dir), "", seg.meta.Writer, seg.meta.FirstSeq, seg.meta.LastSeq); err != nil {
+		seg.abort()
+		return err
+	}
 	if _, err := seg.close(); err != nil {
 		seg.abort()
 		return err
@@ -349,4 +360,27 @@ func readTails(dir string) (map[string]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// CheckFork returns an *audit.ForkError when st holds, under prefix, a
+// closed segment of writer with any of the records first..last: a sink
+// skips what it has stored, so a segment of the same records means that
+// another process writes the same chain (a copied data directory).
+func CheckFork(ctx context.Context, st Storage, prefix, writer string, first, last uint64) error {
+	segs, err := ListSegments(ctx, st, prefix)
+	if err != nil {
+		return err
+	}
+	var fork *audit.ForkError
+	for _, sg := range segs {
+		if sg.Writer == writer && sg.First <= last && sg.Last >= first {
+			if seq := max(first, sg.First); fork == nil || seq < fork.Seq {
+				fork = &audit.ForkError{Writer: writer, Seq: seq}
+			}
+		}
+	}
+	if fork != nil {
+		return fork
+	}
+	return nil
 }

@@ -1,9 +1,12 @@
 package parquetlog
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,9 +36,13 @@ type segmentWriter struct {
 }
 
 // tmpName is where a segment is written until it is complete: a hidden
-// name, which no reader's glob of *.parquet matches.
+// name, which no reader's glob of *.parquet matches, with a random part,
+// so that two processes writing the same chain (a copied data directory)
+// never write one file.
 func tmpName(writer string, first uint64) string {
-	return "." + segmentName(writer, first, first) + ".tmp"
+	var r [4]byte
+	_, _ = rand.Read(r[:])
+	return "." + segmentName(writer, first, first) + "." + hex.EncodeToString(r[:]) + ".tmp"
 }
 
 // parseTmpName returns the writer of a temporary segment file.
@@ -44,6 +51,9 @@ func parseTmpName(name string) (writer string, ok bool) {
 	base, ok2 := strings.CutSuffix(base, ".tmp")
 	if !ok1 || !ok2 {
 		return "", false
+	}
+	if i := strings.LastIndexByte(base, '.'); i >= 0 && base[i+1:] != "parquet" {
+		base = base[:i]
 	}
 	writer, _, _, ok = parseSegmentName(base)
 	return writer, ok
@@ -137,8 +147,16 @@ func (s *segmentWriter) close() (string, error) {
 		return "", fmt.Errorf("close segment %s: %w", s.tmp, err)
 	}
 	final := filepath.Join(s.dir, segmentName(s.meta.Writer, s.meta.FirstSeq, s.meta.LastSeq))
-	if err := os.Rename(s.tmp, final); err != nil {
+	// A link, unlike a rename, never replaces a segment: one of the same
+	// records already there was written by another process writing the
+	// same chain (a copied data directory), and is kept.
+	if err := os.Link(s.tmp, final); errors.Is(err, fs.ErrExist) {
+		return "", &audit.ForkError{Writer: s.meta.Writer, Seq: s.meta.FirstSeq}
+	} else if err != nil {
 		return "", fmt.Errorf("segment %s: %w", final, err)
+	}
+	if err := os.Remove(s.tmp); err != nil {
+		return "", fmt.Errorf("segment %s: %w", s.tmp, err)
 	}
 	if err := syncDir(s.dir); err != nil {
 		return "", fmt.Errorf("fsync %s: %w", s.dir, err)

@@ -2,6 +2,7 @@ package parquetlog_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
 	"time"
@@ -93,5 +94,31 @@ func TestWriterFeedsSegments(t *testing.T) {
 	}
 	if v := verifyDir(t, segs); !v.OK() || v.Records != n {
 		t.Fatalf("verify after Close: %d records, breaks %v", v.Records, v.Breaks)
+	}
+}
+
+// TestFork: two writers from one copied data directory into one segment
+// directory lose nothing, and the fork is reported.
+func TestFork(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ahead=%v", ahead), func(t *testing.T) {
+			dir := t.TempDir()
+			audittest.Fork(t, audittest.ForkStore{
+				Sink: func(t *testing.T, wal string) audit.Sink {
+					l, err := parquetlog.Open(dir, parquetlog.Options{WAL: wal, MaxRecords: 10, MaxAge: 20 * time.Millisecond})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return l
+				},
+				Reader: func(t *testing.T) audit.Store {
+					l, err := parquetlog.OpenExisting(dir, parquetlog.Options{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return l
+				},
+			}, ahead)
+		})
 	}
 }

@@ -16,8 +16,12 @@ package s3log
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"net/url"
 	"os"
@@ -171,7 +175,19 @@ func (b *Bucket) Upload(ctx context.Context, name, path string) error {
 		return err
 	}
 	key := b.key(name)
-	if _, err := b.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: &b.bucket, Key: &key, Body: f,
+	if st.Size() <= maxPut {
+		// Never over an object already there: that is another process's
+		// segment of the same chain (a copied data directory), or this
+		// one's, uploaded before a failure hid the answer.
+		_, err := b.client.PutObject(ctx, &s3.PutObjectInput{Bucket: &b.bucket, Key: &key, Body: f,
+			IfNoneMatch: aws.String("*"), ChecksumAlgorithm: types.ChecksumAlgorithmCrc32c})
+		if isPreconditionFailed(err) {
+			return b.sameObject(ctx, name, key, f)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: upload %s: %w", b, name, err)
+		}
+	} else if _, err := b.tm.UploadObject(ctx, &transfermanager.UploadObjectInput{Bucket: &b.bucket, Key: &key, Body: f,
 		ChecksumAlgorithm: tmtypes.ChecksumAlgorithmCrc32c}); err != nil {
 		return fmt.Errorf("%s: upload %s: %w", b, name, err)
 	}
@@ -181,6 +197,46 @@ func (b *Bucket) Upload(ctx context.Context, name, path string) error {
 	}
 	if got := aws.ToInt64(head.ContentLength); got != st.Size() {
 		return fmt.Errorf("%s: %s holds %d bytes after the upload, want %d", b, name, got, st.Size())
+	}
+	return nil
+}
+
+// maxPut is the largest segment uploaded in one conditional PUT; larger
+// ones (far beyond a segment's usual size) go in parts.
+const maxPut = 1 << 30
+
+// ErrExists is returned by Upload when the bucket holds another object
+// under the name.
+var ErrExists = errors.New("another object of that name is in the bucket")
+
+func isPreconditionFailed(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && (ae.ErrorCode() == "PreconditionFailed" || ae.ErrorCode() == "ConditionalRequestConflict")
+}
+
+// sameObject reports (nil) whether the object at key holds f's bytes, by
+// its CRC-32C (or, when the server keeps none, its ETag, the MD5 of a
+// single PUT); otherwise an error wrapping ErrExists.
+func (b *Bucket) sameObject(ctx context.Context, name, key string, f *os.File) error {
+	head, err := b.client.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &b.bucket, Key: &key, ChecksumMode: types.ChecksumModeEnabled})
+	if err != nil {
+		return fmt.Errorf("%s: check %s: %w", b, name, err)
+	}
+	c, m := crc32.New(crc32.MakeTable(crc32.Castagnoli)), md5.New()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := io.Copy(io.MultiWriter(c, m), f); err != nil {
+		return err
+	}
+	same := false
+	if head.ChecksumCRC32C != nil {
+		same = aws.ToString(head.ChecksumCRC32C) == base64.StdEncoding.EncodeToString(c.Sum(nil))
+	} else {
+		same = strings.Trim(aws.ToString(head.ETag), `"`) == hex.EncodeToString(m.Sum(nil))
+	}
+	if !same {
+		return fmt.Errorf("%s: %s: %w", b, name, ErrExists)
 	}
 	return nil
 }

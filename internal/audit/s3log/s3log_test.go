@@ -2,6 +2,7 @@ package s3log_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -162,5 +163,28 @@ func TestServerDownThenBack(t *testing.T) {
 		if got[id] != 1 {
 			t.Fatalf("record %s found %d times", id, got[id])
 		}
+	}
+}
+
+// TestFork: two writers from one copied data directory (their staging
+// directories copied too) upload into one bucket and lose nothing; the
+// fork is reported.
+func TestFork(t *testing.T) {
+	srv := s3test.Start(t)
+	for i, ahead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ahead=%v", ahead), func(t *testing.T) {
+			dsn := "s3://" + srv.Bucket(fmt.Sprintf("fork%d", i)) + "/decisions"
+			audittest.Fork(t, audittest.ForkStore{
+				Sink: func(t *testing.T, wal string) audit.Sink {
+					sink, err := s3log.OpenSink(context.Background(), dsn, s3log.Options{Staging: filepath.Join(filepath.Dir(wal), "s3"),
+						Cluster: "eu", WAL: wal, MaxRecords: 10, MaxAge: 20 * time.Millisecond})
+					if err != nil {
+						t.Fatal(err)
+					}
+					return sink
+				},
+				Reader: func(t *testing.T) audit.Store { return openBucket(t, dsn) },
+			}, ahead)
+		})
 	}
 }

@@ -164,7 +164,19 @@ func (s *Sink) upload(ctx context.Context) error {
 			}
 			continue
 		}
-		if err := s.bucket.Upload(ctx, sg.Name, filepath.Join(s.opts.Staging, filepath.FromSlash(sg.Name))); err != nil {
+		if err := parquetlog.CheckFork(ctx, s.bucket, parquetlog.ClusterPrefix(s.opts.Cluster), sg.Writer, sg.First, sg.Last); err != nil {
+			if fe := (*audit.ForkError)(nil); errors.As(err, &fe) {
+				// Chained again under a new writer id from the write-ahead log.
+				_ = parquetlog.Dir(s.opts.Staging).Remove(ctx, sg.Name)
+			}
+			return err
+		}
+		err := s.bucket.Upload(ctx, sg.Name, filepath.Join(s.opts.Staging, filepath.FromSlash(sg.Name)))
+		if errors.Is(err, ErrExists) {
+			_ = parquetlog.Dir(s.opts.Staging).Remove(ctx, sg.Name)
+			return fmt.Errorf("%w: %v", &audit.ForkError{Writer: sg.Writer, Seq: sg.First}, err)
+		}
+		if err != nil {
 			s.backoff = min(max(2*s.backoff, time.Second), time.Minute)
 			s.retryAt.Store(s.opts.Now().Add(s.backoff).UnixNano())
 			return fmt.Errorf("segment of records %d..%d stays staged: %w", sg.First, sg.Last, err)

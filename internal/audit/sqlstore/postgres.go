@@ -225,14 +225,44 @@ func (p *Postgres) Write(ctx context.Context, recs []audit.Record) error {
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"decisions_in"}, pgCopyColumns, rows); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `INSERT INTO decisions SELECT * FROM decisions_in ON CONFLICT DO NOTHING`)
-		return err
+		tag, err := tx.Exec(ctx, `INSERT INTO decisions SELECT * FROM decisions_in ON CONFLICT DO NOTHING`)
+		if err != nil || tag.RowsAffected() == int64(len(recs)) {
+			return err
+		}
+		// Some were there: replayed after a crash, or another process's
+		// records of the same chain, committed before this insert (which
+		// waited for them) and visible to the next statement.
+		return pgCheckFork(ctx, tx, recs)
 	})
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
 	p.maybePrune()
 	return nil
+}
+
+// pgCheckFork is sqlStore.checkFork in a pgx transaction.
+func pgCheckFork(ctx context.Context, tx pgx.Tx, recs []audit.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	rows, err := tx.Query(ctx, `SELECT seq, hash FROM decisions WHERE writer = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq`,
+		recs[0].Writer, int64(recs[0].Seq), int64(recs[len(recs)-1].Seq))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var hash string
+		if err := rows.Scan(&seq, &hash); err != nil {
+			return err
+		}
+		if h, ok := hashAt(recs, uint64(seq)); ok && h != hash {
+			return &audit.ForkError{Writer: recs[0].Writer, Seq: uint64(seq)}
+		}
+	}
+	return rows.Err()
 }
 
 // maybePrune starts retention in the background when it is due. Its

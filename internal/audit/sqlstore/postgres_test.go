@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
+	"github.com/egress-authz/egress-authz/internal/audit/audittest"
 	"github.com/egress-authz/egress-authz/internal/pgtest"
 )
 
@@ -605,5 +606,30 @@ func TestVerifyReportsAStoredTwiceSeq(t *testing.T) {
 	}
 	if v.OK() || v.Breaks[0].Seq != 3 || !strings.Contains(v.Breaks[0].Problem, "stored twice") {
 		t.Fatalf("a duplicate record 3 reported as %+v", v.Breaks)
+	}
+}
+
+// TestPostgresFork: two writers from one copied data directory into one
+// PostgreSQL database lose nothing, and the fork is reported.
+func TestPostgresFork(t *testing.T) {
+	for _, ahead := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ahead=%v", ahead), func(t *testing.T) {
+			dsn := newPostgresDB(t)
+			open := func(t *testing.T) *Postgres {
+				pg, err := OpenPostgres(context.Background(), dsn, PostgresOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return pg
+			}
+			audittest.Fork(t, audittest.ForkStore{
+				Sink: func(t *testing.T, _ string) audit.Sink { return open(t) },
+				Reader: func(t *testing.T) audit.Store {
+					pg := open(t)
+					t.Cleanup(func() { pg.Close() })
+					return pg
+				},
+			}, ahead)
+		})
 	}
 }

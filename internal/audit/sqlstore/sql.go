@@ -288,6 +288,9 @@ func (s *sqlStore) writeTx(ctx context.Context, full *sql.Stmt, recs []audit.Rec
 		return err
 	}
 	defer tx.Rollback()
+	if err := s.checkFork(ctx, tx, recs); err != nil {
+		return err
+	}
 	args := make([]any, 0, insertRows*numColumns)
 	stmt := tx.StmtContext(ctx, full)
 	for len(recs) >= insertRows {
@@ -345,4 +348,47 @@ func (s *sqlStore) RuleSet(ctx context.Context, version string) (audit.RuleSet, 
 		return audit.RuleSet{}, fmt.Errorf("rule set %s: %w", version, err)
 	}
 	return audit.DecodeRuleSet(version, []byte(content))
+}
+
+// checkFork returns an *audit.ForkError when the store holds, at the
+// writer and sequence number of one of recs, a record with another hash:
+// another process writes the same chain. A record stored before (replayed
+// after a crash) has the same hash. recs are one writer's, in sequence
+// order.
+func (s *sqlStore) checkFork(ctx context.Context, tx *sql.Tx, recs []audit.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	ph := s.d.placeholder
+	rows, err := tx.QueryContext(ctx, "SELECT seq, hash FROM decisions WHERE writer = "+ph(1)+" AND seq >= "+ph(2)+" AND seq <= "+ph(3)+" ORDER BY seq",
+		recs[0].Writer, int64(recs[0].Seq), int64(recs[len(recs)-1].Seq))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		var hash string
+		if err := rows.Scan(&seq, &hash); err != nil {
+			return err
+		}
+		if h, ok := hashAt(recs, uint64(seq)); ok && h != hash {
+			return &audit.ForkError{Writer: recs[0].Writer, Seq: uint64(seq)}
+		}
+	}
+	return rows.Err()
+}
+
+// hashAt returns the hash of the record of recs (in sequence order) with
+// sequence number seq.
+func hashAt(recs []audit.Record, seq uint64) (string, bool) {
+	if i := seq - recs[0].Seq; seq >= recs[0].Seq && i < uint64(len(recs)) && recs[i].Seq == seq {
+		return recs[i].Hash, true
+	}
+	for i := range recs {
+		if recs[i].Seq == seq {
+			return recs[i].Hash, true
+		}
+	}
+	return "", false
 }
