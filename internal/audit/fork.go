@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // ForkError is returned by a Sink's Write (or a Buffered sink's Flush)
@@ -29,10 +30,14 @@ func (e *ForkError) Error() string {
 // of its log from the fork on, which no store holds as its own. The other
 // process keeps the old chain.
 //
-// The new chain is staged in forkDir and committed by renaming its
-// writer-id file over the log's; Open finishes a committed fork that a
-// crash interrupted, and discards one that was not committed.
-const forkDir = "fork"
+// The new chain is staged in forkDir (its segment, then its id in
+// forkIDFile, then its writer-id file, last) and committed by renaming
+// that writer-id file over the log's. Open finishes a fork a crash
+// interrupted once its staging was complete, and discards a partial one.
+const (
+	forkDir    = "fork"
+	forkIDFile = "id"
+)
 
 // forkSegment is the one segment file of a staged fork: the records
 // chained again, from sequence number 1.
@@ -92,18 +97,7 @@ func (w *Writer) fork(at forkAt) {
 		return
 	}
 	id := newWriterID()
-	var frames []byte
-	var scratch [512]byte
-	prev := ""
-	for i := range recs {
-		r := &recs[i]
-		r.Writer, r.Seq, r.PrevHash = id, uint64(i+1), prev
-		payload := appendCanonical(scratch[:0], r)
-		sum := sha256.Sum256(payload)
-		r.Hash = hex.EncodeToString(sum[:])
-		prev = r.Hash
-		frames = appendFrame(frames, payload)
-	}
+	frames := chainAgain(recs, id)
 	if err := stageFork(w.opts.Dir, id, frames, w.opts.fsync); err != nil {
 		w.opts.Logger.Error("decision log: a fork of the chain was found and cannot be resolved yet; retrying", "writer", old, "seq", seq, "error", err.Error())
 		return
@@ -133,6 +127,24 @@ func (w *Writer) fork(at forkAt) {
 	w.forks.Add(1)
 	w.opts.Logger.Error("decision log: another process writes this writer's chain (its data directory was copied); this one continues as a new writer, and its records since the fork are chained again under it",
 		"writer", old, "new_writer", id, "fork_seq", seq, "records", len(recs))
+}
+
+// chainAgain chains recs as records 1.. of writer id, and returns their
+// frames.
+func chainAgain(recs []Record, id string) []byte {
+	var frames []byte
+	var scratch [512]byte
+	prev := ""
+	for i := range recs {
+		r := &recs[i]
+		r.Writer, r.Seq, r.PrevHash = id, uint64(i+1), prev
+		payload := appendCanonical(scratch[:0], r)
+		sum := sha256.Sum256(payload)
+		r.Hash = hex.EncodeToString(sum[:])
+		prev = r.Hash
+		frames = appendFrame(frames, payload)
+	}
+	return frames
 }
 
 // stopFeeding stops the feeders and the sync loop (unless Close stopped
@@ -204,7 +216,13 @@ func stageFork(dir, id string, frames []byte, fsync func(*os.File) error) error 
 			return err
 		}
 	}
-	if err := write(writerIDFile, []byte(id+"\n")); err != nil {
+	if err := write(forkIDFile, []byte(id+"\n")); err != nil {
+		return err
+	}
+	if err := syncDir(fd, fsync); err != nil {
+		return err
+	}
+	if err := write(writerIDFile, []byte(id+"\n")); err != nil { // the staging is complete
 		return err
 	}
 	return syncDir(fd, fsync)
@@ -212,45 +230,55 @@ func stageFork(dir, id string, frames []byte, fsync func(*os.File) error) error 
 
 // commitFork makes a staged fork the log: the new writer id replaces the
 // old (the commit), then the old segments are removed and the new one
-// moved in. It is also how Open finishes a fork a crash interrupted, and
-// does nothing when there is none.
+// moved in. It is also how Open finishes a fork a crash interrupted (or
+// discards a partial staging), and does nothing when there is none.
 func commitFork(dir string) error {
 	fd := filepath.Join(dir, forkDir)
 	if _, err := os.Stat(fd); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	fsync := (*os.File).Sync
-	if _, err := os.Stat(filepath.Join(fd, writerIDFile)); err == nil {
+	fail := func(err error) error { return fmt.Errorf("audit: commit fork: %w", err) }
+	id, _ := LogWriter(fd) // fork/writer-id: "" once renamed, or before the staging completed
+	if id == "" {
+		b, _ := os.ReadFile(filepath.Join(fd, forkIDFile))
+		forkID := strings.TrimSpace(string(b))
+		if cur, err := LogWriter(dir); err != nil {
+			return fail(err)
+		} else if forkID == "" || cur != forkID {
+			// A partial staging: the log is as it was, and the fork will
+			// be found again.
+			return os.RemoveAll(fd)
+		}
+	} else {
 		if err := os.Rename(filepath.Join(fd, writerIDFile), filepath.Join(dir, writerIDFile)); err != nil {
-			return fmt.Errorf("audit: commit fork: %w", err)
+			return fail(err)
 		}
 		if err := syncDir(dir, fsync); err != nil {
-			return fmt.Errorf("audit: commit fork: %w", err)
+			return fail(err)
 		}
-	} else if _, err := os.Stat(filepath.Join(dir, writerIDFile)); err != nil {
-		return fmt.Errorf("audit: commit fork: %w", err)
 	}
 	// Committed: the old chain's segments go (the other process's log
-	// holds them), and the new chain's segment comes in.
+	// holds them), and the new chain's segment, if any, comes in.
 	if _, err := os.Stat(filepath.Join(fd, forkSegment)); err == nil {
 		segs, err := segments(dir)
 		if err != nil {
-			return fmt.Errorf("audit: commit fork: %w", err)
+			return fail(err)
 		}
 		for _, first := range segs {
 			if err := os.Remove(filepath.Join(dir, segmentName(first))); err != nil {
-				return fmt.Errorf("audit: commit fork: %w", err)
+				return fail(err)
 			}
 		}
 		if err := os.Rename(filepath.Join(fd, forkSegment), filepath.Join(dir, forkSegment)); err != nil {
-			return fmt.Errorf("audit: commit fork: %w", err)
+			return fail(err)
 		}
 	} else {
 		// Moved in already, or no records to chain again: only the old
 		// chain's segments, if still there, must go.
 		id, err := LogWriter(dir)
 		if err != nil {
-			return fmt.Errorf("audit: commit fork: %w", err)
+			return fail(err)
 		}
 		segs, _ := segments(dir)
 		for _, first := range segs {
@@ -261,7 +289,7 @@ func commitFork(dir string) error {
 		}
 	}
 	if err := syncDir(dir, fsync); err != nil {
-		return fmt.Errorf("audit: commit fork: %w", err)
+		return fail(err)
 	}
 	return os.RemoveAll(fd)
 }
