@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -42,6 +43,7 @@ func serveNoop(addr string) error {
 		grpc.MaxConcurrentStreams(1024),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))), // as egress-authz serve
 	)
 	authv3.RegisterAuthorizationServer(g, noopServer{})
 	fmt.Fprintln(os.Stdout, "listening", ln.Addr().String())

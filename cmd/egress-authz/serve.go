@@ -13,6 +13,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"syscall"
 	"time"
@@ -164,6 +165,10 @@ func newServer(cfg config.Config, log *slog.Logger) (*server, error) {
 		grpc.MaxConcurrentStreams(uint32(cfg.MaxStreams)),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Checks run on a pool of long-lived goroutines instead of one new
+		// goroutine per stream, whose stack grew (and was copied) on every
+		// Check: 9 % of the server's CPU under load.
+		grpc.NumStreamWorkers(uint32(runtime.GOMAXPROCS(0))),
 	}
 	s.resets = newResetGuard(s.log)
 	opts = append(opts, grpc.ChainUnaryInterceptor(s.resets.intercept, deadline(cfg.CheckTimeout)))
