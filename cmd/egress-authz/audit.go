@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -220,12 +222,17 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN`")
 	filters := filterFlags(fs)
 	format := fs.String("format", "table", "output `FORMAT`: "+strings.Join(admin.Formats, ", "))
+	withRule := fs.Bool("with-rule", false, "add to each record (--format ndjson) the deciding rule as the rule-set version that decided wrote it, from the log's rule-set archive: \"rule_as_decided\"")
 	if code, ok := parseArgs(fs, args); !ok {
 		return code
 	}
 	f, err := admin.ParseFilter(filters(), time.Now())
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit query: --"+strings.ReplaceAll(err.Error(), "_", "-"))
+		return exitUsage
+	}
+	if *withRule && *format != "ndjson" {
+		fmt.Fprintln(stderr, "egress-authz audit query: --with-rule: give --format ndjson too (each line a record with its rule)")
 		return exitUsage
 	}
 	enc, err := admin.NewEncoder(*format, stdout)
@@ -239,7 +246,11 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitFail
 	}
 	defer st.Close()
-	next, err := st.Query(ctx, f, enc.Encode)
+	encode := enc.Encode
+	if *withRule {
+		encode = ruleAsDecided(ctx, st, stdout)
+	}
+	next, err := st.Query(ctx, f, encode)
 	if err != nil {
 		fmt.Fprintln(stderr, "egress-authz audit query:", err)
 		return exitFail
@@ -338,4 +349,69 @@ func printVerification(w io.Writer, v *audit.Verification) {
 func dirExists(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && st.IsDir()
+}
+
+// decidedRule is a record's deciding rule as the rule-set version that
+// decided wrote it.
+type decidedRule struct {
+	Archived       bool      `json:"archived"` // false: the archive does not keep the version (Error says why)
+	Error          string    `json:"error,omitempty"`
+	ID             string    `json:"id,omitempty"`
+	Pos            string    `json:"pos,omitempty"`
+	Action         string    `json:"action,omitempty"`
+	Mode           string    `json:"mode,omitempty"`
+	Owner          string    `json:"owner,omitempty"`
+	Ticket         string    `json:"ticket,omitempty"`
+	Expires        time.Time `json:"expires,omitzero"`
+	Hosts          []string  `json:"hosts,omitempty"`
+	Processor      string    `json:"processor,omitempty"`
+	Purposes       []string  `json:"purposes,omitempty"`
+	DataCategories []string  `json:"data_categories,omitempty"`
+}
+
+// ruleAsDecided returns a Query callback that writes each record as an
+// NDJSON line with "rule_as_decided", reading each version once.
+func ruleAsDecided(ctx context.Context, st audit.Store, w io.Writer) func(*audit.Record) error {
+	a, _ := st.(audit.RuleSetArchive)
+	sets := map[string]*rules.Set{}
+	errs := map[string]string{}
+	return func(r *audit.Record) error {
+		d := decidedRule{}
+		set, known := sets[r.RuleSet]
+		if !known && errs[r.RuleSet] == "" {
+			var err error
+			if a == nil {
+				err = errors.New("the decision log keeps no rule-set archive")
+			} else {
+				set, err = compliance.ArchivedSet(ctx, a, r.RuleSet)
+			}
+			if err != nil {
+				errs[r.RuleSet] = err.Error()
+			} else {
+				sets[r.RuleSet] = set
+			}
+		}
+		if set != nil {
+			d.Archived = true
+			if rule := set.Rule(r.Rule); rule != nil {
+				d.ID, d.Pos, d.Action, d.Mode = rule.ID, rule.Pos.String(), string(rule.Action), string(rule.Mode)
+				d.Owner, d.Ticket, d.Expires, d.Hosts, d.Processor = rule.Owner, rule.Ticket, rule.Expires, rule.Hosts, rule.Processor
+				d.Purposes, d.DataCategories = set.RulePurposes(rule), set.RuleDataCategories(rule)
+			}
+		} else {
+			d.Error = errs[r.RuleSet]
+		}
+		rec, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
+		rule, err := json.Marshal(d)
+		if err != nil {
+			return err
+		}
+		line := append(rec[:len(rec)-1], `,"rule_as_decided":`...)
+		line = append(append(line, rule...), '}', '\n')
+		_, err = w.Write(line)
+		return err
+	}
 }

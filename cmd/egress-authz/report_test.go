@@ -274,6 +274,38 @@ func TestReportProcessing(t *testing.T) {
 		}
 	})
 
+	t.Run("query_with_the_rule_as_decided", func(t *testing.T) {
+		r := runCLI(t, dir, "audit", "query", "--audit", dsn, "--since", "1h", "--rule", "checkout-stripe", "--format", "ndjson", "--with-rule")
+		if r.code != 0 {
+			t.Fatalf("audit query --with-rule: %s", r)
+		}
+		purposes := map[string]int{}
+		for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+			var rec struct {
+				RuleSet string `json:"ruleset"`
+				Rule    struct {
+					Archived  bool
+					ID        string
+					Processor string
+					Purposes  []string
+				} `json:"rule_as_decided"`
+			}
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("audit query --with-rule: %v\n%s", err, line)
+			}
+			if !rec.Rule.Archived || rec.Rule.ID != "checkout-stripe" || rec.Rule.Processor != "stripe" {
+				t.Errorf("a record's rule as decided: %+v", rec.Rule)
+			}
+			purposes[rec.RuleSet+":"+strings.Join(rec.Rule.Purposes, ",")]++
+		}
+		want := map[string]int{v1 + ":essential.service.payment_processing": 3, v2 + ":essential.fraud_detection": 2}
+		if !maps.Equal(purposes, want) {
+			t.Errorf("records by version and purposes as decided: %v, want %v", purposes, want)
+		}
+		if r := runCLI(t, dir, "audit", "query", "--audit", dsn, "--with-rule"); r.code != 2 {
+			t.Errorf("--with-rule without --format ndjson: exit %d, want 2\n%s", r.code, r)
+		}
+	})
 	t.Run("explain_an_old_version", func(t *testing.T) {
 		for v, want := range map[string]string{v1: "essential.service.payment_processing", v2: "essential.fraud_detection"} {
 			r := runCLI(t, dir, "rules", "explain", "--version", v, "--audit", dsn, "--principal", checkoutSA, "-X", "POST",
