@@ -130,13 +130,6 @@ func reportCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	return exitOK
 }
 
-func day(t time.Time) string {
-	if t.IsZero() {
-		return "-"
-	}
-	return t.UTC().Format(time.DateOnly)
-}
-
 func stamp(t time.Time) string {
 	if t.IsZero() {
 		return "-"
