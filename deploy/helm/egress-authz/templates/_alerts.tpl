@@ -124,4 +124,13 @@ docs/runbooks.md.
         summary: 'egress-authz in {{`{{ $labels.namespace }}`}} decided no Check for {{ $v.noChecksFor }}'
         description: The egress gateway may no longer ask egress-authz (a CUSTOM policy or extensionProvider lost), or no traffic leaves the mesh.
         runbook_url: {{ $rb }}#egressauthznochecks
+    - alert: EgressAuthzMetricsAbsent
+      expr: absent_over_time(egress_authz_rules_generation[{{ $v.noChecksFor }}])
+      for: 5m
+      labels:
+        severity: critical
+      annotations:
+        summary: 'No egress-authz replica has been scraped for {{ $v.noChecksFor }}'
+        description: Every replica is gone, crash-looping or unscraped; the other alerts, which need their metrics, cannot fire. The gateway's Checks fail closed.
+        runbook_url: {{ $rb }}#egressauthzmetricsabsent
 {{- end -}}
