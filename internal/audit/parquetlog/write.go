@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/parquet-go/parquet-go"
-	"github.com/parquet-go/parquet-go/compress/zstd"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
@@ -80,7 +79,7 @@ func createSegment(root string, day time.Time, writer string, first uint64, open
 		meta: chainMeta{Format: 1, Writer: writer, FirstSeq: first, LastSeq: first - 1}}
 	s.w = parquet.NewGenericWriter[row](f,
 		parquet.MaxRowsPerRowGroup(rowGroupRows),
-		parquet.Compression(&zstd.Codec{Level: zstd.SpeedDefault}),
+		parquet.Compression(codec),
 		parquet.CreatedBy("egress-authz", "", ""),
 	)
 	return s, nil
