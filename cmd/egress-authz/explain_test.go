@@ -4,8 +4,6 @@ package main
 
 import (
 	"encoding/json"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -23,7 +21,7 @@ func TestComplianceExplain(t *testing.T) {
 		"reason:     no-matching-rule\n",
 		"request:    DELETE https://api.stripe.com/v1/charges from spiffe://cluster.local/ns/payments/sa/checkout\n",
 		"Matching rules:\n  (none)\n",
-		"Nearest rules that did not match:\n  payments-stripe-charges  (" + exampleRules + ":" + ruleAt(t, exampleRules, "payments-stripe-charges") + ", allow)\n    - method DELETE is not GET or POST\n",
+		"Nearest rules that did not match:\n  payments-stripe-charges  (" + exampleRules + ":" + positionOf(t, exampleRules, "id: payments-stripe-charges") + ", allow)\n    - method DELETE is not GET or POST\n",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q\n%s", want, out)
@@ -32,8 +30,8 @@ func TestComplianceExplain(t *testing.T) {
 
 	out, _, code = runCompliance(t, "rules", "explain", exampleRules, "--principal", "spiffe://cluster.local/ns/search/sa/indexer",
 		"https://generativelanguage.googleapis.com/v1/models", "--at", complianceAt)
-	if code != exitDeny || !strings.Contains(out, "  search-google-apis  ("+exampleRules+":"+ruleAt(t, exampleRules, "search-google-apis")+")\n    allow, overridden: a matching deny rule wins\n") ||
-		!strings.Contains(out, "  deny-generative-language  ("+exampleRules+":"+ruleAt(t, exampleRules, "deny-generative-language")+")\n    decides: deny\n") {
+	if code != exitDeny || !strings.Contains(out, "  search-google-apis  ("+exampleRules+":"+positionOf(t, exampleRules, "id: search-google-apis")+")\n    allow, overridden: a matching deny rule wins\n") ||
+		!strings.Contains(out, "  deny-generative-language  ("+exampleRules+":"+positionOf(t, exampleRules, "id: deny-generative-language")+")\n    decides: deny\n") {
 		t.Errorf("exit %d\n%s", code, out)
 	}
 
@@ -88,21 +86,4 @@ func TestComplianceExplain(t *testing.T) {
 			t.Errorf("%v: exit %d, want %d", args, code, exitUsage)
 		}
 	}
-}
-
-// ruleAt returns the line:col where rule id starts in the rule file path,
-// as positions are printed.
-func ruleAt(t *testing.T, path, id string) string {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, line := range strings.Split(string(data), "\n") {
-		if strings.TrimSpace(line) == "- id: "+id {
-			return strconv.Itoa(i+1) + ":" + strconv.Itoa(strings.Index(line, "id:")+1)
-		}
-	}
-	t.Fatalf("no rule %s in %s", id, path)
-	return ""
 }

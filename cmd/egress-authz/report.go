@@ -16,6 +16,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/egress-authz/egress-authz/internal/admin"
 	"github.com/egress-authz/egress-authz/internal/audit"
 	"github.com/egress-authz/egress-authz/internal/audit/stores"
 	"github.com/egress-authz/egress-authz/internal/compliance"
@@ -205,12 +206,11 @@ func printProcessingCSV(w io.Writer, rep *compliance.ProcessingReport) {
 	cw.Flush()
 }
 
-// csvSafeRow keeps a spreadsheet from reading a cell as a formula.
+// csvSafeRow keeps a spreadsheet from reading a cell as a formula, as
+// audit query's CSV does.
 func csvSafeRow(row []string) []string {
 	for i, v := range row {
-		if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
-			row[i] = "'" + v
-		}
+		row[i] = admin.CSVSafe(v)
 	}
 	return row
 }

@@ -25,16 +25,16 @@ func csvHeader() []string {
 
 func csvRow(row []string, fields []audit.Field, r *audit.Record) []string {
 	for i := range fields {
-		row = append(row, csvSafe(fields[i].Text(r)))
+		row = append(row, CSVSafe(fields[i].Text(r)))
 	}
 	return row
 }
 
-// csvSafe keeps a spreadsheet from reading a cell as a formula: workloads
+// CSVSafe keeps a spreadsheet from reading a cell as a formula: workloads
 // choose request ids, hosts and paths, and auditors open the export in
 // Excel. A cell starting with = + - @ or a tab or carriage return gets a
 // leading apostrophe (OWASP's advice); JSON and NDJSON keep exact values.
-func csvSafe(v string) string {
+func CSVSafe(v string) string {
 	if v != "" && strings.ContainsRune("=+-@\t\r", rune(v[0])) {
 		return "'" + v
 	}

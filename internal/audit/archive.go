@@ -85,6 +85,9 @@ func (d DirArchive) PutRuleSet(_ context.Context, rs RuleSet) error {
 	if err == nil {
 		err = os.Rename(f.Name(), path)
 	}
+	if err == nil {
+		err = syncDir(string(d), (*os.File).Sync) // the name, too, before the version serves
+	}
 	if err != nil {
 		return fmt.Errorf("archive rule set %s: %w", rs.Version, err)
 	}
@@ -202,29 +205,14 @@ func (a *Archiver) Resume(ctx context.Context) error {
 func (a *Archiver) Run(ctx context.Context, retry time.Duration) {
 	failing := false
 	for {
-		a.mu.Lock()
-		todo := make([]RuleSet, 0, len(a.pending))
-		for _, rs := range a.pending {
-			todo = append(todo, rs)
+		failed := a.putPending(ctx)
+		if len(failed) > 0 && !failing {
+			a.log.Warn("rule-set archive: a store does not take the rule set yet; retrying", "version", failed[0].version, "error", failed[0].err.Error())
 		}
-		a.mu.Unlock()
-		ok := true
-		for _, rs := range todo {
-			if err := a.putAll(ctx, rs); err != nil {
-				ok = false
-				if !failing {
-					a.log.Warn("rule-set archive: a store does not take the rule set yet; retrying", "version", rs.Version, "error", err.Error())
-				}
-				continue
-			}
-			a.mu.Lock()
-			delete(a.pending, rs.Version)
-			a.mu.Unlock()
-		}
-		if failing && ok {
+		if failing && len(failed) == 0 {
 			a.log.Info("rule-set archive: every store has every version")
 		}
-		failing = !ok
+		failing = len(failed) > 0
 		var after <-chan time.Time
 		if failing {
 			after = time.After(retry)
@@ -242,23 +230,39 @@ func (a *Archiver) Run(ctx context.Context, retry time.Duration) {
 // into the stores (at shutdown, before they close), and returns the
 // versions still missing from one.
 func (a *Archiver) Drain(ctx context.Context) []string {
+	var missing []string
+	for _, f := range a.putPending(ctx) {
+		missing = append(missing, f.version)
+	}
+	return missing
+}
+
+// putFailure is a version a store did not take, and why.
+type putFailure struct {
+	version string
+	err     error
+}
+
+// putPending puts every pending version into the stores; those all took
+// leave the pending set.
+func (a *Archiver) putPending(ctx context.Context) []putFailure {
 	a.mu.Lock()
 	todo := make([]RuleSet, 0, len(a.pending))
 	for _, rs := range a.pending {
 		todo = append(todo, rs)
 	}
 	a.mu.Unlock()
-	var missing []string
+	var failed []putFailure
 	for _, rs := range todo {
 		if err := a.putAll(ctx, rs); err != nil {
-			missing = append(missing, rs.Version)
+			failed = append(failed, putFailure{rs.Version, err})
 			continue
 		}
 		a.mu.Lock()
 		delete(a.pending, rs.Version)
 		a.mu.Unlock()
 	}
-	return missing
+	return failed
 }
 
 // Pending is the number of versions not yet in every store.

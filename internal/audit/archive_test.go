@@ -77,3 +77,25 @@ func TestArchiverRetriesAStoreThatIsDown(t *testing.T) {
 		t.Fatalf("Archiver.RuleSet: %+v, %v", got, err)
 	}
 }
+
+// TestArchiverDrain: at shutdown Drain says which versions a store still
+// lacks, and puts those it now takes.
+func TestArchiverDrain(t *testing.T) {
+	dir := t.TempDir()
+	st := &failingArchive{DirArchive: audit.DirArchive(filepath.Join(dir, "store")), down: make(chan bool, 1)}
+	a := audit.NewArchiver(filepath.Join(dir, "local"), []audit.RuleSetArchive{st}, nil)
+	rs := audit.RuleSet{Version: "00000000000000bb", Files: []audit.RuleSetFile{{Name: "b.yaml", Content: "b"}}}
+	if err := a.Keep(context.Background(), rs); err != nil {
+		t.Fatal(err)
+	}
+	if missing := a.Drain(context.Background()); len(missing) != 1 || missing[0] != rs.Version {
+		t.Fatalf("Drain with the store down = %v, want [%s]", missing, rs.Version)
+	}
+	st.down <- false
+	if missing := a.Drain(context.Background()); len(missing) != 0 || a.Pending() != 0 {
+		t.Fatalf("Drain with the store up = %v, %d pending; want none", missing, a.Pending())
+	}
+	if _, err := st.DirArchive.RuleSet(context.Background(), rs.Version); err != nil {
+		t.Fatalf("the store after Drain: %v", err)
+	}
+}

@@ -451,7 +451,7 @@ func (w *Writer) writeGroup(g *group) {
 	}
 	w.seq, w.prev = seq, prev
 	w.written.Store(seq)
-	if w.walFailing.Swap(false) {
+	if w.walFailing.Load() && w.walFailing.Swap(false) { // a load, not a write, per group
 		w.opts.Logger.Info("decision log: the write-ahead log is written again", "dir", w.opts.Dir)
 	}
 }

@@ -165,7 +165,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 	workloads := map[string]map[string]*WorkloadUse{} // processor -> principal -> use
 	unregistered := map[hostKey]*recipient{}
 	expired := map[ruleKey]*recipient{}
-	unsafe := map[unsafeKey]*unsafeUse{} // allowed traffic to a processor whose version's transfer has no safeguard
+	unlawful := map[unsafeKey]*unsafeUse{} // allowed traffic to a processor whose version's transfer has no safeguard
 	var order []string
 
 	version := func(v string) (*versionUse, error) {
@@ -247,10 +247,10 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 		} else if set != nil {
 			if pr := set.Processor(id); pr != nil && pr.Safeguard() != "" {
 				k := unsafeKey{id, set.Version}
-				if unsafe[k] == nil {
-					unsafe[k] = &unsafeUse{processor: pr}
+				if unlawful[k] == nil {
+					unlawful[k] = &unsafeUse{processor: pr}
 				}
-				unsafe[k].requests++
+				unlawful[k].requests++
 			}
 		}
 		if set != nil && r.Time.After(p.lastSeen) {
@@ -339,7 +339,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 			p.Purposes, p.DataCategories, p.DataSubjects = nonNil(pr.Purposes), nonNil(pr.DataCategories), nonNil(pr.DataSubjects)
 			// Declared so now, with no traffic under that version: the
 			// register is wrong before any data moved.
-			if why := pr.Safeguard(); why != "" && unsafe[unsafeKey{id, p.RuleSet}] == nil {
+			if why := pr.Safeguard(); why != "" && unlawful[unsafeKey{id, p.RuleSet}] == nil {
 				rep.Findings = append(rep.Findings, Finding{Kind: FindingTransferWithoutSafeguard, Processor: id, RuleSet: p.RuleSet,
 					Detail: fmt.Sprintf("processor %s (%s, %s), as version %s declares it: %s", id, pr.LegalName, pr.Country, p.RuleSet, why)})
 			}
@@ -374,7 +374,7 @@ func Processing(ctx context.Context, store audit.Store, opts ProcessingOptions) 
 		rep.Processors = append(rep.Processors, *p)
 	}
 
-	for k, u := range unsafe {
+	for k, u := range unlawful {
 		pr := u.processor
 		rep.Findings = append(rep.Findings, Finding{Kind: FindingTransferWithoutSafeguard, Processor: k.processor, RuleSet: k.version, Requests: u.requests,
 			Detail: fmt.Sprintf("processor %s (%s, %s) received %s under version %s, which declares: %s", k.processor, pr.LegalName, pr.Country,

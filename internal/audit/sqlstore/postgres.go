@@ -246,23 +246,12 @@ func pgCheckFork(ctx context.Context, tx pgx.Tx, recs []audit.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
-	rows, err := tx.Query(ctx, `SELECT seq, hash FROM decisions WHERE writer = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq`,
-		recs[0].Writer, int64(recs[0].Seq), int64(recs[len(recs)-1].Seq))
+	rows, err := tx.Query(ctx, forkQuery(pgDialect.placeholder), forkArgs(recs)...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var seq int64
-		var hash string
-		if err := rows.Scan(&seq, &hash); err != nil {
-			return err
-		}
-		if h, ok := hashAt(recs, uint64(seq)); ok && h != hash {
-			return &audit.ForkError{Writer: recs[0].Writer, Seq: uint64(seq)}
-		}
-	}
-	return rows.Err()
+	return forkIn(rows, recs)
 }
 
 // maybePrune starts retention in the background when it is due. Its

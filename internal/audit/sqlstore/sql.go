@@ -359,13 +359,33 @@ func (s *sqlStore) checkFork(ctx context.Context, tx *sql.Tx, recs []audit.Recor
 	if len(recs) == 0 {
 		return nil
 	}
-	ph := s.d.placeholder
-	rows, err := tx.QueryContext(ctx, "SELECT seq, hash FROM decisions WHERE writer = "+ph(1)+" AND seq >= "+ph(2)+" AND seq <= "+ph(3)+" ORDER BY seq",
-		recs[0].Writer, int64(recs[0].Seq), int64(recs[len(recs)-1].Seq))
+	rows, err := tx.QueryContext(ctx, forkQuery(s.d.placeholder), forkArgs(recs)...)
 	if err != nil {
 		return err
 	}
 	defer rows.Close()
+	return forkIn(rows, recs)
+}
+
+// forkQuery selects the stored (seq, hash) of forkArgs' writer and range.
+func forkQuery(ph func(int) string) string {
+	return "SELECT seq, hash FROM decisions WHERE writer = " + ph(1) + " AND seq >= " + ph(2) + " AND seq <= " + ph(3) + " ORDER BY seq"
+}
+
+func forkArgs(recs []audit.Record) []any {
+	return []any{recs[0].Writer, int64(recs[0].Seq), int64(recs[len(recs)-1].Seq)}
+}
+
+// seqHashRows are the rows of forkQuery: database/sql's and pgx's alike.
+type seqHashRows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// forkIn returns an *audit.ForkError for the first stored record whose
+// hash differs from that of the record of recs at its sequence number.
+func forkIn(rows seqHashRows, recs []audit.Record) error {
 	for rows.Next() {
 		var seq int64
 		var hash string
