@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // The canonical encoding of a Record is what its hash is computed over and
@@ -116,7 +117,25 @@ func (in interner) str(b []byte) string {
 // decodeInterned decodes like decodeCanonical, taking low-cardinality
 // strings from in when it is not nil.
 func decodeInterned(b []byte, in interner) (Record, error) {
+	r, err := decodeWith(decoder{b: b, in: in})
+	if err == nil {
+		sum := sha256.Sum256(b)
+		r.Hash = hex.EncodeToString(sum[:])
+	}
+	return r, err
+}
+
+// decodeAliased decodes a record whose strings point into b, which must
+// never change afterwards (an arena's copy of the frame), and leaves Hash
+// empty: decoding a sink's batch allocates nothing per record, and the
+// feeder takes each hash from the next record's PrevHash.
+func decodeAliased(b []byte) (Record, error) {
+	return decodeWith(decoder{b: b, alias: true})
+}
+
+func decodeWith(d decoder) (Record, error) {
 	var r Record
+	b := d.b
 	if len(b) < len(canonicalTag) {
 		return r, errCorrupt
 	}
@@ -128,35 +147,33 @@ func decodeInterned(b []byte, in interner) (Record, error) {
 	default:
 		return r, errCorrupt
 	}
-	sum := sha256.Sum256(b)
-	r.Hash = hex.EncodeToString(sum[:])
-	d := decoder{b: b[len(canonicalTag):]}
-	r.Writer = d.istr(in)
+	d.b = b[len(canonicalTag):]
+	r.Writer = d.istr()
 	r.Seq = d.uvarint()
 	r.PrevHash = d.str()
 	r.Time = time.Unix(0, d.varint()).UTC()
 	r.RequestID = d.str()
 	r.TraceID = d.str()
-	r.Principal = d.istr(in)
-	r.TrustDomain = d.istr(in)
-	r.Namespace = d.istr(in)
-	r.ServiceAccount = d.istr(in)
-	r.Host = d.istr(in)
+	r.Principal = d.istr()
+	r.TrustDomain = d.istr()
+	r.Namespace = d.istr()
+	r.ServiceAccount = d.istr()
+	r.Host = d.istr()
 	r.Port = int(d.varint())
-	r.Method = d.istr(in)
+	r.Method = d.istr()
 	r.Path = d.str()
-	r.Decision = d.istr(in)
+	r.Decision = d.istr()
 	r.Enforced = d.bool()
-	r.Rule = d.istr(in)
-	r.Owner = d.istr(in)
-	r.Ticket = d.istr(in)
-	r.RuleSet = d.istr(in)
-	r.Reason = d.istr(in)
+	r.Rule = d.istr()
+	r.Owner = d.istr()
+	r.Ticket = d.istr()
+	r.RuleSet = d.istr()
+	r.Reason = d.istr()
 	r.CacheHit = d.bool()
 	r.Latency = time.Duration(d.varint())
 	if v2 {
-		r.Cluster = d.istr(in)
-		r.Processor = d.istr(in)
+		r.Cluster = d.istr()
+		r.Processor = d.istr()
 		if !d.err && r.Cluster == "" && r.Processor == "" {
 			return Record{}, errCorrupt // such a record is written EA1
 		}
@@ -167,9 +184,29 @@ func decodeInterned(b []byte, in interner) (Record, error) {
 	return r, nil
 }
 
+// arena holds copies of frames that decoded records alias (see
+// decodeAliased). Its bytes are never written twice: a full arena is
+// left to the records that still point into it, and the garbage
+// collector frees it with the last of them.
+type arena struct{ buf []byte }
+
+const arenaSize = 1 << 20
+
+// copy returns a copy of p in the arena.
+func (a *arena) copy(p []byte) []byte {
+	if cap(a.buf)-len(a.buf) < len(p) {
+		a.buf = make([]byte, 0, max(arenaSize, len(p)))
+	}
+	n := len(a.buf)
+	a.buf = append(a.buf, p...)
+	return a.buf[n:len(a.buf):len(a.buf)]
+}
+
 type decoder struct {
-	b   []byte
-	err bool
+	b     []byte
+	err   bool
+	in    interner
+	alias bool // strings point into b (decodeAliased)
 }
 
 func (d *decoder) uvarint() uint64 {
@@ -192,15 +229,26 @@ func (d *decoder) varint() int64 {
 	return v
 }
 
-func (d *decoder) str() string { return d.istr(nil) }
+// str reads a string that seldom repeats; istr one that does, shared
+// through the decoder's interner.
+func (d *decoder) str() string { return d.string(nil) }
 
-func (d *decoder) istr(in interner) string {
+func (d *decoder) istr() string { return d.string(d.in) }
+
+func (d *decoder) string(in interner) string {
 	n := d.uvarint()
 	if n > uint64(len(d.b)) {
 		d.err, d.b = true, nil
 		return ""
 	}
-	s := in.str(d.b[:n])
+	var s string
+	switch {
+	case n == 0:
+	case d.alias:
+		s = unsafe.String(&d.b[0], n)
+	default:
+		s = in.str(d.b[:n])
+	}
 	d.b = d.b[n:]
 	return s
 }
@@ -228,16 +276,19 @@ func ComputeHash(r *Record) string {
 // rejects them). Request fields can carry either when a request is denied
 // as invalid.
 func cleanString(s string) string {
-	if utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 {
+	if storable(s) {
 		return s
 	}
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
-// clean makes every string of r storable (see cleanString).
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// clean makes every string of r storable (see cleanString), writing only
+// the ones it changes.
 func (r *Record) clean() {
 	for i := range fields {
-		if p := fields[i].Str(r); p != nil {
+		if p := fields[i].Str(r); p != nil && !storable(*p) {
 			*p = cleanString(*p)
 		}
 	}

@@ -28,7 +28,7 @@ type runner struct {
 	handed   uint64        // highest sequence number written to the sink; the runner's own
 	failing  atomic.Bool
 
-	strings interner // shared strings of decoded records
+	arena arena // the frames the records of a batch point into
 
 	f        *os.File
 	fr       *frameReader
@@ -278,8 +278,22 @@ func (r *runner) position(ctx context.Context, backoff *backoff, log *slog.Logge
 }
 
 // read reads the records after those handed to the sink, up to target and
-// the batch size.
+// the batch size. Their strings point into the runner's arena, and each
+// record's hash is the next one's PrevHash: the chain as the writer made
+// it, in frames whose checksums held; only the last is computed.
 func (r *runner) read(batch []Record, target uint64) ([]Record, error) {
+	batch, err := r.readFrames(batch, target)
+	for i := range batch {
+		if i+1 < len(batch) && batch[i+1].Writer == batch[i].Writer {
+			batch[i].Hash = batch[i+1].PrevHash
+		} else {
+			batch[i].Hash = ComputeHash(&batch[i])
+		}
+	}
+	return batch, err
+}
+
+func (r *runner) readFrames(batch []Record, target uint64) ([]Record, error) {
 	next := r.handed + 1
 	if r.fr == nil {
 		if err := r.openAt(next); err != nil {
@@ -314,10 +328,7 @@ func (r *runner) read(batch []Record, target uint64) ([]Record, error) {
 		} else if err != nil {
 			return batch, err
 		}
-		if r.strings == nil {
-			r.strings = interner{}
-		}
-		rec, err := decodeInterned(p, r.strings)
+		rec, err := decodeAliased(r.arena.copy(p))
 		if err != nil {
 			return batch, err
 		}

@@ -40,7 +40,7 @@ func (w *RecordWriter) Write(r *audit.Record) error {
 	w.rows = append(w.rows, exportRow{PrevHash: r.PrevHash, Hash: r.Hash})
 	e := &w.rows[len(w.rows)-1]
 	w.buf = toRow(r, &e.row, w.buf)
-	if e.TraceID == nil && r.TraceID != "" {
+	if e.TraceID == ([16]byte{}) && r.TraceID != "" {
 		id := r.TraceID
 		e.TraceText = &id
 	}

@@ -55,6 +55,12 @@ func chain(writer string, from uint64, prev string, n int, start time.Time, step
 				r.TraceID = fmt.Sprintf("%016x%016x", rng.Uint64(), rng.Uint64()|1)
 			}
 		}
+		switch seq % 29 {
+		case 5:
+			r.RequestID = "" // stored as null, as the nil UUID and no trace id are
+		case 6:
+			r.RequestID = "00000000-0000-0000-0000-000000000000" // kept as text: a null UUID is no UUID
+		}
 		if seq%10 == 0 {
 			r.Decision, r.Reason, r.Rule, r.Owner, r.Ticket = audit.Deny, "no-matching-rule", "", "", ""
 		}

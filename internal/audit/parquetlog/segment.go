@@ -43,11 +43,17 @@ import (
 // random bytes (a UUID request id, a W3C trace id) are stored as 16 bytes,
 // not as their 32 to 36 characters of hex: in a log of random ids, how ids
 // are stored decides the size of the whole file.
+//
+// The optional columns are values, not pointers (a pointer would be an
+// allocation per record): parquet-go writes a zero value as null and reads
+// null back as zero, which the three columns can afford, since an empty
+// request id, the nil UUID and the all-zero trace id (invalid in W3C) are
+// never stored in them.
 type row struct {
-	Time           int64      `parquet:"time,timestamp(nanosecond),delta"`
-	RequestID      *string    `parquet:"request_id,optional,zstd"` // null when the id is a UUID, in request_uuid
-	RequestUUID    *uuid.UUID `parquet:"request_uuid,optional"`
-	TraceID        *[16]byte  `parquet:"trace_id,optional"` // the W3C trace id's 16 bytes; null when there was none
+	Time           int64     `parquet:"time,timestamp(nanosecond),delta"`
+	RequestID      string    `parquet:"request_id,optional,zstd"` // null when the id is a UUID, in request_uuid, or empty
+	RequestUUID    uuid.UUID `parquet:"request_uuid,optional"`
+	TraceID        [16]byte  `parquet:"trace_id,optional"` // the W3C trace id's 16 bytes; null when there was none
 	Cluster        string     `parquet:"cluster,dict,zstd"`
 	Principal      string     `parquet:"principal,dict,zstd"`
 	TrustDomain    string     `parquet:"trust_domain,dict,zstd"`
@@ -83,15 +89,12 @@ func toRow(r *audit.Record, out *row, buf []byte) []byte {
 		Writer: r.Writer, Seq: int64(r.Seq),
 	}
 	out.RecordCRC, buf = recordCRC(r, buf)
-	if u, ok := canonicalUUID(r.RequestID); ok {
-		out.RequestUUID = &u
+	if u, ok := canonicalUUID(r.RequestID); ok && u != uuid.Nil {
+		out.RequestUUID = u
 	} else {
-		id := r.RequestID
-		out.RequestID = &id
+		out.RequestID = r.RequestID
 	}
-	if t, ok := traceBytes(r.TraceID); ok {
-		out.TraceID = &t
-	}
+	out.TraceID, _ = traceBytes(r.TraceID)
 	return buf
 }
 
@@ -119,13 +122,11 @@ func fromRow(w *row, r *audit.Record) {
 		RuleSet: w.RuleSet, Reason: w.Reason, CacheHit: w.CacheHit, Latency: time.Duration(w.LatencyNS),
 		Writer: w.Writer, Seq: uint64(w.Seq),
 	}
-	switch {
-	case w.RequestUUID != nil:
+	r.RequestID = w.RequestID
+	if w.RequestUUID != uuid.Nil {
 		r.RequestID = w.RequestUUID.String()
-	case w.RequestID != nil:
-		r.RequestID = *w.RequestID
 	}
-	if w.TraceID != nil {
+	if w.TraceID != ([16]byte{}) {
 		r.TraceID = hex.EncodeToString(w.TraceID[:])
 	}
 }
@@ -166,11 +167,11 @@ func traceBytes(s string) ([16]byte, bool) {
 		hi, ok1 := lowerHex(s[2*i])
 		lo, ok2 := lowerHex(s[2*i+1])
 		if !ok1 || !ok2 {
-			return b, false
+			return [16]byte{}, false
 		}
 		b[i] = hi<<4 | lo
 	}
-	return b, true
+	return b, b != [16]byte{}
 }
 
 func lowerHex(c byte) (byte, bool) {
