@@ -185,21 +185,47 @@ func decodeWith(d decoder) (Record, error) {
 }
 
 // arena holds copies of frames that decoded records alias (see
-// decodeAliased). Its bytes are never written twice: a full arena is
-// left to the records that still point into it, and the garbage
-// collector frees it with the last of them.
-type arena struct{ buf []byte }
+// decodeAliased). Unless it is reset, its bytes are never written twice:
+// a full block is left to the records that still point into it, and the
+// garbage collector frees it with the last of them. An arena that is
+// reset (for a sink that keeps nothing of a batch, Copying) keeps its
+// blocks and fills them again.
+type arena struct {
+	buf    []byte
+	blocks [][]byte // kept for reuse once reset has been called
+	cur    int      // the block buf is, in blocks
+	reuse  bool
+}
 
 const arenaSize = 1 << 20
 
 // copy returns a copy of p in the arena.
 func (a *arena) copy(p []byte) []byte {
 	if cap(a.buf)-len(a.buf) < len(p) {
-		a.buf = make([]byte, 0, max(arenaSize, len(p)))
+		switch {
+		case a.reuse && a.cur+1 < len(a.blocks) && cap(a.blocks[a.cur+1]) >= len(p):
+			a.cur++
+			a.buf = a.blocks[a.cur][:0]
+		default:
+			a.buf = make([]byte, 0, max(arenaSize, len(p)))
+			if a.reuse {
+				a.blocks = append(a.blocks[:min(a.cur+1, len(a.blocks))], a.buf)
+				a.cur = len(a.blocks) - 1
+			}
+		}
 	}
 	n := len(a.buf)
 	a.buf = append(a.buf, p...)
 	return a.buf[n:len(a.buf):len(a.buf)]
+}
+
+// reset makes all of the arena's memory free for the next batch: every
+// string the records decoded so far hold will be overwritten.
+func (a *arena) reset() {
+	a.reuse, a.cur, a.buf = true, 0, nil
+	if len(a.blocks) > 0 {
+		a.buf = a.blocks[0][:0]
+	}
 }
 
 type decoder struct {
@@ -282,7 +308,27 @@ func cleanString(s string) string {
 	return strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "\uFFFD")
 }
 
-func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+// storable reports whether s is valid UTF-8 without NUL bytes. Nearly
+// every string of a record is ASCII, which it checks eight bytes at a
+// time, in one pass.
+func storable(s string) bool {
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		v := uint64(s[i]) | uint64(s[i+1])<<8 | uint64(s[i+2])<<16 | uint64(s[i+3])<<24 |
+			uint64(s[i+4])<<32 | uint64(s[i+5])<<40 | uint64(s[i+6])<<48 | uint64(s[i+7])<<56
+		// A byte of 0x80 or more has its high bit set in v, a NUL in
+		// v-0x0101...; a borrow into the next byte can only set more.
+		if (v|(v-0x0101010101010101))&0x8080808080808080 != 0 {
+			return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+		}
+	}
+	for ; i < len(s); i++ {
+		if s[i] == 0 || s[i] >= utf8.RuneSelf {
+			return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
+		}
+	}
+	return true
+}
 
 // clean makes every string of r storable (see cleanString), writing only
 // the ones it changes.

@@ -53,6 +53,16 @@ type Buffered interface {
 	Flush(ctx context.Context) error
 }
 
+// Copying is a Sink whose Write keeps nothing of the records it is given
+// (no string of theirs) once it returns: it copies what it keeps. The
+// writer then decodes every batch into memory it reuses for the next
+// one, instead of memory of its own per batch.
+type Copying interface {
+	Sink
+	// CopiesRecords marks the sink; it does nothing.
+	CopiesRecords()
+}
+
 // Overflow says what Record does when the buffer of records not yet in
 // every sink is full.
 type Overflow int

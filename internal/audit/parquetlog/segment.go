@@ -54,28 +54,28 @@ type row struct {
 	RequestID      string    `parquet:"request_id,optional,zstd"` // null when the id is a UUID, in request_uuid, or empty
 	RequestUUID    uuid.UUID `parquet:"request_uuid,optional"`
 	TraceID        [16]byte  `parquet:"trace_id,optional"` // the W3C trace id's 16 bytes; null when there was none
-	Cluster        string     `parquet:"cluster,dict,zstd"`
-	Principal      string     `parquet:"principal,dict,zstd"`
-	TrustDomain    string     `parquet:"trust_domain,dict,zstd"`
-	Namespace      string     `parquet:"namespace,dict,zstd"`
-	ServiceAccount string     `parquet:"service_account,dict,zstd"`
-	Host           string     `parquet:"host,dict,zstd"`
-	Port           int64      `parquet:"port,dict,zstd"`
-	Method         string     `parquet:"method,dict,zstd"`
-	Path           string     `parquet:"path,dict,zstd"`
-	Decision       string     `parquet:"decision,dict,zstd"`
-	Enforced       bool       `parquet:"enforced,zstd"`
-	Rule           string     `parquet:"rule,dict,zstd"`
-	Owner          string     `parquet:"owner,dict,zstd"`
-	Ticket         string     `parquet:"ticket,dict,zstd"`
-	Processor      string     `parquet:"processor,dict,zstd"`
-	RuleSet        string     `parquet:"ruleset,dict,zstd"`
-	Reason         string     `parquet:"reason,dict,zstd"`
-	CacheHit       bool       `parquet:"cache_hit,zstd"`
-	LatencyNS      int64      `parquet:"latency_ns,delta,zstd"`
-	Writer         string     `parquet:"writer,dict,zstd"`
-	Seq            int64      `parquet:"seq,delta,zstd"`
-	RecordCRC      uint32     `parquet:"record_crc,uint(32)"` // CRC-32C of the record's canonical encoding without its previous hash
+	Cluster        string    `parquet:"cluster,dict,zstd"`
+	Principal      string    `parquet:"principal,dict,zstd"`
+	TrustDomain    string    `parquet:"trust_domain,dict,zstd"`
+	Namespace      string    `parquet:"namespace,dict,zstd"`
+	ServiceAccount string    `parquet:"service_account,dict,zstd"`
+	Host           string    `parquet:"host,dict,zstd"`
+	Port           int64     `parquet:"port,dict,zstd"`
+	Method         string    `parquet:"method,dict,zstd"`
+	Path           string    `parquet:"path,dict,zstd"`
+	Decision       string    `parquet:"decision,dict,zstd"`
+	Enforced       bool      `parquet:"enforced,zstd"`
+	Rule           string    `parquet:"rule,dict,zstd"`
+	Owner          string    `parquet:"owner,dict,zstd"`
+	Ticket         string    `parquet:"ticket,dict,zstd"`
+	Processor      string    `parquet:"processor,dict,zstd"`
+	RuleSet        string    `parquet:"ruleset,dict,zstd"`
+	Reason         string    `parquet:"reason,dict,zstd"`
+	CacheHit       bool      `parquet:"cache_hit,zstd"`
+	LatencyNS      int64     `parquet:"latency_ns,delta,zstd"`
+	Writer         string    `parquet:"writer,dict,zstd"`
+	Seq            int64     `parquet:"seq,delta,zstd"`
+	RecordCRC      uint32    `parquet:"record_crc,uint(32)"` // CRC-32C of the record's canonical encoding without its previous hash
 }
 
 // toRow converts r to its stored form; buf is scratch space, returned for
@@ -140,48 +140,42 @@ func canonicalUUID(s string) (uuid.UUID, bool) {
 	if len(s) != 36 || s[8] != '-' || s[13] != '-' || s[18] != '-' || s[23] != '-' {
 		return u, false
 	}
-	j := 0
-	for i := 0; i < 36; i += 2 {
-		if s[i] == '-' {
-			i++
-		}
-		hi, ok1 := lowerHex(s[i])
-		lo, ok2 := lowerHex(s[i+1])
-		if !ok1 || !ok2 {
-			return u, false
-		}
-		u[j] = hi<<4 | lo
-		j++
-	}
-	return u, true
+	ok := decodeLowerHex(u[0:4], s[0:8]) && decodeLowerHex(u[4:6], s[9:13]) && decodeLowerHex(u[6:8], s[14:18]) &&
+		decodeLowerHex(u[8:10], s[19:23]) && decodeLowerHex(u[10:16], s[24:36])
+	return u, ok
 }
 
 // traceBytes decodes a trace id of 32 lower-case hex digits, the only form
-// a record holds one in.
+// a record holds one in (never all zeros, which W3C rules out).
 func traceBytes(s string) ([16]byte, bool) {
 	var b [16]byte
-	if len(s) != 32 {
-		return b, false
-	}
-	for i := 0; i < 16; i++ {
-		hi, ok1 := lowerHex(s[2*i])
-		lo, ok2 := lowerHex(s[2*i+1])
-		if !ok1 || !ok2 {
-			return [16]byte{}, false
-		}
-		b[i] = hi<<4 | lo
+	if len(s) != 32 || !decodeLowerHex(b[:], s) {
+		return [16]byte{}, false
 	}
 	return b, b != [16]byte{}
 }
 
-func lowerHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
+// unhex maps a lower-case hex digit to its value, any other byte to 0xff.
+var unhex = func() (t [256]byte) {
+	for i := range t {
+		t[i] = 0xff
 	}
-	return 0, false
+	for i, c := range "0123456789abcdef" {
+		t[c] = byte(i)
+	}
+	return t
+}()
+
+// decodeLowerHex decodes the 2*len(dst) lower-case hex digits of s into
+// dst, reporting whether they all were.
+func decodeLowerHex(dst []byte, s string) bool {
+	var bad byte
+	for i := range dst {
+		hi, lo := unhex[s[2*i]], unhex[s[2*i+1]]
+		bad |= hi | lo
+		dst[i] = hi<<4 | lo&0x0f
+	}
+	return bad&0xf0 == 0
 }
 
 // markEvery is how many records lie between two of the chain hashes a

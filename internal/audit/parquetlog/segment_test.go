@@ -1,6 +1,8 @@
 package parquetlog
 
 import (
+	"encoding/hex"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
@@ -41,6 +43,34 @@ func TestIDsStoredAsBytesOnlyWhenTheyRoundTrip(t *testing.T) {
 	} {
 		if _, ok := traceBytes(tc.id); ok != tc.ok {
 			t.Errorf("traceBytes(%q) = %v, want %v", tc.id, ok, tc.ok)
+		}
+	}
+}
+
+// canonicalUUID agrees with uuid.Parse and String on every one-byte
+// change of a UUID: it takes exactly the ids that round-trip; traceBytes
+// agrees with hex.DecodeString on lower-case hex.
+func TestCanonicalUUIDAgreesWithTheUUIDPackage(t *testing.T) {
+	const id = "3f2b8c1e-9a4d-4e2f-8b1c-0d9e7f6a5b4c"
+	for i := range len(id) {
+		for _, c := range []byte("09afAFgz-{ \x00\xff") {
+			s := id[:i] + string([]byte{c}) + id[i+1:]
+			u, ok := canonicalUUID(s)
+			want, err := uuid.Parse(s)
+			if wantOK := err == nil && want.String() == s; ok != wantOK || ok && u != want {
+				t.Errorf("canonicalUUID(%q) = %s %v, want %v", s, u, ok, wantOK)
+			}
+		}
+	}
+	const trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for i := range len(trace) {
+		for _, c := range []byte("09afAFgz-\x00\xff") {
+			s := trace[:i] + string([]byte{c}) + trace[i+1:]
+			b, ok := traceBytes(s)
+			want, err := hex.DecodeString(s)
+			if wantOK := err == nil && strings.ToLower(s) == s; ok != wantOK || ok && string(b[:]) != string(want) {
+				t.Errorf("traceBytes(%q) = %x %v, want %x %v", s, b, ok, want, wantOK)
+			}
 		}
 	}
 }

@@ -183,6 +183,9 @@ func (s *Log) removeUnfinished(writer string) error {
 
 // Write implements audit.Sink: it appends recs to the open segment,
 // closing segments as they fill, age or cross midnight (UTC).
+//
+// It keeps nothing of recs once it returns (audit.Copying): segments copy
+// what they store.
 func (s *Log) Write(ctx context.Context, recs []audit.Record) error {
 	for len(recs) > 0 {
 		r := &recs[0]
@@ -232,6 +235,9 @@ func (s *Log) Write(ctx context.Context, recs []audit.Record) error {
 	}
 	return nil
 }
+
+// CopiesRecords implements audit.Copying.
+func (s *Log) CopiesRecords() {}
 
 func (s *Log) closeSegment() error {
 	seg := s.seg

@@ -29,7 +29,7 @@ type segmentWriter struct {
 	f      *os.File
 	w      *parquet.GenericWriter[row]
 	meta   chainMeta
-	rows   []row // converted records not yet handed to w
+	rows   []row // the batch being converted for w
 	buf    []byte
 	opened time.Time
 }
@@ -76,7 +76,7 @@ func createSegment(root string, day time.Time, writer string, first uint64, open
 		return nil, fmt.Errorf("new segment: %w", err)
 	}
 	s := &segmentWriter{dir: dir, tmp: tmp, day: day, f: f, opened: opened,
-		meta: chainMeta{Format: 1, Writer: writer, FirstSeq: first, LastSeq: first - 1}}
+		meta: chainMeta{Format: 1, Writer: strings.Clone(writer), FirstSeq: first, LastSeq: first - 1}}
 	s.w = parquet.NewGenericWriter[row](f,
 		parquet.MaxRowsPerRowGroup(rowGroupRows),
 		parquet.Compression(codec),
@@ -94,10 +94,10 @@ func (s *segmentWriter) append(recs []audit.Record) error {
 				s.meta.Writer, s.meta.LastSeq, r.Seq, r.Writer)
 		}
 		if s.meta.Records%markEvery == 0 {
-			s.meta.Marks = append(s.meta.Marks, r.PrevHash)
+			s.meta.Marks = append(s.meta.Marks, strings.Clone(r.PrevHash))
 		}
 		if s.meta.Records == 0 {
-			s.meta.PrevHash, s.meta.MinTime, s.meta.MaxTime = r.PrevHash, r.Time.UnixNano(), r.Time.UnixNano()
+			s.meta.PrevHash, s.meta.MinTime, s.meta.MaxTime = strings.Clone(r.PrevHash), r.Time.UnixNano(), r.Time.UnixNano()
 		}
 		t := r.Time.UnixNano()
 		s.meta.MinTime, s.meta.MaxTime = min(s.meta.MinTime, t), max(s.meta.MaxTime, t)
@@ -106,10 +106,12 @@ func (s *segmentWriter) append(recs []audit.Record) error {
 		s.rows = append(s.rows, row{})
 		s.buf = toRow(r, &s.rows[len(s.rows)-1], s.buf)
 	}
-	if len(s.rows) >= 1024 {
-		return s.flushRows()
+	// Nothing of recs is kept past this call (the sink is audit.Copying):
+	// parquet-go copies the rows' values into its buffers.
+	if len(recs) > 0 {
+		s.meta.LastHash = strings.Clone(s.meta.LastHash)
 	}
-	return nil
+	return s.flushRows()
 }
 
 func (s *segmentWriter) flushRows() error {

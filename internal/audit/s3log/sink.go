@@ -118,6 +118,10 @@ func (s *Sink) Write(ctx context.Context, recs []audit.Record) error {
 	return s.upload(ctx)
 }
 
+// CopiesRecords implements audit.Copying: the records go to a
+// parquetlog.Log, which is.
+func (s *Sink) CopiesRecords() {}
+
 // Durable implements audit.Buffered: the last record uploaded.
 func (s *Sink) Durable() uint64 { return s.uploaded.Load() }
 
