@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 // Sink stores decision records. Each sink is driven by one goroutine of the
@@ -419,6 +420,13 @@ func (w *Writer) writeGroup(g *group) {
 	buf := w.buf[:0]
 	var scratch [512]byte
 	n, lastOff := 0, 0
+	// The group's hashes, in hex, in one allocation: the records' Hash
+	// and PrevHash point into it, and it is never written again.
+	total := 0
+	for m := range g.members {
+		total += len(g.members[m].recs)
+	}
+	hexes := make([]byte, 0, total*sha256.Size*2)
 	for m := range g.members {
 		mb := &g.members[m]
 		mSeq, mPrev, mStart, mLastOff := seq, prev, len(buf), 0
@@ -434,7 +442,9 @@ func (w *Writer) writeGroup(g *group) {
 				break
 			}
 			sum := sha256.Sum256(payload)
-			r.Hash = hex.EncodeToString(sum[:])
+			at := len(hexes)
+			hexes = hex.AppendEncode(hexes, sum[:])
+			r.Hash = unsafe.String(&hexes[at], len(hexes)-at)
 			mPrev = r.Hash
 			mLastOff = len(buf)
 			buf = appendFrame(buf, payload)

@@ -51,30 +51,30 @@ import (
 // never stored in them.
 type row struct {
 	Time           int64     `parquet:"time,timestamp(nanosecond),delta"`
-	RequestID      string    `parquet:"request_id,optional,zstd"` // null when the id is a UUID, in request_uuid, or empty
+	RequestID      string    `parquet:"request_id,optional"` // null when the id is a UUID, in request_uuid, or empty
 	RequestUUID    uuid.UUID `parquet:"request_uuid,optional"`
 	TraceID        [16]byte  `parquet:"trace_id,optional"` // the W3C trace id's 16 bytes; null when there was none
-	Cluster        string    `parquet:"cluster,dict,zstd"`
-	Principal      string    `parquet:"principal,dict,zstd"`
-	TrustDomain    string    `parquet:"trust_domain,dict,zstd"`
-	Namespace      string    `parquet:"namespace,dict,zstd"`
-	ServiceAccount string    `parquet:"service_account,dict,zstd"`
-	Host           string    `parquet:"host,dict,zstd"`
-	Port           int64     `parquet:"port,dict,zstd"`
-	Method         string    `parquet:"method,dict,zstd"`
-	Path           string    `parquet:"path,dict,zstd"`
-	Decision       string    `parquet:"decision,dict,zstd"`
-	Enforced       bool      `parquet:"enforced,zstd"`
-	Rule           string    `parquet:"rule,dict,zstd"`
-	Owner          string    `parquet:"owner,dict,zstd"`
-	Ticket         string    `parquet:"ticket,dict,zstd"`
-	Processor      string    `parquet:"processor,dict,zstd"`
-	RuleSet        string    `parquet:"ruleset,dict,zstd"`
-	Reason         string    `parquet:"reason,dict,zstd"`
-	CacheHit       bool      `parquet:"cache_hit,zstd"`
-	LatencyNS      int64     `parquet:"latency_ns,delta,zstd"`
-	Writer         string    `parquet:"writer,dict,zstd"`
-	Seq            int64     `parquet:"seq,delta,zstd"`
+	Cluster        string    `parquet:"cluster,dict"`
+	Principal      string    `parquet:"principal,dict"`
+	TrustDomain    string    `parquet:"trust_domain,dict"`
+	Namespace      string    `parquet:"namespace,dict"`
+	ServiceAccount string    `parquet:"service_account,dict"`
+	Host           string    `parquet:"host,dict"`
+	Port           int64     `parquet:"port,dict"`
+	Method         string    `parquet:"method,dict"`
+	Path           string    `parquet:"path,dict"`
+	Decision       string    `parquet:"decision,dict"`
+	Enforced       bool      `parquet:"enforced"`
+	Rule           string    `parquet:"rule,dict"`
+	Owner          string    `parquet:"owner,dict"`
+	Ticket         string    `parquet:"ticket,dict"`
+	Processor      string    `parquet:"processor,dict"`
+	RuleSet        string    `parquet:"ruleset,dict"`
+	Reason         string    `parquet:"reason,dict"`
+	CacheHit       bool      `parquet:"cache_hit"`
+	LatencyNS      int64     `parquet:"latency_ns,delta"`
+	Writer         string    `parquet:"writer,dict"`
+	Seq            int64     `parquet:"seq,delta"`
 	RecordCRC      uint32    `parquet:"record_crc,uint(32)"` // CRC-32C of the record's canonical encoding without its previous hash
 }
 

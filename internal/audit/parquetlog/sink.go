@@ -62,6 +62,7 @@ type Log struct {
 
 	writer    string // set by Cursor: a sink serves one writer's chain
 	seg       *segmentWriter
+	rows      []row // a closed segment's row buffer, for the next one
 	durable   atomic.Uint64
 	flushBy   atomic.Int64 // unix nanoseconds; 0 when no segment is open
 	nextPrune time.Time    // when retention runs next
@@ -208,7 +209,7 @@ func (s *Log) Write(ctx context.Context, recs []audit.Record) error {
 			if err != nil {
 				return err
 			}
-			s.seg = seg
+			s.seg, seg.rows, s.rows = seg, s.rows, nil
 			s.flushBy.Store(seg.opened.Add(s.opts.MaxAge).UnixNano())
 		}
 		// As many records as fit in the segment and its day.
@@ -241,7 +242,7 @@ func (s *Log) CopiesRecords() {}
 
 func (s *Log) closeSegment() error {
 	seg := s.seg
-	s.seg = nil
+	s.seg, s.rows = nil, seg.rows[:0]
 	s.flushBy.Store(0)
 	if err := CheckFork(context.Background(), Dir(s.dir), "", seg.meta.Writer, seg.meta.FirstSeq, seg.meta.LastSeq); err != nil {
 		seg.abort()
