@@ -311,10 +311,26 @@ func writerID(dir string) (string, error) {
 }
 
 // group is the decisions of the Checks that arrived while the write
-// before was under way, written together.
+// before was under way, written together. Groups are reused: the last
+// member to read its result puts its group back in groups.
 type group struct {
 	members []member
 	done    chan struct{} // closed when the group is written (or failed)
+	left    atomic.Int32  // members yet to read their result, once done
+}
+
+var groups = sync.Pool{New: func() any { return &group{members: make([]member, 0, 64)} }}
+
+// result returns member i's error and, for the last member to ask,
+// releases the group.
+func (g *group) result(i int) error {
+	err := g.members[i].err
+	if g.left.Add(-1) == 0 {
+		clear(g.members) // no Check's records stay reachable
+		g.members = g.members[:0]
+		groups.Put(g)
+	}
+	return err
 }
 
 type member struct {
@@ -344,7 +360,8 @@ func (w *Writer) Record(ctx context.Context, recs []Record) error {
 	w.gmu.Lock()
 	g, lead := w.filling, false
 	if g == nil {
-		g, lead = &group{done: make(chan struct{})}, true
+		g, lead = groups.Get().(*group), true
+		g.done = make(chan struct{})
 		w.filling = g
 	}
 	i := len(g.members)
@@ -352,9 +369,7 @@ func (w *Writer) Record(ctx context.Context, recs []Record) error {
 	w.gmu.Unlock()
 	if !lead {
 		<-g.done
-		err := g.members[i].err
-		g.members[i].recs = nil
-		return err
+		return g.result(i)
 	}
 	// Let the Checks that are ready to run reach their Record first and
 	// join this group: on a busy server with few cores they run one after
@@ -365,13 +380,14 @@ func (w *Writer) Record(ctx context.Context, recs []Record) error {
 	w.mu.Lock()
 	w.gmu.Lock()
 	w.filling = nil // later Records start the next group
+	g.left.Store(int32(len(g.members)))
 	w.gmu.Unlock()
 	w.writeGroup(g)
 	w.mu.Unlock()
 	close(g.done)
 	// The feeders are not woken: they read only what is fsynced, and the
 	// sync that makes these records durable wakes them.
-	return g.members[0].err
+	return g.result(0)
 }
 
 // admit takes room in the buffer for n records, or applies the overflow
