@@ -427,18 +427,19 @@ func TestLogSpecsPlaceTheirFilesInTheServersDirectory(t *testing.T) {
 	write("decisions.db-shm", 32768) // an index of the -wal, not data
 	write("decisions/day=2026-12-04/0001.parquet", 300)
 	write("decisions/day=2026-12-05/0002.parquet", 40)
+	write("decisions/_rulesets/abc.json", 7000) // once per rule-set version
 	write("wal/00000000000000000001.wal", 5)
 	for _, c := range []struct {
-		log  logSpec
-		want int64
-		ok   bool
-	}{{"sqlite", 1200, true}, {"parquet", 340, true}, {"none", 0, false}, {"stdout", 0, false}} {
-		n, ok, err := c.log.storeBytes(dir)
-		if err != nil || n != c.want || ok != c.ok {
-			t.Errorf("%s: %d bytes (measured %v, %v), want %d (%v)", c.log, n, ok, err, c.want, c.ok)
+		log           logSpec
+		want, archive int64
+		ok            bool
+	}{{"sqlite", 1200, 0, true}, {"parquet", 340, 7000, true}, {"none", 0, 0, false}, {"stdout", 0, 0, false}} {
+		n, archive, ok, err := c.log.storeBytes(dir)
+		if err != nil || n != c.want || archive != c.archive || ok != c.ok {
+			t.Errorf("%s: %d bytes and %d archived (measured %v, %v), want %d and %d (%v)", c.log, n, archive, ok, err, c.want, c.archive, c.ok)
 		}
 	}
-	if n, ok, err := logSpec("parquet").storeBytes(t.TempDir()); err != nil || !ok || n != 0 {
+	if n, _, ok, err := logSpec("parquet").storeBytes(t.TempDir()); err != nil || !ok || n != 0 {
 		t.Errorf("no segments yet: %d, %v, %v; want 0 bytes", n, ok, err)
 	}
 }
@@ -482,10 +483,10 @@ func TestReportCarriesCPUAndLogCost(t *testing.T) {
 	}
 	b.Reset()
 	writeLogTable(&b, ss)
-	if !strings.Contains(b.String(), "| cmp | parquet | 38.5 | +2.5 | 0.000 | 1000 | 1010 | 60000 | 60.0 | 59.4 | 0 | 90.0 % |") {
+	if !strings.Contains(b.String(), "| cmp | parquet | 38.5 | +2.5 | 0.000 | 1000 | 1010 | 60000 | 60.0 | 59.4 | 0 | 0 | 90.0 % |") {
 		t.Errorf("log table lacks the parquet row's cost:\n%s", b.String())
 	}
-	if !strings.Contains(b.String(), "| cmp | none | 36.0 |  | 0.000 | 1000 | 0 |  |  |  | 0 | 0.0 % |") {
+	if !strings.Contains(b.String(), "| cmp | none | 36.0 |  | 0.000 | 1000 | 0 |  |  |  |  | 0 | 0.0 % |") {
 		t.Errorf("log table's none row claims a cost or a size:\n%s", b.String())
 	}
 

@@ -278,12 +278,12 @@ func (s *logServer) finish(ctx context.Context, sent int64) (*Totals, error) {
 	if st := s.proc.cmd.ProcessState; st != nil {
 		t.StopCPU = max(0, st.UserTime()+st.SystemTime()-before.run)
 	}
-	n, ok, err := s.log.storeBytes(s.dir)
+	n, archive, ok, err := s.log.storeBytes(s.dir)
 	if err != nil {
 		return nil, err
 	}
 	if ok {
-		t.StoreBytes = &n
+		t.StoreBytes, t.RuleSetBytes = &n, archive
 		if sent > 0 {
 			t.BytesPerDecision = float64(n) / float64(sent)
 		}

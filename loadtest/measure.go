@@ -167,9 +167,11 @@ func (l logSpec) dsn(dataDir string) string {
 // storeBytes returns the size of the decision log's files in dataDir, once
 // the server has stopped (a graceful stop checkpoints SQLite and closes the
 // open Parquet segment): the database and its -wal (its -shm is an index of
-// the -wal, not data), or every file under the segments' directory. ok is
-// false for a log whose files compare does not place.
-func (l logSpec) storeBytes(dataDir string) (n int64, ok bool, err error) {
+// the -wal, not data), or every file under the segments' directory but the
+// rule-set archive, which costs once per rule-set version, not per
+// decision (archive; SQLite keeps it in the database). ok is false for a
+// log whose files compare does not place.
+func (l logSpec) storeBytes(dataDir string) (n, archive int64, ok bool, err error) {
 	switch l {
 	case "sqlite":
 		db := filepath.Join(dataDir, "decisions.db")
@@ -179,16 +181,21 @@ func (l logSpec) storeBytes(dataDir string) (n int64, ok bool, err error) {
 				continue
 			}
 			if err != nil {
-				return 0, true, fmt.Errorf("decision log size: %w", err)
+				return 0, 0, true, fmt.Errorf("decision log size: %w", err)
 			}
 			n += st.Size()
 		}
-		return n, true, nil
+		return n, 0, true, nil
 	case "parquet":
-		n, err := dirBytes(filepath.Join(dataDir, "decisions"))
-		return n, true, err
+		dir := filepath.Join(dataDir, "decisions")
+		all, err := dirBytes(dir)
+		if err != nil {
+			return 0, 0, true, err
+		}
+		archive, err := dirBytes(filepath.Join(dir, "_rulesets"))
+		return all - archive, archive, true, err
 	}
-	return 0, false, nil
+	return 0, 0, false, nil
 }
 
 // dirBytes is the size of the regular files under dir (0 if it does not
