@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -20,6 +21,10 @@ import (
 // rowGroupRows is how many records a row group holds: a whole number of
 // marks, so that each row group's chain starts at a mark.
 const rowGroupRows = 64 * markEvery
+
+// yieldEvery is how many records the sink converts and hands to
+// parquet-go before it lets other goroutines run.
+const yieldEvery = 512
 
 // segmentWriter writes one segment to its temporary file.
 type segmentWriter struct {
@@ -105,6 +110,14 @@ func (s *segmentWriter) append(recs []audit.Record) error {
 		s.meta.Records++
 		s.rows = append(s.rows, row{})
 		s.buf = toRow(r, &s.rows[len(s.rows)-1], s.buf)
+		if len(s.rows) == yieldEvery {
+			if err := s.flushRows(); err != nil {
+				return err
+			}
+			// A batch is a burst of work on one core, while Checks wait
+			// for it on a small machine: let them run between chunks.
+			runtime.Gosched()
+		}
 	}
 	// Nothing of recs is kept past this call (the sink is audit.Copying):
 	// parquet-go copies the rows' values into its buffers.
