@@ -146,12 +146,13 @@ type Writer struct {
 	// numbers, hash and append, so that records reach the log in chain
 	// order and a failed append leaves the chain as it was. It covers the
 	// append's write(2) into the page cache, never an fsync.
-	mu     sync.Mutex
-	seq    uint64 // last sequence number written
-	prev   string // hash of record seq
-	buf    []byte
-	room   chan struct{} // closed and replaced whenever a sink progresses
-	closed atomic.Bool
+	mu      sync.Mutex
+	seq     uint64 // last sequence number written
+	prev    string // hash of record seq
+	buf     []byte
+	scratch []byte        // a record's encoding, before it is framed into buf
+	room    chan struct{} // closed and replaced whenever a sink progresses
+	closed  atomic.Bool
 
 	// Group commit: the Checks that arrive while a write is under way
 	// join one group, which its first member writes with one write(2)
@@ -434,7 +435,6 @@ func (w *Writer) admit(ctx context.Context, n uint64) error {
 func (w *Writer) writeGroup(g *group) {
 	seq, prev := w.seq, w.prev
 	buf := w.buf[:0]
-	var scratch [512]byte
 	n, lastOff := 0, 0
 	// The group's hashes, in hex, in one allocation: the records' Hash
 	// and PrevHash point into it, and it is never written again.
@@ -450,7 +450,8 @@ func (w *Writer) writeGroup(g *group) {
 			r := &mb.recs[i]
 			mSeq++
 			r.Writer, r.Seq, r.PrevHash = w.id, mSeq, mPrev
-			payload := appendCanonical(scratch[:0], r)
+			payload := appendCanonical(w.scratch[:0], r)
+			w.scratch = payload[:0]
 			if len(payload) > maxFrame {
 				// The reader would take such a frame for a torn one: refuse
 				// the record (its Check is denied) rather than write it.
