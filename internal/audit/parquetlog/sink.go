@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/parquet-go/parquet-go"
+
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
@@ -62,7 +64,8 @@ type Log struct {
 
 	writer    string // set by Cursor: a sink serves one writer's chain
 	seg       *segmentWriter
-	rows      []row // a closed segment's row buffer, for the next one
+	rows      []row                       // a closed segment's row buffer, for the next one
+	pw        *parquet.GenericWriter[row] // a closed segment's parquet writer, for the next one
 	durable   atomic.Uint64
 	flushBy   atomic.Int64 // unix nanoseconds; 0 when no segment is open
 	nextPrune time.Time    // when retention runs next
@@ -205,7 +208,8 @@ func (s *Log) Write(ctx context.Context, recs []audit.Record) error {
 			}
 		}
 		if s.seg == nil {
-			seg, err := createSegment(s.segmentRoot(), day, r.Writer, r.Seq, s.opts.Now())
+			seg, err := createSegment(s.segmentRoot(), day, r.Writer, r.Seq, s.opts.Now(), s.pw)
+			s.pw = nil
 			if err != nil {
 				return err
 			}
@@ -252,6 +256,7 @@ func (s *Log) closeSegment() error {
 		seg.abort()
 		return err
 	}
+	s.pw = seg.w
 	s.durable.Store(seg.meta.LastSeq)
 	s.maybePrune()
 	return nil

@@ -63,7 +63,10 @@ func parseTmpName(name string) (writer string, ok bool) {
 	return writer, ok
 }
 
-func createSegment(root string, day time.Time, writer string, first uint64, opened time.Time) (*segmentWriter, error) {
+// createSegment starts a segment of writer's records from first. pw, when
+// not nil, is the parquet writer of a segment that closed, reset to write
+// this one: its buffers and dictionaries are reused, not allocated again.
+func createSegment(root string, day time.Time, writer string, first uint64, opened time.Time, pw *parquet.GenericWriter[row]) (*segmentWriter, error) {
 	dir := filepath.Join(root, dayDir(day))
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		// A new day: its directory entry must be durable before the
@@ -82,6 +85,11 @@ func createSegment(root string, day time.Time, writer string, first uint64, open
 	}
 	s := &segmentWriter{dir: dir, tmp: tmp, day: day, f: f, opened: opened,
 		meta: chainMeta{Format: 1, Writer: strings.Clone(writer), FirstSeq: first, LastSeq: first - 1}}
+	if pw != nil {
+		pw.Reset(f)
+		s.w = pw
+		return s, nil
+	}
 	s.w = parquet.NewGenericWriter[row](f,
 		parquet.MaxRowsPerRowGroup(rowGroupRows),
 		parquet.Compression(codec),
