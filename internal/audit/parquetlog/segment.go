@@ -42,33 +42,34 @@ import (
 // row is a Record as a segment stores it. Identifiers that carry 16
 // random bytes (a UUID request id, a W3C trace id) are stored as 16 bytes,
 // not as their 32 to 36 characters of hex: in a log of random ids, how ids
-// are stored decides the size of the whole file.
+// are stored decides the size of the whole file. Every column is
+// compressed with the segment writer's codec (see segmentCodec).
 type row struct {
 	Time           int64      `parquet:"time,timestamp(nanosecond),delta"`
-	RequestID      *string    `parquet:"request_id,optional,zstd"` // null when the id is a UUID, in request_uuid
+	RequestID      *string    `parquet:"request_id,optional"` // null when the id is a UUID, in request_uuid
 	RequestUUID    *uuid.UUID `parquet:"request_uuid,optional"`
 	TraceID        *[16]byte  `parquet:"trace_id,optional"` // the W3C trace id's 16 bytes; null when there was none
-	Cluster        string     `parquet:"cluster,dict,zstd"`
-	Principal      string     `parquet:"principal,dict,zstd"`
-	TrustDomain    string     `parquet:"trust_domain,dict,zstd"`
-	Namespace      string     `parquet:"namespace,dict,zstd"`
-	ServiceAccount string     `parquet:"service_account,dict,zstd"`
-	Host           string     `parquet:"host,dict,zstd"`
-	Port           int64      `parquet:"port,dict,zstd"`
-	Method         string     `parquet:"method,dict,zstd"`
-	Path           string     `parquet:"path,dict,zstd"`
-	Decision       string     `parquet:"decision,dict,zstd"`
-	Enforced       bool       `parquet:"enforced,zstd"`
-	Rule           string     `parquet:"rule,dict,zstd"`
-	Owner          string     `parquet:"owner,dict,zstd"`
-	Ticket         string     `parquet:"ticket,dict,zstd"`
-	Processor      string     `parquet:"processor,dict,zstd"`
-	RuleSet        string     `parquet:"ruleset,dict,zstd"`
-	Reason         string     `parquet:"reason,dict,zstd"`
-	CacheHit       bool       `parquet:"cache_hit,zstd"`
-	LatencyNS      int64      `parquet:"latency_ns,delta,zstd"`
-	Writer         string     `parquet:"writer,dict,zstd"`
-	Seq            int64      `parquet:"seq,delta,zstd"`
+	Cluster        string     `parquet:"cluster,dict"`
+	Principal      string     `parquet:"principal,dict"`
+	TrustDomain    string     `parquet:"trust_domain,dict"`
+	Namespace      string     `parquet:"namespace,dict"`
+	ServiceAccount string     `parquet:"service_account,dict"`
+	Host           string     `parquet:"host,dict"`
+	Port           int64      `parquet:"port,dict"`
+	Method         string     `parquet:"method,dict"`
+	Path           string     `parquet:"path,dict"`
+	Decision       string     `parquet:"decision,dict"`
+	Enforced       bool       `parquet:"enforced"`
+	Rule           string     `parquet:"rule,dict"`
+	Owner          string     `parquet:"owner,dict"`
+	Ticket         string     `parquet:"ticket,dict"`
+	Processor      string     `parquet:"processor,dict"`
+	RuleSet        string     `parquet:"ruleset,dict"`
+	Reason         string     `parquet:"reason,dict"`
+	CacheHit       bool       `parquet:"cache_hit"`
+	LatencyNS      int64      `parquet:"latency_ns,delta"`
+	Writer         string     `parquet:"writer,dict"`
+	Seq            int64      `parquet:"seq,delta"`
 	RecordCRC      uint32     `parquet:"record_crc,uint(32)"` // CRC-32C of the record's canonical encoding without its previous hash
 }
 

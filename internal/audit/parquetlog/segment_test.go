@@ -1,9 +1,13 @@
 package parquetlog
 
 import (
+	"context"
+	"math/rand/v2"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/parquet-go/parquet-go/format"
 )
 
 func TestIDsStoredAsBytesOnlyWhenTheyRoundTrip(t *testing.T) {
@@ -42,5 +46,30 @@ func TestIDsStoredAsBytesOnlyWhenTheyRoundTrip(t *testing.T) {
 		if _, ok := traceBytes(tc.id); ok != tc.ok {
 			t.Errorf("traceBytes(%q) = %v, want %v", tc.id, ok, tc.ok)
 		}
+	}
+}
+
+// TestEveryColumnCompressed: every column chunk of a segment is
+// zstd-compressed (the codec is the writer's default, not a struct tag's).
+func TestEveryColumnCompressed(t *testing.T) {
+	dir := t.TempDir()
+	writeAll(t, dir, Options{}, chain("w1", 0, "", 3000, t0, time.Second, rand.New(rand.NewPCG(1, 2))))
+	refs, err := listSegments(context.Background(), Dir(dir))
+	if err != nil || len(refs) == 0 {
+		t.Fatal(refs, err)
+	}
+	for _, ref := range refs {
+		seg, err := openSegment(context.Background(), Dir(dir), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rg := range seg.pf.Metadata().RowGroups {
+			for _, cc := range rg.Columns {
+				if cc.MetaData.Codec != format.Zstd {
+					t.Errorf("%s: column %v is compressed with %v", ref.name, cc.MetaData.PathInSchema, cc.MetaData.Codec)
+				}
+			}
+		}
+		seg.close()
 	}
 }
