@@ -15,9 +15,10 @@ import (
 // Every column goes through it: the row's struct tags name no codec (a
 // tag's would be parquet-go's pooled one, with a second history), the
 // writer's default is this one. Its window is 1 MiB, not zstd's 8 MiB: a
-// page is compressed alone and holds at most PageBufferSize (256 KiB)
-// before encoding, so a longer window finds nothing more, and the
-// encoder's history, twice the window, was most of the sink's memory.
+// page is compressed alone, and holds pageBufferSize bytes before encoding
+// (a dictionary page, the column chunk's whole dictionary: a few hundred
+// KiB), so a longer window finds nothing more, and the encoder's history,
+// twice the window, was most of the sink's memory.
 type segmentCodec struct {
 	zstd.Codec
 	enc *kzstd.Encoder
