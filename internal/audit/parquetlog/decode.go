@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/encoding"
 
@@ -126,6 +126,11 @@ type colData struct {
 	bits []bool   // kindBool
 	ids  [][16]byte
 	null []bool // kindID
+	// kindID: the ids of rows textLo.. as text, in one string (a record's
+	// id is a substring of it: one allocation, not one a row), made by
+	// prepareIDs for the rows a caller is about to assemble.
+	text   string
+	textLo int
 
 	dict parquet.Dictionary // the dictionary last copied into strs or tab
 	base int32              // where in strs or tab it was copied
@@ -167,6 +172,7 @@ func (d *decoder) decode(rg parquet.RowGroup, recs []audit.Record, cols columnSe
 	if err := d.decodeColumns(rg, cols); err != nil {
 		return err
 	}
+	d.prepareIDs(0, d.rows)
 	for i := range recs {
 		d.record(i, &recs[i])
 	}
@@ -203,6 +209,7 @@ func (d *decoder) decodeColumns(rg parquet.RowGroup, cols columnSet) error {
 func (d *decoder) decodeColumn(c column, chunk parquet.ColumnChunk) error {
 	col := &d.cols[c]
 	col.idx, col.strs, col.ints, col.tab, col.bits, col.ids, col.null = col.idx[:0], col.strs[:0], col.ints[:0], col.tab[:0], col.bits[:0], col.ids[:0], col.null[:0]
+	col.text, col.textLo = "", 0
 	clear(col.strs[:cap(col.strs)]) // let the previous row group's strings go
 	col.dict = nil
 	pages := chunk.Pages()
@@ -232,6 +239,57 @@ func (d *decoder) decodeColumn(c column, chunk parquet.ColumnChunk) error {
 		return fmt.Errorf("pages hold %d of the row group's %d rows", row, d.rows)
 	}
 	return nil
+}
+
+// prepareIDs makes the text of the 16-byte ids of rows lo..hi-1, for the
+// records about to be assembled from them.
+func (d *decoder) prepareIDs(lo, hi int) {
+	for _, c := range []column{colRequestUUID, colTraceID} {
+		if d.have.has(c) {
+			col := &d.cols[c]
+			col.text, col.textLo = idText(c, col.ids[lo:hi]), lo
+		}
+	}
+}
+
+// idWidth is how many characters an id of the 16-byte column c is as text.
+func idWidth(c column) int {
+	if c == colRequestUUID {
+		return 36
+	}
+	return 32
+}
+
+// idText is the text of ids, each idWidth(c) characters: a UUID as
+// uuid.UUID.String writes it, a trace id as 32 lower-case hex digits.
+func idText(c column, ids [][16]byte) string {
+	w := idWidth(c)
+	var sb strings.Builder
+	sb.Grow(len(ids) * w)
+	var buf [36]byte
+	for i := range ids {
+		t, id := buf[:w], &ids[i]
+		encodeID(c, t, id)
+		sb.Write(t)
+	}
+	return sb.String()
+}
+
+// encodeID writes the text of id, a value of column c, to t.
+func encodeID(c column, t []byte, id *[16]byte) {
+	if c != colRequestUUID {
+		hex.Encode(t, id[:])
+		return
+	}
+	hex.Encode(t[0:8], id[0:4])
+	t[8] = '-'
+	hex.Encode(t[9:13], id[4:6])
+	t[13] = '-'
+	hex.Encode(t[14:18], id[6:8])
+	t[18] = '-'
+	hex.Encode(t[19:23], id[8:10])
+	t[23] = '-'
+	hex.Encode(t[24:36], id[10:16])
 }
 
 // decodePage appends the n rows of one page of column c to col.
@@ -359,12 +417,20 @@ func (d *decoder) bool(c column, i int) bool {
 	return d.have.has(c) && d.cols[c].bits[i]
 }
 
-// id is row i's value of a 16-byte column, and whether it has one.
-func (d *decoder) id(c column, i int) (*[16]byte, bool) {
+// id is row i's value of a 16-byte column as text, and whether it has
+// one. The text of a prepared row shares prepareIDs' string: a caller
+// keeping it beyond the next prepareIDs clones it.
+func (d *decoder) id(c column, i int) (string, bool) {
 	if !d.have.has(c) || d.cols[c].null[i] {
-		return nil, false
+		return "", false
 	}
-	return &d.cols[c].ids[i], true
+	col, w := &d.cols[c], idWidth(c)
+	if j := i - col.textLo; j >= 0 && (j+1)*w <= len(col.text) {
+		return col.text[j*w : (j+1)*w], true
+	}
+	var buf [36]byte
+	encodeID(c, buf[:w], &col.ids[i])
+	return string(buf[:w]), true
 }
 
 // record sets r from row i of the decoded columns (a column not decoded
@@ -373,12 +439,9 @@ func (d *decoder) record(i int, r *audit.Record) {
 	r.Time = time.Unix(0, d.int(colTime, i)).UTC()
 	r.RequestID = d.str(colRequestID, i) // null when the id is a UUID
 	if u, ok := d.id(colRequestUUID, i); ok {
-		r.RequestID = uuid.UUID(*u).String()
+		r.RequestID = u
 	}
-	r.TraceID = ""
-	if t, ok := d.id(colTraceID, i); ok {
-		r.TraceID = hex.EncodeToString(t[:])
-	}
+	r.TraceID, _ = d.id(colTraceID, i)
 	r.Cluster = d.str(colCluster, i)
 	r.Principal = d.str(colPrincipal, i)
 	r.TrustDomain = d.str(colTrustDomain, i)

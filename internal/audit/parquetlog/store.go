@@ -320,12 +320,20 @@ rows:
 	out := make([]audit.Record, 0, len(match))
 	for j := 0; j < len(match); {
 		start := match[j] - match[j]%markEvery
+		end := j
+		for end+1 < len(match) && match[end+1] < start+markEvery {
+			end++
+		}
+		dec.prepareIDs(start, match[end]+1)
 		c := chainer{prev: blockPrev(&seg.meta, uint64(dec.int(colSeq, start)))}
-		for i := start; j < len(match) && match[j] < start+markEvery; i++ {
+		for i := start; j <= end; i++ {
 			dec.record(i, &rec)
 			c.next(&rec)
 			if i == match[j] {
 				out = append(out, rec)
+				// Not the block's text of every id.
+				r := &out[len(out)-1]
+				r.RequestID, r.TraceID = strings.Clone(r.RequestID), strings.Clone(r.TraceID)
 				j++
 			}
 		}
