@@ -306,9 +306,7 @@ func (d *decoder) decodePage(c column, col *colData, p parquet.Page, n int) erro
 			col.dict = dict
 			if k == kindString {
 				col.base = int32(len(col.strs))
-				for i := range size {
-					col.strs = append(col.strs, string(dict.Index(i).ByteArray()))
-				}
+				col.strs = appendDict(col.strs, dict)
 			} else {
 				col.base = int32(len(col.tab))
 				for i := range size {
@@ -391,6 +389,28 @@ func (d *decoder) decodePage(c column, col *colData, p parquet.Page, n int) erro
 		}
 	}
 	return nil
+}
+
+// appendDict appends the strings of a dictionary of byte arrays to strs:
+// substrings of one string, one allocation for the dictionary, not one a
+// value.
+func appendDict(strs []string, dict parquet.Dictionary) []string {
+	n, size := int32(dict.Len()), 0
+	for i := range n {
+		size += len(dict.Index(i).ByteArray())
+	}
+	var sb strings.Builder
+	sb.Grow(size)
+	for i := range n {
+		sb.Write(dict.Index(i).ByteArray())
+	}
+	all, off := sb.String(), 0
+	for i := range n {
+		l := len(dict.Index(i).ByteArray())
+		strs = append(strs, all[off:off+l])
+		off += l
+	}
+	return strs
 }
 
 // str is row i's value of the string column c, "" when it is not decoded.
