@@ -11,6 +11,14 @@ import (
 // two pages, and each page then built a new encoder with its 2 MB history
 // (an eighth of the server's allocations, and the collections they cause).
 // Decoding stays parquet-go's.
+//
+// Every column goes through it: the row's struct tags name no codec (a
+// tag's would be parquet-go's pooled one, with a second history), the
+// writer's default is this one. Its window is 1 MiB, not zstd's 8 MiB: a
+// page is compressed alone, and holds pageBufferSize bytes before encoding
+// (a dictionary page, the column chunk's whole dictionary: a few hundred
+// KiB), so a longer window finds nothing more, and the encoder's history,
+// twice the window, was most of the sink's memory.
 type segmentCodec struct {
 	zstd.Codec
 	enc *kzstd.Encoder
@@ -22,6 +30,7 @@ func newSegmentCodec() *segmentCodec {
 		kzstd.WithEncoderLevel(zstd.SpeedDefault),
 		kzstd.WithZeroFrames(true),
 		kzstd.WithEncoderCRC(false),
+		kzstd.WithWindowSize(1<<20),
 	)
 	if err != nil {
 		panic(err) // only for invalid options

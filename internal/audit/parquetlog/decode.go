@@ -5,21 +5,25 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/parquet-go/parquet-go"
+	"github.com/parquet-go/parquet-go/encoding"
 
 	"github.com/egress-authz/egress-authz/internal/audit"
 )
 
 // A row group is decoded column by column, straight from its pages into
-// records: a dictionary-encoded column costs a lookup in a table of the
-// dictionary's strings, made once per column chunk, and no allocation per
-// record. A query decodes the columns its filter reads first and the
-// others only for row groups with a match. (parquet-go's row reader
-// allocates every string of every row: an order of magnitude slower on a
-// log of millions of records.)
+// compact arrays of per-row values (a dictionary-encoded string column
+// into its rows' indexes in a table of the dictionary's strings, made once
+// per column chunk), and records are assembled from them one row at a
+// time, only for the rows a caller needs. A query decodes the columns its
+// filter reads first, and the others only for row groups with a match;
+// the rows it only hashes to rebuild the chain are assembled into one
+// scratch record each, not kept. (parquet-go's row reader allocates every
+// string of every row: an order of magnitude slower on a log of millions
+// of records.)
 
 // column is one column of the segment schema and where its values go.
 type column int
@@ -64,43 +68,26 @@ var columnNames = [numColumns]string{
 	colLatency: "latency_ns", colWriter: "writer", colSeq: "seq", colCRC: "record_crc",
 }
 
-// stringField returns the record field a string column fills, or nil.
-func stringField(c column, r *audit.Record) *string {
+// kind is how a column's values are kept.
+type kind int
+
+const (
+	kindString kind = iota // idx into strs
+	kindInt                // ints
+	kindBool               // bools
+	kindID                 // ids, 16 bytes or null
+)
+
+func kindOf(c column) kind {
 	switch c {
-	case colCluster:
-		return &r.Cluster
-	case colPrincipal:
-		return &r.Principal
-	case colTrustDomain:
-		return &r.TrustDomain
-	case colNamespace:
-		return &r.Namespace
-	case colServiceAccount:
-		return &r.ServiceAccount
-	case colHost:
-		return &r.Host
-	case colMethod:
-		return &r.Method
-	case colPath:
-		return &r.Path
-	case colDecision:
-		return &r.Decision
-	case colRule:
-		return &r.Rule
-	case colOwner:
-		return &r.Owner
-	case colTicket:
-		return &r.Ticket
-	case colProcessor:
-		return &r.Processor
-	case colRuleSet:
-		return &r.RuleSet
-	case colReason:
-		return &r.Reason
-	case colWriter:
-		return &r.Writer
+	case colTime, colPort, colLatency, colSeq, colCRC:
+		return kindInt
+	case colEnforced, colCacheHit:
+		return kindBool
+	case colRequestUUID, colTraceID:
+		return kindID
 	}
-	return nil
+	return kindString
 }
 
 // columnSet is a set of columns.
@@ -118,25 +105,48 @@ func (s columnSet) has(c column) bool { return s&(1<<c) != 0 }
 
 const allColumns = columnSet(1<<numColumns - 1)
 
-// decoder decodes row groups of segments. It keeps, per column, the
-// strings of the dictionary it saw last. It is not safe for concurrent use.
+// decoder decodes row groups of segments. It keeps the columns of the row
+// group it decoded last, and its buffers from one row group to the next.
+// It is not safe for concurrent use.
 type decoder struct {
 	leaves [numColumns]int // leaf column index in the file's schema; -1 when absent
-	dicts  [numColumns]dictTable
+	cols   [numColumns]colData
+	have   columnSet // the columns decoded for the current row group
+	rows   int       // of the current row group
 	vals   []parquet.Value
-	crcs   []uint32 // record_crc of the rows decoded last, when asked for
+	crcs   []uint32 // record_crc of the rows decode filled last, when asked for
 }
 
-// dictTable is a column chunk's dictionary as Go values.
-type dictTable struct {
-	d     parquet.Dictionary
-	strs  []string
-	ints  []int64
-	bools []bool
+// colData is one column of the current row group, a value per row.
+type colData struct {
+	idx  []int32  // kindString: the row's string in strs, -1 for null
+	strs []string // kindString: the dictionaries' strings and the plain values
+	ints []int64  // kindInt
+	tab  []int64  // kindInt: the dictionaries' integers
+	bits []bool   // kindBool
+	ids  [][16]byte
+	null []bool // kindID
+	// kindID: the ids of rows textLo.. as text, in one string (a record's
+	// id is a substring of it: one allocation, not one a row), made by
+	// prepareIDs for the rows a caller is about to assemble.
+	text   string
+	textLo int
+
+	dict parquet.Dictionary // the dictionary last copied into strs or tab
+	base int32              // where in strs or tab it was copied
 }
 
 func newDecoder(schema *parquet.Schema) (*decoder, error) {
 	d := &decoder{}
+	if err := d.reset(schema); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// reset makes d decode segments of schema.
+func (d *decoder) reset(schema *parquet.Schema) error {
+	d.have, d.rows = 0, 0
 	for c := range numColumns {
 		d.leaves[c] = -1
 		if leaf, ok := schema.Lookup(columnNames[c]); ok {
@@ -145,35 +155,63 @@ func newDecoder(schema *parquet.Schema) (*decoder, error) {
 	}
 	for _, c := range []column{colTime, colWriter, colSeq, colCRC} {
 		if d.leaves[c] < 0 {
-			return nil, fmt.Errorf("no %s column: not a segment of the decision log", columnNames[c])
-		}
-	}
-	return d, nil
-}
-
-// decode fills recs (one per row of rg; other fields are left as they
-// are) with the columns in cols (request_id and request_uuid go
-// together). PrevHash and Hash are the chain's to recompute.
-func (d *decoder) decode(rg parquet.RowGroup, recs []audit.Record, cols columnSet) error {
-	if int64(len(recs)) != rg.NumRows() {
-		return fmt.Errorf("row group of %d rows decoded into %d records", rg.NumRows(), len(recs))
-	}
-	if cols.has(colCRC) {
-		d.crcs = append(d.crcs[:0], make([]uint32, len(recs))...)
-	}
-	chunks := rg.ColumnChunks()
-	for c := range numColumns {
-		if !cols.has(c) || d.leaves[c] < 0 {
-			continue
-		}
-		if err := d.decodeColumn(c, chunks[d.leaves[c]], recs); err != nil {
-			return fmt.Errorf("column %s: %w", columnNames[c], err)
+			return fmt.Errorf("no %s column: not a segment of the decision log", columnNames[c])
 		}
 	}
 	return nil
 }
 
-func (d *decoder) decodeColumn(c column, chunk parquet.ColumnChunk, recs []audit.Record) error {
+// decode fills recs (one per row of rg) with the columns in cols; the
+// fields of other columns are zero. PrevHash and Hash are the chain's to
+// recompute.
+func (d *decoder) decode(rg parquet.RowGroup, recs []audit.Record, cols columnSet) error {
+	if int64(len(recs)) != rg.NumRows() {
+		return fmt.Errorf("row group of %d rows decoded into %d records", rg.NumRows(), len(recs))
+	}
+	d.start(rg)
+	if err := d.decodeColumns(rg, cols); err != nil {
+		return err
+	}
+	d.prepareIDs(0, d.rows)
+	for i := range recs {
+		d.record(i, &recs[i])
+	}
+	if cols.has(colCRC) {
+		d.crcs = d.crcs[:0]
+		for _, v := range d.cols[colCRC].ints {
+			d.crcs = append(d.crcs, uint32(v))
+		}
+	}
+	return nil
+}
+
+// start begins the decoding of rg: no column of it is decoded yet.
+func (d *decoder) start(rg parquet.RowGroup) {
+	d.have, d.rows = 0, int(rg.NumRows())
+}
+
+// decodeColumns decodes the columns of cols that the segment has and that
+// are not decoded yet, for every row of the current row group rg.
+func (d *decoder) decodeColumns(rg parquet.RowGroup, cols columnSet) error {
+	chunks := rg.ColumnChunks()
+	for c := range numColumns {
+		if !cols.has(c) || d.have.has(c) || d.leaves[c] < 0 {
+			continue
+		}
+		if err := d.decodeColumn(c, chunks[d.leaves[c]]); err != nil {
+			return fmt.Errorf("column %s: %w", columnNames[c], err)
+		}
+		d.have |= setOf(c)
+	}
+	return nil
+}
+
+func (d *decoder) decodeColumn(c column, chunk parquet.ColumnChunk) error {
+	col := &d.cols[c]
+	col.idx, col.strs, col.ints, col.tab, col.bits, col.ids, col.null = col.idx[:0], col.strs[:0], col.ints[:0], col.tab[:0], col.bits[:0], col.ids[:0], col.null[:0]
+	col.text, col.textLo = "", 0
+	clear(col.strs[:cap(col.strs)]) // let the previous row group's strings go
+	col.dict = nil
 	pages := chunk.Pages()
 	defer pages.Close()
 	row := 0
@@ -186,155 +224,278 @@ func (d *decoder) decodeColumn(c column, chunk parquet.ColumnChunk, recs []audit
 			return err
 		}
 		n := int(p.NumRows())
-		if row+n > len(recs) {
+		if row+n > d.rows {
 			parquet.Release(p)
-			return fmt.Errorf("pages hold more than the row group's %d rows", len(recs))
+			return fmt.Errorf("pages hold more than the row group's %d rows", d.rows)
 		}
-		err = d.decodePage(c, p, recs[row:row+n], row)
+		err = d.decodePage(c, col, p, n)
 		parquet.Release(p)
 		if err != nil {
 			return err
 		}
 		row += n
 	}
-	if row != len(recs) {
-		return fmt.Errorf("pages hold %d of the row group's %d rows", row, len(recs))
+	if row != d.rows {
+		return fmt.Errorf("pages hold %d of the row group's %d rows", row, d.rows)
 	}
 	return nil
 }
 
-// decodePage fills recs from one page of column c; first is the row of
-// recs[0] in the row group.
-func (d *decoder) decodePage(c column, p parquet.Page, recs []audit.Record, first int) error {
-	if dict := p.Dictionary(); dict != nil && p.NumNulls() == 0 {
+// prepareIDs makes the text of the 16-byte ids of rows lo..hi-1, for the
+// records about to be assembled from them.
+func (d *decoder) prepareIDs(lo, hi int) {
+	for _, c := range []column{colRequestUUID, colTraceID} {
+		if d.have.has(c) {
+			col := &d.cols[c]
+			col.text, col.textLo = idText(c, col.ids[lo:hi]), lo
+		}
+	}
+}
+
+// idWidth is how many characters an id of the 16-byte column c is as text.
+func idWidth(c column) int {
+	if c == colRequestUUID {
+		return 36
+	}
+	return 32
+}
+
+// idText is the text of ids, each idWidth(c) characters: a UUID as
+// uuid.UUID.String writes it, a trace id as 32 lower-case hex digits.
+func idText(c column, ids [][16]byte) string {
+	w := idWidth(c)
+	var sb strings.Builder
+	sb.Grow(len(ids) * w)
+	var buf [36]byte
+	for i := range ids {
+		t, id := buf[:w], &ids[i]
+		encodeID(c, t, id)
+		sb.Write(t)
+	}
+	return sb.String()
+}
+
+// encodeID writes the text of id, a value of column c, to t.
+func encodeID(c column, t []byte, id *[16]byte) {
+	if c != colRequestUUID {
+		hex.Encode(t, id[:])
+		return
+	}
+	hex.Encode(t[0:8], id[0:4])
+	t[8] = '-'
+	hex.Encode(t[9:13], id[4:6])
+	t[13] = '-'
+	hex.Encode(t[14:18], id[6:8])
+	t[18] = '-'
+	hex.Encode(t[19:23], id[8:10])
+	t[23] = '-'
+	hex.Encode(t[24:36], id[10:16])
+}
+
+// decodePage appends the n rows of one page of column c to col.
+func (d *decoder) decodePage(c column, col *colData, p parquet.Page, n int) error {
+	k := kindOf(c)
+	if dict := p.Dictionary(); dict != nil && p.NumNulls() == 0 && (k == kindString || k == kindInt) {
 		data := p.Data()
 		idx := data.Int32()
-		if len(idx) != len(recs) {
-			return fmt.Errorf("a dictionary page of %d rows holds %d indexes", len(recs), len(idx))
+		if len(idx) != n {
+			return fmt.Errorf("a dictionary page of %d rows holds %d indexes", n, len(idx))
 		}
-		t := d.table(c, dict)
-		for i, k := range idx {
-			if k < 0 || int(k) >= dict.Len() {
-				return fmt.Errorf("dictionary index %d out of range", k)
+		size := int32(dict.Len())
+		if col.dict != dict {
+			col.dict = dict
+			if k == kindString {
+				col.base = int32(len(col.strs))
+				col.strs = appendDict(col.strs, dict)
+			} else {
+				col.base = int32(len(col.tab))
+				for i := range size {
+					col.tab = append(col.tab, dict.Index(i).Int64())
+				}
 			}
-			d.setFromDict(c, t, k, &recs[i], first+i)
+		}
+		for _, i := range idx {
+			if i < 0 || i >= size {
+				return fmt.Errorf("dictionary index %d out of range", i)
+			}
+		}
+		if k == kindString {
+			for _, i := range idx {
+				col.idx = append(col.idx, col.base+i)
+			}
+		} else {
+			tab := col.tab[col.base : col.base+size]
+			for _, i := range idx {
+				col.ints = append(col.ints, tab[i])
+			}
 		}
 		return nil
 	}
-	// Plain values (or a dictionary page with nulls), one Value each:
-	// strings are copied out of the page.
-	if cap(d.vals) < len(recs) {
-		d.vals = make([]parquet.Value, len(recs))
+	if p.NumNulls() == 0 && p.Dictionary() == nil {
+		switch data := p.Data(); {
+		case k == kindInt && data.Kind() == encoding.Int64 && len(data.Int64()) == n:
+			col.ints = append(col.ints, data.Int64()...)
+			return nil
+		case k == kindInt && data.Kind() == encoding.Int32 && len(data.Int32()) == n:
+			for _, v := range data.Int32() {
+				col.ints = append(col.ints, int64(v))
+			}
+			return nil
+		case k == kindBool:
+			if r, ok := p.Values().(parquet.BooleanReader); ok {
+				col.bits = append(col.bits, make([]bool, n)...)
+				m, err := r.ReadBooleans(col.bits[len(col.bits)-n:])
+				if err != nil && !errors.Is(err, io.EOF) {
+					return err
+				}
+				if m != n {
+					return fmt.Errorf("a page of %d rows holds %d values", n, m)
+				}
+				return nil
+			}
+		}
 	}
-	vals := d.vals[:len(recs)]
-	n, err := p.Values().ReadValues(vals)
+	// Any other page (plain strings, optional values), one Value each:
+	// strings are copied out of the page.
+	if cap(d.vals) < n {
+		d.vals = make([]parquet.Value, n)
+	}
+	vals := d.vals[:n]
+	m, err := p.Values().ReadValues(vals)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err
 	}
-	if n != len(recs) {
-		return fmt.Errorf("a page of %d rows holds %d values", len(recs), n)
+	if m != n {
+		return fmt.Errorf("a page of %d rows holds %d values", n, m)
 	}
-	for i := range vals {
-		d.setValue(c, vals[i], &recs[i], first+i)
+	for _, v := range vals {
+		switch k {
+		case kindString:
+			if v.IsNull() {
+				col.idx = append(col.idx, -1)
+			} else {
+				col.idx = append(col.idx, int32(len(col.strs)))
+				col.strs = append(col.strs, string(v.ByteArray()))
+			}
+		case kindInt:
+			col.ints = append(col.ints, v.Int64())
+		case kindBool:
+			col.bits = append(col.bits, v.Boolean())
+		case kindID:
+			var id [16]byte
+			copy(id[:], v.ByteArray())
+			col.ids = append(col.ids, id)
+			col.null = append(col.null, v.IsNull())
+		}
 	}
 	return nil
 }
 
-// table returns the Go values of dict, made when the column's dictionary
-// changed (a new column chunk).
-func (d *decoder) table(c column, dict parquet.Dictionary) *dictTable {
-	t := &d.dicts[c]
-	if t.d == dict && (t.strs != nil || t.ints != nil || t.bools != nil) {
-		return t
+// appendDict appends the strings of a dictionary of byte arrays to strs:
+// substrings of one string, one allocation for the dictionary, not one a
+// value.
+func appendDict(strs []string, dict parquet.Dictionary) []string {
+	n, size := int32(dict.Len()), 0
+	for i := range n {
+		size += len(dict.Index(i).ByteArray())
 	}
-	*t = dictTable{d: dict}
-	n := dict.Len()
-	switch c {
-	case colPort, colTime, colLatency, colSeq, colCRC:
-		t.ints = make([]int64, n)
-		for i := range n {
-			t.ints[i] = dict.Index(int32(i)).Int64()
-		}
-	case colEnforced, colCacheHit:
-		t.bools = make([]bool, n)
-		for i := range n {
-			t.bools[i] = dict.Index(int32(i)).Boolean()
-		}
-	default:
-		t.strs = make([]string, n)
-		for i := range n {
-			t.strs[i] = string(dict.Index(int32(i)).ByteArray())
-		}
+	var sb strings.Builder
+	sb.Grow(size)
+	for i := range n {
+		sb.Write(dict.Index(i).ByteArray())
 	}
-	return t
+	all, off := sb.String(), 0
+	for i := range n {
+		l := len(dict.Index(i).ByteArray())
+		strs = append(strs, all[off:off+l])
+		off += l
+	}
+	return strs
 }
 
-func (d *decoder) setFromDict(c column, t *dictTable, k int32, r *audit.Record, row int) {
-	switch {
-	case t.ints != nil:
-		d.setInt(c, t.ints[k], r, row)
-	case t.bools != nil:
-		d.setBool(c, t.bools[k], r)
-	default:
-		d.setString(c, t.strs[k], r)
+// str is row i's value of the string column c, "" when it is not decoded.
+func (d *decoder) str(c column, i int) string {
+	if !d.have.has(c) {
+		return ""
 	}
+	col := &d.cols[c]
+	if k := col.idx[i]; k >= 0 {
+		return col.strs[k]
+	}
+	return ""
 }
 
-func (d *decoder) setValue(c column, v parquet.Value, r *audit.Record, row int) {
-	switch c {
-	case colRequestID: // decoded before request_uuid, which holds the UUIDs
-		if v.IsNull() {
-			r.RequestID = ""
-		} else {
-			r.RequestID = string(v.ByteArray())
+// int is row i's value of the integer column c, 0 when it is not decoded.
+func (d *decoder) int(c column, i int) int64 {
+	if !d.have.has(c) {
+		return 0
+	}
+	return d.cols[c].ints[i]
+}
+
+func (d *decoder) bool(c column, i int) bool {
+	return d.have.has(c) && d.cols[c].bits[i]
+}
+
+// id is row i's value of a 16-byte column as text, and whether it has
+// one. The text of a prepared row shares prepareIDs' string: a caller
+// keeping it beyond the next prepareIDs clones it.
+func (d *decoder) id(c column, i int) (string, bool) {
+	if !d.have.has(c) || d.cols[c].null[i] {
+		return "", false
+	}
+	col, w := &d.cols[c], idWidth(c)
+	if j := i - col.textLo; j >= 0 && (j+1)*w <= len(col.text) {
+		return col.text[j*w : (j+1)*w], true
+	}
+	var buf [36]byte
+	encodeID(c, buf[:w], &col.ids[i])
+	return string(buf[:w]), true
+}
+
+// record sets r from row i of the decoded columns (a column not decoded
+// gives its zero value); PrevHash and Hash are left as they are.
+func (d *decoder) record(i int, r *audit.Record) {
+	r.Time = time.Unix(0, d.int(colTime, i)).UTC()
+	r.RequestID = d.str(colRequestID, i) // null when the id is a UUID
+	if u, ok := d.id(colRequestUUID, i); ok {
+		r.RequestID = u
+	}
+	r.TraceID, _ = d.id(colTraceID, i)
+	r.Cluster = d.str(colCluster, i)
+	r.Principal = d.str(colPrincipal, i)
+	r.TrustDomain = d.str(colTrustDomain, i)
+	r.Namespace = d.str(colNamespace, i)
+	r.ServiceAccount = d.str(colServiceAccount, i)
+	r.Host = d.str(colHost, i)
+	r.Port = int(d.int(colPort, i))
+	r.Method = d.str(colMethod, i)
+	r.Path = d.str(colPath, i)
+	r.Decision = d.str(colDecision, i)
+	r.Enforced = d.bool(colEnforced, i)
+	r.Rule = d.str(colRule, i)
+	r.Owner = d.str(colOwner, i)
+	r.Ticket = d.str(colTicket, i)
+	r.Processor = d.str(colProcessor, i)
+	r.RuleSet = d.str(colRuleSet, i)
+	r.Reason = d.str(colReason, i)
+	r.CacheHit = d.bool(colCacheHit, i)
+	r.Latency = time.Duration(d.int(colLatency, i))
+	r.Writer = d.str(colWriter, i)
+	r.Seq = uint64(d.int(colSeq, i))
+}
+
+// equal returns, for the decoded string column c, which entries of its
+// table equal want (rows whose idx is k match when eq[k]), and whether any
+// does.
+func (d *decoder) equal(c column, want string, eq []bool) ([]bool, bool) {
+	col := &d.cols[c]
+	eq = append(eq[:0], make([]bool, len(col.strs))...)
+	any := false
+	for k, s := range col.strs {
+		if s == want {
+			eq[k], any = true, true
 		}
-	case colRequestUUID:
-		if !v.IsNull() {
-			var u uuid.UUID
-			copy(u[:], v.ByteArray())
-			r.RequestID = u.String()
-		}
-	case colTraceID:
-		if v.IsNull() {
-			r.TraceID = ""
-		} else {
-			r.TraceID = hex.EncodeToString(v.ByteArray())
-		}
-	case colPort, colTime, colLatency, colSeq, colCRC:
-		d.setInt(c, v.Int64(), r, row)
-	case colEnforced, colCacheHit:
-		d.setBool(c, v.Boolean(), r)
-	default:
-		d.setString(c, string(v.ByteArray()), r)
 	}
-}
-
-func (d *decoder) setString(c column, s string, r *audit.Record) {
-	if p := stringField(c, r); p != nil {
-		*p = s
-	}
-}
-
-func (d *decoder) setInt(c column, v int64, r *audit.Record, row int) {
-	switch c {
-	case colTime:
-		r.Time = time.Unix(0, v).UTC()
-	case colPort:
-		r.Port = int(v)
-	case colLatency:
-		r.Latency = time.Duration(v)
-	case colSeq:
-		r.Seq = uint64(v)
-	case colCRC:
-		d.crcs[row] = uint32(v)
-	}
-}
-
-func (d *decoder) setBool(c column, v bool, r *audit.Record) {
-	switch c {
-	case colEnforced:
-		r.Enforced = v
-	case colCacheHit:
-		r.CacheHit = v
-	}
+	return eq, any
 }

@@ -42,7 +42,8 @@ import (
 // row is a Record as a segment stores it. Identifiers that carry 16
 // random bytes (a UUID request id, a W3C trace id) are stored as 16 bytes,
 // not as their 32 to 36 characters of hex: in a log of random ids, how ids
-// are stored decides the size of the whole file.
+// are stored decides the size of the whole file. Every column is
+// compressed with the segment writer's codec (see segmentCodec).
 //
 // The optional columns are values, not pointers (a pointer would be an
 // allocation per record): parquet-go writes a zero value as null and reads

@@ -1,11 +1,15 @@
 package parquetlog
 
 import (
+	"context"
 	"encoding/hex"
+	"math/rand/v2"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/parquet-go/parquet-go/format"
 )
 
 func TestIDsStoredAsBytesOnlyWhenTheyRoundTrip(t *testing.T) {
@@ -72,5 +76,30 @@ func TestCanonicalUUIDAgreesWithTheUUIDPackage(t *testing.T) {
 				t.Errorf("traceBytes(%q) = %x %v, want %x %v", s, b, ok, want, wantOK)
 			}
 		}
+	}
+}
+
+// TestEveryColumnCompressed: every column chunk of a segment is
+// zstd-compressed (the codec is the writer's default, not a struct tag's).
+func TestEveryColumnCompressed(t *testing.T) {
+	dir := t.TempDir()
+	writeAll(t, dir, Options{}, chain("w1", 0, "", 3000, t0, time.Second, rand.New(rand.NewPCG(1, 2))))
+	refs, err := listSegments(context.Background(), Dir(dir))
+	if err != nil || len(refs) == 0 {
+		t.Fatal(refs, err)
+	}
+	for _, ref := range refs {
+		seg, err := openSegment(context.Background(), Dir(dir), ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, rg := range seg.pf.Metadata().RowGroups {
+			for _, cc := range rg.Columns {
+				if cc.MetaData.Codec != format.Zstd {
+					t.Errorf("%s: column %v is compressed with %v", ref.name, cc.MetaData.PathInSchema, cc.MetaData.Codec)
+				}
+			}
+		}
+		seg.close()
 	}
 }

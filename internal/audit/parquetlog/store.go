@@ -1,14 +1,15 @@
 package parquetlog
 
 import (
-	"runtime"
-	"strings"
-
 	"cmp"
 	"container/heap"
 	"context"
 	"fmt"
+	"math"
+	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -242,31 +243,75 @@ func (s *Log) matches(ctx context.Context, ref segmentRef, f audit.Filter, cur c
 }
 
 // rowGroupMatches returns the records of one row group that f selects,
-// with their chain hashes. It decodes the columns the filter reads first,
-// and the others only when a record matches.
+// with their chain hashes. It decodes the columns of the filter's exact
+// matches first, and stops there when no value of the row group's
+// dictionary matches; then the other columns the filter reads, and the
+// rest only when a record matches.
 func rowGroupMatches(ctx context.Context, seg *segment, rg parquet.RowGroup, f *audit.Filter, cur cursorPos, until time.Time) ([]audit.Record, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	dec, err := newDecoder(seg.pf.Schema())
-	if err != nil {
+	dec := decoders.Get().(*decoder)
+	defer decoders.Put(dec)
+	if err := dec.reset(seg.pf.Schema()); err != nil {
 		return nil, err
+	}
+	dec.start(rg)
+	// Rows are dropped early only by what Match would drop them for, which
+	// then decides.
+	eqs := equalities(f)
+	var eqCols columnSet
+	for _, e := range eqs {
+		eqCols |= setOf(e.col)
+	}
+	if err := dec.decodeColumns(rg, eqCols); err != nil {
+		return nil, err
+	}
+	eq := make([][]bool, len(eqs))
+	for k, e := range eqs {
+		if !dec.have.has(e.col) {
+			continue // an older segment without the column: Match sees ""
+		}
+		var any bool
+		if eq[k], any = dec.equal(e.col, e.want, nil); !any {
+			return nil, nil // not in the row group's dictionary
+		}
 	}
 	filterCols := filterColumns(f)
-	recs := make([]audit.Record, rg.NumRows())
-	if err := dec.decode(rg, recs, filterCols); err != nil {
+	if err := dec.decodeColumns(rg, filterCols); err != nil {
 		return nil, err
 	}
+	var lo, hi int64 = math.MinInt64, math.MaxInt64
+	if !f.Since.IsZero() {
+		lo = f.Since.UnixNano()
+	}
+	if !until.IsZero() {
+		hi = until.UnixNano()
+	}
+	times := dec.cols[colTime].ints
 	var match []int
-	for i := range recs {
-		if matchRecord(f, &recs[i], until) && cur.before(&recs[i]) {
+	var rec audit.Record
+rows:
+	for i := range dec.rows {
+		if t := times[i]; t < lo || t >= hi {
+			continue
+		}
+		for k, e := range eqs {
+			if eq[k] != nil {
+				if j := dec.cols[e.col].idx[i]; j < 0 || !eq[k][j] {
+					continue rows
+				}
+			}
+		}
+		dec.record(i, &rec)
+		if matchRecord(f, &rec, until) && cur.before(&rec) {
 			match = append(match, i)
 		}
 	}
 	if len(match) == 0 {
 		return nil, nil // the other columns are never decoded
 	}
-	if err := dec.decode(rg, recs, allColumns&^filterCols&^setOf(colCRC)); err != nil {
+	if err := dec.decodeColumns(rg, allColumns&^setOf(colCRC)); err != nil {
 		return nil, err
 	}
 	// Hashes are recomputed along the chain from the mark that starts each
@@ -279,29 +324,59 @@ func rowGroupMatches(ctx context.Context, seg *segment, rg parquet.RowGroup, f *
 		for end+1 < len(match) && match[end+1] < start+markEvery {
 			end++
 		}
-		c := chainer{prev: blockPrev(&seg.meta, recs[start].Seq)}
-		for i := start; i <= match[end]; i++ {
-			c.next(&recs[i])
+		dec.prepareIDs(start, match[end]+1)
+		c := chainer{prev: blockPrev(&seg.meta, uint64(dec.int(colSeq, start)))}
+		for i := start; j <= end; i++ {
+			dec.record(i, &rec)
+			c.next(&rec)
+			if i == match[j] {
+				out = append(out, rec)
+				// Not the block's text of every id.
+				r := &out[len(out)-1]
+				r.RequestID, r.TraceID = strings.Clone(r.RequestID), strings.Clone(r.TraceID)
+				j++
+			}
 		}
-		for _, i := range match[j : end+1] {
-			out = append(out, recs[i])
-		}
-		j = end + 1
 	}
 	return out, nil
+}
+
+// decoders are the query's decoders, kept with their buffers.
+var decoders = sync.Pool{New: func() any { return &decoder{} }}
+
+// equality is an exact match of a string field that the filter asks for.
+type equality struct {
+	col  column
+	want string
+}
+
+// equalities are the filter's exact matches of string columns, as Match
+// checks them.
+func equalities(f *audit.Filter) []equality {
+	var out []equality
+	for _, e := range []equality{
+		{colCluster, f.Cluster}, {colPrincipal, f.Principal}, {colNamespace, f.Namespace}, {colMethod, f.Method},
+		{colRule, f.Rule}, {colProcessor, f.Processor}, {colDecision, f.Decision}, {colReason, f.Reason},
+	} {
+		if e.want != "" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // filterColumns are the columns matchRecord and the cursor read.
 func filterColumns(f *audit.Filter) columnSet {
 	cols := setOf(colTime, colWriter, colSeq)
+	for _, e := range equalities(f) {
+		cols |= setOf(e.col)
+	}
 	for _, c := range []struct {
 		set bool
 		col column
 	}{
-		{f.RequestID != "", colRequestID}, {f.RequestID != "", colRequestUUID}, {f.Cluster != "", colCluster},
-		{f.Principal != "", colPrincipal}, {f.Namespace != "", colNamespace}, {!f.Host.IsZero(), colHost},
-		{f.Host.Port != 0 || f.Port != 0, colPort}, {f.Method != "", colMethod}, {f.Rule != "", colRule}, {f.Processor != "", colProcessor},
-		{f.Decision != "", colDecision}, {f.Reason != "", colReason}, {f.DryRun || f.Enforced != nil, colEnforced},
+		{f.RequestID != "", colRequestID}, {f.RequestID != "", colRequestUUID}, {!f.Host.IsZero(), colHost},
+		{f.Host.Port != 0 || f.Port != 0, colPort}, {f.DryRun || f.Enforced != nil, colEnforced},
 	} {
 		if c.set {
 			cols |= setOf(c.col)

@@ -1,12 +1,12 @@
 package parquetlog
 
 import (
-	"runtime"
-	"time"
-
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
+	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -192,7 +192,8 @@ type segmentCheck struct {
 // the caller's.
 func checkSegment(ctx context.Context, st Storage, opts *audit.VerifyOptions, writer string, ref segmentRef, logged map[uint64]string) (res segmentCheck) {
 	brk := func(kind string, seq uint64, requestID string, t time.Time, format string, args ...any) {
-		res.breaks = append(res.breaks, audit.Break{Kind: kind, Writer: writer, Seq: seq, RequestID: requestID, Time: t, Problem: fmt.Sprintf(format, args...)})
+		// A clone: a decoded id shares its row group's text of every id.
+		res.breaks = append(res.breaks, audit.Break{Kind: kind, Writer: writer, Seq: seq, RequestID: strings.Clone(requestID), Time: t, Problem: fmt.Sprintf(format, args...)})
 	}
 	seg, err := openSegment(ctx, st, ref)
 	if err != nil {

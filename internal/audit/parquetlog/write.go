@@ -26,6 +26,13 @@ const rowGroupRows = 64 * markEvery
 // parquet-go before it lets other goroutines run.
 const yieldEvery = 512
 
+// pageBufferSize is how many bytes of a column's values are buffered
+// before they are encoded and compressed as a page. parquet-go's default,
+// 256 KiB, held a whole row group of each dictionary column's indexes
+// (65,536 of 4 bytes) in memory; a quarter of that costs 0.4 % more bytes
+// on disk and a third of the sink's memory.
+const pageBufferSize = 64 << 10
+
 // segmentWriter writes one segment to its temporary file.
 type segmentWriter struct {
 	dir    string // the day's directory
@@ -92,6 +99,7 @@ func createSegment(root string, day time.Time, writer string, first uint64, open
 	}
 	s.w = parquet.NewGenericWriter[row](f,
 		parquet.MaxRowsPerRowGroup(rowGroupRows),
+		parquet.PageBufferSize(pageBufferSize),
 		parquet.Compression(codec),
 		parquet.CreatedBy("egress-authz", "", ""),
 	)
