@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/google/uuid"
 )
 
 // Identifier modes of the load client (--ids).
@@ -104,17 +105,7 @@ func uuidV4(rng *rand.Rand) string {
 	binary.LittleEndian.PutUint64(b[8:], rng.Uint64())
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
-	var s [36]byte
-	hex.Encode(s[0:8], b[0:4])
-	s[8] = '-'
-	hex.Encode(s[9:13], b[4:6])
-	s[13] = '-'
-	hex.Encode(s[14:18], b[6:8])
-	s[18] = '-'
-	hex.Encode(s[19:23], b[8:10])
-	s[23] = '-'
-	hex.Encode(s[24:36], b[10:16])
-	return string(s[:])
+	return uuid.UUID(b).String()
 }
 
 // traceparent returns a W3C trace context header for a sampled request:

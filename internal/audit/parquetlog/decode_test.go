@@ -1,7 +1,6 @@
 package parquetlog
 
 import (
-	"context"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -17,15 +16,8 @@ import (
 func TestDecoderReadsWhatTheRowReaderReads(t *testing.T) {
 	dir := t.TempDir()
 	writeAll(t, dir, Options{MaxRecords: 100000}, chain("w1", 0, "", 70000, t0, 13*time.Millisecond, rand.New(rand.NewPCG(7, 8))))
-	refs, err := listSegments(context.Background(), Dir(dir))
-	if err != nil || len(refs) == 0 {
-		t.Fatal(refs, err)
-	}
-	for _, ref := range refs {
-		seg, err := openSegment(context.Background(), Dir(dir), ref)
-		if err != nil {
-			t.Fatal(err)
-		}
+	eachSegment(t, dir, func(seg *segment) {
+		ref := seg.ref
 		dec, err := newDecoder(seg.pf.Schema())
 		if err != nil {
 			t.Fatal(err)
@@ -57,6 +49,5 @@ func TestDecoderReadsWhatTheRowReaderReads(t *testing.T) {
 				t.Fatalf("%s: the CRCs differ", ref.name)
 			}
 		}
-		seg.close()
-	}
+	})
 }

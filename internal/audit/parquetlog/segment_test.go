@@ -84,6 +84,21 @@ func TestCanonicalUUIDAgreesWithTheUUIDPackage(t *testing.T) {
 func TestEveryColumnCompressed(t *testing.T) {
 	dir := t.TempDir()
 	writeAll(t, dir, Options{}, chain("w1", 0, "", 3000, t0, time.Second, rand.New(rand.NewPCG(1, 2))))
+	eachSegment(t, dir, func(seg *segment) {
+		for _, rg := range seg.pf.Metadata().RowGroups {
+			for _, cc := range rg.Columns {
+				if cc.MetaData.Codec != format.Zstd {
+					t.Errorf("%s: column %v is compressed with %v", seg.ref.name, cc.MetaData.PathInSchema, cc.MetaData.Codec)
+				}
+			}
+		}
+	})
+}
+
+// eachSegment calls fn with every closed segment of dir, open, and fails
+// when there is none.
+func eachSegment(t *testing.T, dir string, fn func(*segment)) {
+	t.Helper()
 	refs, err := listSegments(context.Background(), Dir(dir))
 	if err != nil || len(refs) == 0 {
 		t.Fatal(refs, err)
@@ -93,13 +108,7 @@ func TestEveryColumnCompressed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, rg := range seg.pf.Metadata().RowGroups {
-			for _, cc := range rg.Columns {
-				if cc.MetaData.Codec != format.Zstd {
-					t.Errorf("%s: column %v is compressed with %v", ref.name, cc.MetaData.PathInSchema, cc.MetaData.Codec)
-				}
-			}
-		}
+		fn(seg)
 		seg.close()
 	}
 }
