@@ -746,3 +746,56 @@ func TestSinksKeepWhatWasRecorded(t *testing.T) {
 		}
 	}
 }
+
+// Concurrent Checks share groups, and groups are reused: each caller gets
+// its own outcome (a record over the frame limit fails alone, in whatever
+// group it joined), and the sink gets exactly the records that succeeded,
+// chained without a gap.
+func TestGroupsGiveEachCheckItsOwnOutcome(t *testing.T) {
+	k := &keeper{}
+	w, err := audit.Open(audit.Options{Dir: t.TempDir(), Linger: -1, SyncInterval: time.Millisecond}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	huge := "/" + strings.Repeat("a", audit.MaxFrame)
+	const callers, each = 32, 300
+	var wg sync.WaitGroup
+	var refused atomic.Int64
+	for c := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				r := sample(c*each + i)
+				big := c < 4 && i == each/2
+				if big {
+					r.Path = huge
+				}
+				err := w.Record(context.Background(), []audit.Record{r})
+				switch {
+				case big && !errors.Is(err, audit.ErrUnavailable):
+					t.Errorf("caller %d: the oversized record gave %v, want ErrUnavailable", c, err)
+				case big:
+					refused.Add(1)
+				case err != nil:
+					t.Errorf("caller %d record %d: %v", c, i, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := w.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if want := callers*each - int(refused.Load()); len(k.recs) != want || refused.Load() != 4 {
+		t.Fatalf("the sink got %d records and %d were refused, want %d and 4", len(k.recs), refused.Load(), want)
+	}
+	seen := map[string]bool{}
+	prev := ""
+	for i, r := range k.recs {
+		if r.Seq != uint64(i+1) || r.PrevHash != prev || r.Hash != audit.ComputeHash(&r) || seen[r.RequestID] || r.Path == huge {
+			t.Fatalf("record %d (seq %d, request %s) breaks the chain or repeats", i+1, r.Seq, r.RequestID)
+		}
+		seen[r.RequestID], prev = true, r.Hash
+	}
+}
