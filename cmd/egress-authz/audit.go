@@ -267,6 +267,12 @@ func auditQueryCmd(ctx context.Context, args []string, stdout, stderr io.Writer)
 	return exitOK
 }
 
+// walFlag declares --data-dir for the commands that verify: the server's
+// write-ahead log vouches for the records no store holds yet.
+func walFlag(fs *flag.FlagSet) *string {
+	return fs.String("data-dir", "./data", "the server's data `DIR`: its write-ahead log (DIR/wal), when there, vouches for the newest records of its chain")
+}
+
 func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -274,7 +280,7 @@ func auditVerifyCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	format := fs.String("format", "text", "output `FORMAT`: text or json")
 	since := fs.String("since", "", "report the breaks of records from this `TIME` on (15m, 24h, 7d, a day or RFC 3339)")
 	until := fs.String("until", "", "report the breaks of records before this `TIME`")
-	dataDir := fs.String("data-dir", "./data", "the server's data `DIR`: its write-ahead log (DIR/wal), when there, vouches for the newest records of its chain")
+	dataDir := walFlag(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: egress-authz audit verify [--audit DSN] [--since T] [--until T] [--data-dir DIR]\n\nChecks every writer's hash chain and lists every break. Exit status 0 only if every chain is intact.\n\nFlags:")
 		fs.PrintDefaults()

@@ -66,7 +66,7 @@ func auditExportCmd(ctx context.Context, args []string, stdout, stderr io.Writer
 	dsn := fs.String("audit", defaultAuditDSN, "decision log `DSN`")
 	out := fs.String("out", "", "write the pack to this new or empty `DIR`, or to FILE.zip")
 	check := fs.String("check", "", "check the pack at `DIR|FILE.zip` instead")
-	dataDir := fs.String("data-dir", "./data", "the server's data `DIR`: its write-ahead log (DIR/wal), when there, vouches for the newest records of its chain")
+	dataDir := walFlag(fs)
 	filters := filterFlags(fs, "cursor")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, exportUsage)

@@ -43,7 +43,11 @@ func (m *memStore) Close() error                                            { re
 
 var t0 = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 
-func decisionsServer(t *testing.T) (*httptest.Server, []audit.Record) {
+// forty returns 40 records of writer w a minute apart from t0+1m, each
+// changed by tweak: every 5th denied (no rule), every 7th else a dry-run
+// outcome, every 3rd to storage.googleapis.com:8443 (the rest to
+// api.stripe.com:443, rule stripe).
+func forty(tweak func(i int, r *audit.Record)) []audit.Record {
 	var recs []audit.Record
 	for i := 1; i <= 40; i++ {
 		r := audit.Record{Time: t0.Add(time.Duration(i) * time.Minute), RequestID: fmt.Sprintf("req-%d", i),
@@ -59,14 +63,21 @@ func decisionsServer(t *testing.T) (*httptest.Server, []audit.Record) {
 		if i%3 == 0 {
 			r.Host, r.Port, r.Method = "storage.googleapis.com", 8443, "GET"
 		}
+		tweak(i, &r)
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+func decisionsServer(t *testing.T) (*httptest.Server, []audit.Record) {
+	recs := forty(func(i int, r *audit.Record) {
 		if i%4 == 0 {
 			r.Cluster = "eu-west"
 		}
 		if i%6 == 0 {
 			r.Processor = "stripe"
 		}
-		recs = append(recs, r)
-	}
+	})
 	srv := httptest.NewServer(DecisionsHandler(&memStore{recs: recs}, func() time.Time { return t0.Add(24 * time.Hour) }))
 	t.Cleanup(srv.Close)
 	return srv, recs

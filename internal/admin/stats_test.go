@@ -17,36 +17,23 @@ import (
 	"github.com/egress-authz/egress-authz/internal/audit/sqlstore"
 )
 
-// chained40 returns 40 chained records a minute apart from t0+1m: every
-// 5th denied (no rule), every 7th else a dry-run outcome, every 3rd to
-// storage.googleapis.com:8443 (the rest to api.stripe.com:443, rule
-// stripe), the even ones from the indexer.
+// chained40 returns forty's records chained, the even ones from the
+// indexer, and record 12 denied by its rule.
 func chained40() []audit.Record {
-	var recs []audit.Record
-	prev := ""
-	for i := 1; i <= 40; i++ {
-		r := audit.Record{Time: t0.Add(time.Duration(i) * time.Minute), RequestID: fmt.Sprintf("req-%d", i),
-			Principal: "spiffe://cluster.local/ns/payments/sa/checkout", Namespace: "payments", Host: "api.stripe.com",
-			Port: 443, Method: "POST", Path: "/v1/charges", Decision: audit.Allow, Enforced: true, Rule: "stripe",
-			Reason: "allowed-by-rule", RuleSet: "v1", Writer: "w", Seq: uint64(i), PrevHash: prev}
-		switch {
-		case i%5 == 0:
-			r.Decision, r.Reason, r.Rule = audit.Deny, "no-matching-rule", ""
-		case i%7 == 0:
-			r.Enforced, r.Reason = false, "dry-run"
-		}
-		if i%3 == 0 {
-			r.Host, r.Port, r.Method = "storage.googleapis.com", 8443, "GET"
-		}
+	recs := forty(func(i int, r *audit.Record) {
+		r.RuleSet = "v1"
 		if i%2 == 0 {
 			r.Principal, r.Namespace = "spiffe://cluster.local/ns/search/sa/indexer", "search"
 		}
 		if i == 12 {
 			r.Decision, r.Reason = audit.Deny, "denied-by-rule"
 		}
-		r.Hash = audit.ComputeHash(&r)
-		prev = r.Hash
-		recs = append(recs, r)
+	})
+	prev := ""
+	for i := range recs {
+		recs[i].PrevHash = prev
+		recs[i].Hash = audit.ComputeHash(&recs[i])
+		prev = recs[i].Hash
 	}
 	return recs
 }

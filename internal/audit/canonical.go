@@ -185,16 +185,16 @@ func decodeWith(d decoder) (Record, error) {
 }
 
 // arena holds copies of frames that decoded records alias (see
-// decodeAliased). Unless it is reset, its bytes are never written twice:
-// a full block is left to the records that still point into it, and the
-// garbage collector frees it with the last of them. An arena that is
-// reset (for a sink that keeps nothing of a batch, Copying) keeps its
-// blocks and fills them again.
+// decodeAliased). Without reuse, its bytes are never written twice: a
+// full block is left to the records that still point into it, and the
+// garbage collector frees it with the last of them. With reuse (for a
+// sink that keeps nothing of a batch, Copying), it keeps its blocks, and
+// reset lets the next batch fill them again.
 type arena struct {
-	buf    []byte
-	blocks [][]byte // kept for reuse once reset has been called
-	cur    int      // the block buf is, in blocks
 	reuse  bool
+	buf    []byte
+	blocks [][]byte // with reuse, every block
+	cur    int      // with reuse, the block buf is, in blocks
 }
 
 const arenaSize = 1 << 20
@@ -219,12 +219,12 @@ func (a *arena) copy(p []byte) []byte {
 	return a.buf[n:len(a.buf):len(a.buf)]
 }
 
-// reset makes all of the arena's memory free for the next batch: every
-// string the records decoded so far hold will be overwritten.
+// reset makes a reused arena's memory free for the next batch: every
+// string the records decoded so far hold will be overwritten. Without
+// reuse it does nothing.
 func (a *arena) reset() {
-	a.reuse, a.cur, a.buf = true, 0, nil
-	if len(a.blocks) > 0 {
-		a.buf = a.blocks[0][:0]
+	if a.reuse && len(a.blocks) > 0 {
+		a.cur, a.buf = 0, a.blocks[0][:0]
 	}
 }
 

@@ -26,3 +26,38 @@ func TestStorableAgreesWithItsDefinition(t *testing.T) {
 		}
 	}
 }
+
+// A reused arena fills the same blocks batch after batch, each batch
+// reading back what it copied; an arena without reuse never overwrites
+// what it handed out.
+func TestArenaReusesOnlyWhenAsked(t *testing.T) {
+	frame := func(batch, i int) []byte { return []byte(strings.Repeat(string(rune('a'+(batch+i)%26)), 300+i%200)) }
+	for _, reuse := range []bool{true, false} {
+		a := arena{reuse: reuse}
+		var kept [][]byte // the first batch's copies
+		for batch := range 3 {
+			a.reset()
+			for i := range 8000 { // about 3 MB: several blocks
+				c := a.copy(frame(batch, i))
+				if string(c) != string(frame(batch, i)) {
+					t.Fatalf("reuse %v, batch %d: copy %d reads back wrong", reuse, batch, i)
+				}
+				if batch == 0 {
+					kept = append(kept, c)
+				}
+			}
+		}
+		overwritten := 0
+		for i, c := range kept {
+			if string(c) != string(frame(0, i)) {
+				overwritten++
+			}
+		}
+		switch {
+		case reuse && (overwritten == 0 || len(a.blocks) > 4):
+			t.Errorf("reused arena: %d of the first batch's copies overwritten, %d blocks; want its blocks filled again", overwritten, len(a.blocks))
+		case !reuse && overwritten != 0:
+			t.Errorf("arena without reuse overwrote %d copies it had handed out", overwritten)
+		}
+	}
+}

@@ -21,7 +21,6 @@ type runner struct {
 	w        *Writer
 	sink     Sink
 	buffered Buffered      // the sink, when it is Buffered
-	copying  bool          // the sink is Copying: the arena is reused for every batch
 	wake     chan struct{} // more records are fsynced
 	stop     chan struct{}
 	done     chan struct{}
@@ -29,7 +28,7 @@ type runner struct {
 	handed   uint64        // highest sequence number written to the sink; the runner's own
 	failing  atomic.Bool
 
-	arena arena // the frames the records of a batch point into
+	arena arena // the frames the records of a batch point into; reused for a Copying sink
 
 	f        *os.File
 	fr       *frameReader
@@ -54,7 +53,7 @@ func (r *runner) forked(writer string, seq uint64) {
 func newRunner(w *Writer, s Sink) *runner {
 	r := &runner{w: w, sink: s, wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	r.buffered, _ = s.(Buffered)
-	_, r.copying = s.(Copying)
+	_, r.arena.reuse = s.(Copying)
 	return r
 }
 
@@ -284,9 +283,7 @@ func (r *runner) position(ctx context.Context, backoff *backoff, log *slog.Logge
 // record's hash is the next one's PrevHash: the chain as the writer made
 // it, in frames whose checksums held; only the last is computed.
 func (r *runner) read(batch []Record, target uint64) ([]Record, error) {
-	if r.copying {
-		r.arena.reset()
-	}
+	r.arena.reset()
 	batch, err := r.readFrames(batch, target)
 	for i := range batch {
 		if i+1 < len(batch) && batch[i+1].Writer == batch[i].Writer {
