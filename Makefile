@@ -29,7 +29,7 @@ test: ## the whole suite of both modules, with the race detector (installs Postg
 bench: build ## Go micro-benchmarks, then the load test against a no-op server (report in loadtest/results)
 	$(GO) test -run '^$$' -bench . -benchmem ./rules ./authz ./internal/audit/...
 	$(GO) build -o bin/loadtest ./loadtest
-	./bin/loadtest compare --rules 10000 --concurrency 64 --duration 5s --rounds 2 --audit sqlite --out loadtest/results
+	./bin/loadtest compare --rules 10000 --concurrency 64 --duration 5s --rounds 2 --audit none,parquet,sqlite --ids random --out loadtest/results
 	./bin/loadtest memory --rules 100000 --cache 100000
 
 fuzz: ## run each fuzz target for FUZZTIME (default 30s)
